@@ -158,7 +158,7 @@ impl Ipv4 {
 
     pub fn with_options(mut self, options: &[u8]) -> Self {
         self.options = options.to_vec();
-        while self.options.len() % 4 != 0 {
+        while !self.options.len().is_multiple_of(4) {
             self.options.push(0);
         }
         self

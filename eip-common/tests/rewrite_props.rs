@@ -174,7 +174,7 @@ proptest! {
         let mut quote = cut(original_private.bytes());
         // A quote that ends inside the embedded TCP checksum cannot have it fixed: the half
         // that is there stays as it was.
-        let tcp_csum = ((opts.len() + 3) / 4) * 4 + 20 + 16;
+        let tcp_csum = opts.len().div_ceil(4) * 4 + 20 + 16;
         if matches!(original.transport, Transport::Tcp { .. }) && quote.len() == tcp_csum + 1 {
             quote[tcp_csum] = cut(original.bytes())[tcp_csum];
         }
