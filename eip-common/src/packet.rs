@@ -45,11 +45,18 @@ pub trait Packet {
     }
 
     /// Replaces `old` by `new` inside the IPv4 header checksum at `off`. The default is the
-    /// RFC 1624 update; TC may use `bpf_l3_csum_replace`.
+    /// RFC 1624 update; TC uses `bpf_l3_csum_replace`.
     #[inline(always)]
     fn l3_replace32(&mut self, off: usize, old: u32, new: u32) -> Option<()> {
         let check = self.u16_at(off)?;
         self.store(off, crate::checksum::replace32(check, old, new).to_be_bytes())
+    }
+
+    /// As [`Packet::l3_replace32`] for one 16-bit word.
+    #[inline(always)]
+    fn l3_replace16(&mut self, off: usize, old: u16, new: u16) -> Option<()> {
+        let check = self.u16_at(off)?;
+        self.store(off, crate::checksum::replace16(check, old, new).to_be_bytes())
     }
 }
 

@@ -17,6 +17,7 @@ pub const IPPROTO_UDP: u8 = 17;
 
 pub const IPV4_MIN_HLEN: usize = 20;
 /// Offsets inside the IPv4 header.
+pub const IP_TTL: usize = 8;
 pub const IP_CSUM: usize = 10;
 pub const IP_SRC: usize = 12;
 pub const IP_DST: usize = 16;

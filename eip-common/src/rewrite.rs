@@ -277,3 +277,20 @@ pub fn rewrite<P: Packet + ?Sized>(
     apply(pkt, &plan)?;
     Ok(plan)
 }
+
+/// Forwarding is routing: the fast path decrements the TTL as the kernel would and fixes the
+/// header checksum. Returns `false`, changing nothing, when the TTL would expire: such a
+/// packet goes to the kernel, which sends the ICMP time-exceeded.
+#[inline(always)]
+pub fn decrement_ttl<P: Packet + ?Sized>(pkt: &mut P, l3_off: usize) -> Result<bool, RewriteError> {
+    let t = RewriteError::Truncated;
+    // TTL and protocol share the 16-bit word at offset 8.
+    let word = pkt.u16_at(l3_off + IP_TTL).ok_or(t)?;
+    if word >> 8 <= 1 {
+        return Ok(false);
+    }
+    let new = word - 0x0100;
+    pkt.store(l3_off + IP_TTL, new.to_be_bytes()).ok_or(t)?;
+    pkt.l3_replace16(l3_off + IP_CSUM, word, new).ok_or(t)?;
+    Ok(true)
+}

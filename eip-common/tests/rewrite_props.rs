@@ -456,3 +456,20 @@ fn udp_checksum_that_becomes_zero_is_sent_as_ffff() {
     }
     panic!("no payload gives a zero checksum");
 }
+
+#[test]
+fn ttl_is_decremented_with_the_checksum_fixed() {
+    let mut ip = tcp();
+    ip.ttl = 64;
+    let mut buf = ip.bytes();
+    assert_eq!(eip_common::rewrite::decrement_ttl(&mut buf[..], 0), Ok(true));
+    ip.ttl = 63;
+    assert_eq!(buf, ip.bytes());
+    for ttl in [0, 1] {
+        ip.ttl = ttl;
+        let before = ip.bytes();
+        let mut buf = before.clone();
+        assert_eq!(eip_common::rewrite::decrement_ttl(&mut buf[..], 0), Ok(false));
+        assert_eq!(buf, before, "an expiring TTL is left for the kernel to answer");
+    }
+}

@@ -1,19 +1,22 @@
+//! The eip dataplane: `eip_ingress` (XDP, external interface, DNAT) and `eip_egress` (TC
+//! ingress on the bridge, SNAT). The rewrite itself is eip-common's; these programs parse,
+//! look up, call it, and forward.
 #![no_std]
 #![no_main]
 
-use aya_ebpf::{bindings::xdp_action, macros::xdp, programs::XdpContext};
-
-#[xdp]
-pub fn eip_ingress(_ctx: XdpContext) -> u32 {
-    xdp_action::XDP_PASS
-}
+mod egress;
+mod frame;
+mod ingress;
+mod maps;
 
 #[cfg(not(test))]
 #[panic_handler]
 fn panic(_info: &core::panic::PanicInfo) -> ! {
+    // The verifier rejects any reachable panic path, so this is never called.
     loop {}
 }
 
+/// GPL-compatible: bpf_fib_lookup and the redirect helpers are GPL-only.
 #[unsafe(link_section = "license")]
 #[unsafe(no_mangle)]
 static LICENSE: [u8; 13] = *b"Dual MIT/GPL\0";

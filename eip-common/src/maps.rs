@@ -1,0 +1,176 @@
+//! The BPF maps' names, sizes, keys and values: the contract between the programs and the
+//! daemon. Addresses are `u32` holding the address in host order (`u32::from(Ipv4Addr)`),
+//! which is what the programs read from the packet with `u32::from_be_bytes`.
+
+/// Bindings (EIP <-> private IP) the maps hold unless told otherwise at load time.
+pub const DEFAULT_MAX_BINDINGS: u32 = 65_536;
+/// VMs (private IPs and MACs) the maps hold unless told otherwise.
+pub const DEFAULT_MAX_VMS: u32 = 65_536;
+/// Bridge ports the fast path can redirect to.
+pub const MAX_PORTS: u32 = 4_096;
+
+/// EIP -> [`Binding`] (private IP): ingress DNAT, the "forward" entry.
+pub const MAP_DNAT: &str = "EIP_DNAT";
+/// private IP -> [`Binding`] (EIP): egress SNAT, the "reverse" entry.
+pub const MAP_SNAT: &str = "EIP_SNAT";
+/// private IP -> [`Vm`]: the VM's bridge port and MAC (fast path) and its flags.
+pub const MAP_VMS: &str = "EIP_VMS";
+/// MAC -> [`Lease`]: the address leased to a MAC (anti-spoofing) and its flags.
+pub const MAP_MACS: &str = "EIP_MACS";
+/// Per-CPU [`EipStats`] indexed by [`Binding::slot`].
+pub const MAP_STATS: &str = "EIP_STATS";
+/// Per-CPU `u64` indexed by [`Counter`].
+pub const MAP_COUNTERS: &str = "EIP_COUNTERS";
+/// Bridge ports by ifindex, for `XDP_REDIRECT`.
+pub const MAP_PORTS: &str = "EIP_PORTS";
+/// One [`Config`] at index 0.
+pub const MAP_CONFIG: &str = "EIP_CONFIG";
+
+pub const PROG_INGRESS: &str = "eip_ingress";
+pub const PROG_EGRESS: &str = "eip_egress";
+
+/// One side of a binding: the translated address and the binding's statistics slot.
+///
+/// Slot 0 is never given to a binding: the stats array's entry 0 is a sink, so a value whose
+/// slot was left zero (or a binding being torn down) never adds to another binding's counts.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Binding {
+    pub addr: u32,
+    pub slot: u32,
+}
+
+/// A VM seen by its private IP.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Vm {
+    /// The bridge port the VM sits behind; 0 when unknown, and then ingress falls back to the
+    /// kernel's forwarding.
+    pub port_ifindex: u32,
+    pub mac: [u8; 6],
+    pub flags: u16,
+}
+
+/// The address leased (or reserved) for a MAC.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Lease {
+    pub addr: u32,
+    pub flags: u16,
+    pub _pad: u16,
+}
+
+/// A MAC as a map key (8 bytes, so the key has no implicit padding).
+#[repr(C)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Hash)]
+pub struct MacKey {
+    pub mac: [u8; 6],
+    pub _pad: [u8; 2],
+}
+
+impl MacKey {
+    pub const fn new(mac: [u8; 6]) -> Self {
+        MacKey { mac, _pad: [0; 2] }
+    }
+}
+
+/// [`Vm::flags`] and [`Lease::flags`]: drop everything from and to the VM except DHCP.
+pub const VM_QUARANTINED: u16 = 1 << 0;
+/// [`Vm::flags`] and [`Lease::flags`]: do not check this VM's source addresses.
+pub const VM_NO_ANTISPOOF: u16 = 1 << 1;
+
+/// Per-binding counters, per CPU.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct EipStats {
+    /// Translated towards the VM (ingress DNAT, or hairpin delivery).
+    pub in_packets: u64,
+    pub in_bytes: u64,
+    /// Translated from the VM (egress SNAT).
+    pub out_packets: u64,
+    pub out_bytes: u64,
+}
+
+/// Global counters, per CPU: drops by reason and how packets were forwarded.
+#[repr(u32)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Counter {
+    /// To or from a bound address, but with a header the rewrite refuses.
+    DropMalformed = 0,
+    /// From a bridge port with a source address not leased to its MAC.
+    DropSpoofed = 1,
+    /// From or to a quarantined VM.
+    DropQuarantined = 2,
+    /// To or from a bound address, in a protocol other than TCP, UDP or ICMP.
+    DropUntranslatable = 3,
+    /// Ingress redirected straight to the VM's bridge port.
+    IngressFastPath = 4,
+    /// Ingress translated and passed to the kernel's forwarding.
+    IngressFallback = 5,
+    /// Egress translated and redirected out of the external interface.
+    EgressFastPath = 6,
+    /// Egress translated and passed to the kernel's forwarding.
+    EgressFallback = 7,
+    /// VM to another VM's EIP, translated both ways and sent back to the bridge.
+    Hairpin = 8,
+}
+
+impl Counter {
+    pub const ALL: [Counter; 9] = [
+        Counter::DropMalformed,
+        Counter::DropSpoofed,
+        Counter::DropQuarantined,
+        Counter::DropUntranslatable,
+        Counter::IngressFastPath,
+        Counter::IngressFallback,
+        Counter::EgressFastPath,
+        Counter::EgressFallback,
+        Counter::Hairpin,
+    ];
+
+    /// The name operators see in `eip stats` and the metrics.
+    pub const fn name(self) -> &'static str {
+        match self {
+            Counter::DropMalformed => "drop_malformed",
+            Counter::DropSpoofed => "drop_spoofed",
+            Counter::DropQuarantined => "drop_quarantined",
+            Counter::DropUntranslatable => "drop_untranslatable",
+            Counter::IngressFastPath => "ingress_fast_path",
+            Counter::IngressFallback => "ingress_fallback",
+            Counter::EgressFastPath => "egress_fast_path",
+            Counter::EgressFallback => "egress_fallback",
+            Counter::Hairpin => "hairpin",
+        }
+    }
+}
+
+/// Entries in the counters array (room to add reasons without resizing pinned maps).
+pub const COUNTERS_LEN: u32 = 32;
+
+/// The dataplane's settings, written by the loader.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Config {
+    /// The bridge's MAC: the source of frames the fast path sends to VMs.
+    pub bridge_mac: [u8; 6],
+    pub flags: u16,
+    pub bridge_ifindex: u32,
+    pub ext_ifindex: u32,
+}
+
+/// [`Config::flags`]: check VMs' source addresses against their leases.
+pub const CONFIG_ANTISPOOF: u16 = 1 << 0;
+/// [`Config::flags`]: never redirect; always hand translated packets to the kernel.
+pub const CONFIG_NO_FAST_PATH: u16 = 1 << 1;
+
+#[cfg(feature = "user")]
+mod pod {
+    // SAFETY: all of these are repr(C), Copy, and have no padding bytes that could leak
+    // uninitialised memory: every field is spelled out, padding included.
+    unsafe impl aya::Pod for super::Binding {}
+    unsafe impl aya::Pod for super::Vm {}
+    unsafe impl aya::Pod for super::Lease {}
+    unsafe impl aya::Pod for super::MacKey {}
+    unsafe impl aya::Pod for super::EipStats {}
+    unsafe impl aya::Pod for super::Config {}
+}

@@ -1,0 +1,212 @@
+//! TC ingress on the bridge device: what the VMs route through their gateway. Packets from a
+//! bound private address get their source rewritten to the EIP (1:1 SNAT) and go straight out
+//! of the external interface (FIB lookup + redirect), or to the kernel's forwarding when the
+//! lookup does not resolve. A packet to another VM's EIP is translated both ways (hairpin).
+//! Anti-spoofing and quarantine are enforced here, where the VMs' packets enter the host.
+
+use core::mem;
+
+use aya_ebpf::{
+    EbpfContext,
+    bindings::{
+        BPF_FIB_LKUP_RET_FRAG_NEEDED, BPF_FIB_LKUP_RET_SUCCESS, TC_ACT_OK, TC_ACT_SHOT, bpf_fib_lookup,
+    },
+    helpers::{bpf_fib_lookup as fib_lookup, bpf_redirect},
+    macros::classifier,
+    programs::TcContext,
+};
+use eip_common::{
+    Packet,
+    maps::{CONFIG_ANTISPOOF, CONFIG_NO_FAST_PATH, Counter, VM_NO_ANTISPOOF, VM_QUARANTINED, Vm},
+    parse::{ETH_P_IP, EthInfo, IP_SRC, IPPROTO_UDP, Ipv4Info, parse_eth, parse_ipv4},
+    rewrite::{Field, apply, decrement_ttl, plan},
+};
+
+use crate::{frame::TcFrame, maps::*};
+
+/// Enough of the frame to hold every header the rewrite touches: Ethernet with a VLAN tag,
+/// IPv4 with options, ICMP, a quoted IPv4 header with options and its transport checksum.
+const PULL_LEN: u32 = 192;
+const AF_INET: u8 = 2;
+const DHCP_SERVER_PORT: u16 = 67;
+
+#[classifier]
+pub fn eip_egress(ctx: TcContext) -> i32 {
+    match try_egress(&ctx) {
+        Ok(action) => action,
+        Err(reason) => {
+            count(reason);
+            TC_ACT_SHOT
+        }
+    }
+}
+
+#[inline(always)]
+fn try_egress(ctx: &TcContext) -> Result<i32, Counter> {
+    let len = ctx.len();
+    // Headers must be in the linear area for direct access; a failure leaves what is there.
+    let _ = ctx.pull_data(if len < PULL_LEN { len } else { PULL_LEN });
+    let mut pkt = TcFrame(ctx);
+    let Ok(eth) = parse_eth(&pkt) else {
+        return Ok(TC_ACT_OK);
+    };
+    let Some(src_mac) = pkt.load::<6>(6) else {
+        return Ok(TC_ACT_OK);
+    };
+    let lease = lease(src_mac);
+    let lease_flags = lease.map(|l| l.flags).unwrap_or(0);
+    if lease_flags & VM_QUARANTINED != 0 && !is_dhcp_to_server(&pkt, &eth) {
+        return Err(Counter::DropQuarantined);
+    }
+    if eth.ethertype != ETH_P_IP {
+        return Ok(TC_ACT_OK);
+    }
+    let ip = match parse_ipv4(&pkt, eth.l3_off) {
+        Ok(ip) => ip,
+        // Malformed from a bound address: dropped rather than forwarded untranslated, which
+        // would leak the private address. Others are the kernel's to judge.
+        Err(_) => {
+            return match pkt.u32_at(eth.l3_off + IP_SRC).and_then(snat) {
+                Some(_) => Err(Counter::DropMalformed),
+                None => Ok(TC_ACT_OK),
+            };
+        }
+    };
+
+    let cfg = config();
+    if cfg.flags & CONFIG_ANTISPOOF != 0 {
+        match lease {
+            // 0.0.0.0 is a DHCP client that has no address yet.
+            Some(l) if lease_flags & VM_NO_ANTISPOOF == 0 && ip.src != l.addr && ip.src != 0 => {
+                return Err(Counter::DropSpoofed);
+            }
+            // A MAC with no lease must not use a bound address.
+            None if snat(ip.src).is_some() => return Err(Counter::DropSpoofed),
+            _ => {}
+        }
+    }
+
+    let Some(binding) = snat(ip.src) else {
+        return Ok(TC_ACT_OK);
+    };
+    if let Some(peer) = dnat(ip.dst) {
+        return hairpin(
+            &mut pkt,
+            &ip,
+            binding.addr,
+            binding.slot,
+            peer.addr,
+            peer.slot,
+            &cfg,
+        );
+    }
+
+    let plan = plan(&pkt, &ip, Field::Source, binding.addr).map_err(drop_reason)?;
+    let route = if cfg.flags & CONFIG_NO_FAST_PATH != 0 {
+        None
+    } else {
+        Some(lookup(ctx, &pkt, &ip, binding.addr))
+    };
+    if let Some((rc, _)) = &route
+        && *rc == BPF_FIB_LKUP_RET_FRAG_NEEDED as i64
+        && dont_fragment(&pkt, &ip)
+    {
+        // Too big for the way out and not to be fragmented: the kernel must answer the VM
+        // with "fragmentation needed", which it can only do while the source is still the
+        // VM's own address. Passed untranslated; the kernel does not forward it.
+        return Ok(TC_ACT_OK);
+    }
+    apply(&mut pkt, &plan).map_err(drop_reason)?;
+    count_out(binding.slot, ip.total_len);
+
+    if let Some((rc, fib)) = route
+        && rc == BPF_FIB_LKUP_RET_SUCCESS as i64
+        && decrement_ttl(&mut pkt, ip.l3_off).map_err(drop_reason)?
+    {
+        let mut macs = [0u8; 12];
+        macs[..6].copy_from_slice(&fib.dmac);
+        macs[6..].copy_from_slice(&fib.smac);
+        pkt.store(0, macs).ok_or(Counter::DropMalformed)?;
+        count(Counter::EgressFastPath);
+        // SAFETY: a plain helper call; the ifindex comes from the kernel's FIB.
+        return Ok(unsafe { bpf_redirect(fib.ifindex, 0) } as i32);
+    }
+    count(Counter::EgressFallback);
+    Ok(TC_ACT_OK)
+}
+
+/// A VM to another VM's EIP: the source becomes the sender's EIP and the destination the
+/// receiver's private address, so the receiver sees (and answers) the sender's EIP.
+#[inline(always)]
+fn hairpin(
+    pkt: &mut TcFrame,
+    ip: &Ipv4Info,
+    eip: u32,
+    slot: u32,
+    peer_private: u32,
+    peer_slot: u32,
+    cfg: &eip_common::maps::Config,
+) -> Result<i32, Counter> {
+    let peer: Vm = vm(peer_private).unwrap_or_default();
+    if peer.flags & VM_QUARANTINED != 0 {
+        return Err(Counter::DropQuarantined);
+    }
+    let first = plan(pkt, ip, Field::Source, eip).map_err(drop_reason)?;
+    apply(pkt, &first).map_err(drop_reason)?;
+    let translated = Ipv4Info { src: eip, ..*ip };
+    let second = plan(pkt, &translated, Field::Destination, peer_private).map_err(drop_reason)?;
+    apply(pkt, &second).map_err(drop_reason)?;
+    count_out(slot, ip.total_len);
+    count_in(peer_slot, ip.total_len);
+    count(Counter::Hairpin);
+    if cfg.flags & CONFIG_NO_FAST_PATH == 0
+        && peer.port_ifindex != 0
+        && decrement_ttl(pkt, ip.l3_off).map_err(drop_reason)?
+    {
+        let mut macs = [0u8; 12];
+        macs[..6].copy_from_slice(&peer.mac);
+        macs[6..].copy_from_slice(&cfg.bridge_mac);
+        pkt.store(0, macs).ok_or(Counter::DropMalformed)?;
+        // SAFETY: a plain helper call.
+        return Ok(unsafe { bpf_redirect(peer.port_ifindex, 0) } as i32);
+    }
+    // The kernel routes it back out of the bridge.
+    Ok(TC_ACT_OK)
+}
+
+/// The kernel's route for the translated packet (source = EIP): the return code and the
+/// filled-in parameters (egress ifindex, MACs).
+#[inline(always)]
+fn lookup(ctx: &TcContext, pkt: &TcFrame, ip: &Ipv4Info, eip: u32) -> (i64, bpf_fib_lookup) {
+    // SAFETY: bpf_fib_lookup is plain data; all-zero is its documented initial state.
+    let mut p: bpf_fib_lookup = unsafe { mem::zeroed() };
+    p.family = AF_INET;
+    p.l4_protocol = ip.proto;
+    p.__bindgen_anon_1.tot_len = ip.total_len as u16;
+    p.__bindgen_anon_2.tos = pkt.u8_at(ip.l3_off + 1).unwrap_or(0);
+    // SAFETY: reading the skb's ifindex from the context the program was given.
+    p.ifindex = unsafe { (*ctx.skb.skb).ifindex };
+    p.__bindgen_anon_3.ipv4_src = eip.to_be();
+    p.__bindgen_anon_4.ipv4_dst = ip.dst.to_be();
+    // SAFETY: the context pointer and a parameter struct of the size passed.
+    let rc = unsafe { fib_lookup(ctx.as_ptr(), &mut p, mem::size_of::<bpf_fib_lookup>() as i32, 0) };
+    (rc, p)
+}
+
+#[inline(always)]
+fn dont_fragment(pkt: &TcFrame, ip: &Ipv4Info) -> bool {
+    pkt.u8_at(ip.l3_off + 6).is_some_and(|b| b & 0x40 != 0)
+}
+
+/// A DHCP client's message to a server (UDP to port 67): the one thing a quarantined VM may
+/// still send, so that it keeps its address while isolated.
+#[inline(always)]
+fn is_dhcp_to_server(pkt: &TcFrame, eth: &EthInfo) -> bool {
+    if eth.ethertype != ETH_P_IP {
+        return false;
+    }
+    let Ok(ip) = parse_ipv4(pkt, eth.l3_off) else {
+        return false;
+    };
+    ip.proto == IPPROTO_UDP && !ip.later_fragment && pkt.u16_at(ip.l4_off() + 2) == Some(DHCP_SERVER_PORT)
+}

@@ -1,0 +1,140 @@
+//! `eip_common::Packet` over the programs' packet pointers. Every access compares the pointer
+//! it is about to use with `data_end` right before using it, which is what the verifier
+//! needs to see.
+
+use core::ptr;
+
+use aya_ebpf::{
+    bindings::{BPF_F_MARK_MANGLED_0, BPF_F_PSEUDO_HDR},
+    programs::{TcContext, XdpContext},
+};
+use eip_common::Packet;
+
+/// `data_end`, hidden from LLVM. Without this, LLVM proves some bounds checks redundant
+/// (a read inside a header already checked whole) and deletes them; the verifier tracks the
+/// earlier check on a differently-built pointer and cannot follow, so it rejects the read.
+/// A spilled `pkt_end` keeps its type for the verifier, so the check stays valid.
+#[inline(always)]
+fn opaque(end: usize) -> usize {
+    // SAFETY: a read of a local just written.
+    unsafe { ptr::read_volatile(&end) }
+}
+
+#[inline(always)]
+fn load<const N: usize>(start: usize, end: usize, off: usize) -> Option<[u8; N]> {
+    let p = start + off;
+    if p + N > opaque(end) {
+        return None;
+    }
+    // SAFETY: [p, p + N) lies inside the packet, checked just above.
+    Some(unsafe { ptr::read_unaligned(p as *const [u8; N]) })
+}
+
+#[inline(always)]
+fn store<const N: usize>(start: usize, end: usize, off: usize, bytes: [u8; N]) -> Option<()> {
+    let p = start + off;
+    if p + N > opaque(end) {
+        return None;
+    }
+    // SAFETY: as in `load`.
+    unsafe { ptr::write_unaligned(p as *mut [u8; N], bytes) };
+    Some(())
+}
+
+/// One byte, read through the 2-byte window that ends at it. A 1-byte bounds check
+/// `p + 1 > data_end` is folded by LLVM into `p >= data_end`, from which the verifier learns no
+/// packet range (and rejects the read); a 2-byte check keeps its shape. Every single byte the
+/// rewrite reads has a header byte before it.
+#[inline(always)]
+fn byte(start: usize, end: usize, off: usize) -> Option<u8> {
+    load::<2>(start, end, off.checked_sub(1)?).map(|w| w[1])
+}
+
+/// The frame's length, hidden from LLVM's range analysis. The rewrite validates lengths with
+/// it (total length against the frame); if LLVM could relate it to `data_end - data`, it would
+/// delete later pointer bounds checks as redundant, and the verifier, which only learns
+/// ranges from pointer comparisons, would reject the reads they guarded.
+#[inline(always)]
+fn opaque_len(start: usize, end: usize) -> usize {
+    opaque(end - start)
+}
+
+pub struct XdpFrame<'a>(pub &'a XdpContext);
+
+impl Packet for XdpFrame<'_> {
+    #[inline(always)]
+    fn len(&self) -> usize {
+        opaque_len(self.0.data(), self.0.data_end())
+    }
+
+    #[inline(always)]
+    fn load<const N: usize>(&self, off: usize) -> Option<[u8; N]> {
+        load(self.0.data(), self.0.data_end(), off)
+    }
+
+    #[inline(always)]
+    fn store<const N: usize>(&mut self, off: usize, bytes: [u8; N]) -> Option<()> {
+        store(self.0.data(), self.0.data_end(), off, bytes)
+    }
+
+    #[inline(always)]
+    fn u8_at(&self, off: usize) -> Option<u8> {
+        byte(self.0.data(), self.0.data_end(), off)
+    }
+}
+
+/// An skb. The checksums go through the kernel's helpers: a VM's packets reach the bridge
+/// with CHECKSUM_PARTIAL (the field holds the pseudo-header sum, completed at transmit), which
+/// only `bpf_l4_csum_replace` with `BPF_F_PSEUDO_HDR` updates correctly, and which also keeps
+/// `skb->csum` right for CHECKSUM_COMPLETE.
+pub struct TcFrame<'a>(pub &'a TcContext);
+
+impl Packet for TcFrame<'_> {
+    #[inline(always)]
+    fn len(&self) -> usize {
+        opaque_len(self.0.data(), self.0.data_end())
+    }
+
+    #[inline(always)]
+    fn load<const N: usize>(&self, off: usize) -> Option<[u8; N]> {
+        load(self.0.data(), self.0.data_end(), off)
+    }
+
+    #[inline(always)]
+    fn store<const N: usize>(&mut self, off: usize, bytes: [u8; N]) -> Option<()> {
+        store(self.0.data(), self.0.data_end(), off, bytes)
+    }
+
+    #[inline(always)]
+    fn u8_at(&self, off: usize) -> Option<u8> {
+        byte(self.0.data(), self.0.data_end(), off)
+    }
+
+    #[inline(always)]
+    fn l4_pseudo_replace32(&mut self, off: usize, old: u32, new: u32, udp: bool) -> Option<()> {
+        // The helper wants the values as they are in the packet (network order); with
+        // BPF_F_MARK_MANGLED_0 it leaves a zero UDP checksum alone and turns a computed zero
+        // into 0xffff (RFC 768).
+        let mut flags = (BPF_F_PSEUDO_HDR as u64) | 4;
+        if udp {
+            flags |= BPF_F_MARK_MANGLED_0 as u64;
+        }
+        self.0
+            .l4_csum_replace(off, old.to_be() as u64, new.to_be() as u64, flags)
+            .ok()
+    }
+
+    #[inline(always)]
+    fn l3_replace32(&mut self, off: usize, old: u32, new: u32) -> Option<()> {
+        self.0
+            .l3_csum_replace(off, old.to_be() as u64, new.to_be() as u64, 4)
+            .ok()
+    }
+
+    #[inline(always)]
+    fn l3_replace16(&mut self, off: usize, old: u16, new: u16) -> Option<()> {
+        self.0
+            .l3_csum_replace(off, old.to_be() as u64, new.to_be() as u64, 2)
+            .ok()
+    }
+}

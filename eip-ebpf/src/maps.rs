@@ -1,0 +1,93 @@
+//! The maps (names, types and default sizes from `eip_common::maps`) and their accessors.
+
+use aya_ebpf::{
+    macros::map,
+    maps::{Array, DevMapHash, HashMap, PerCpuArray},
+};
+use eip_common::maps::*;
+
+#[map]
+pub static EIP_DNAT: HashMap<u32, Binding> = HashMap::with_max_entries(DEFAULT_MAX_BINDINGS, 0);
+#[map]
+pub static EIP_SNAT: HashMap<u32, Binding> = HashMap::with_max_entries(DEFAULT_MAX_BINDINGS, 0);
+#[map]
+pub static EIP_VMS: HashMap<u32, Vm> = HashMap::with_max_entries(DEFAULT_MAX_VMS, 0);
+#[map]
+pub static EIP_MACS: HashMap<MacKey, Lease> = HashMap::with_max_entries(DEFAULT_MAX_VMS, 0);
+/// One more than the bindings: slot 0 is the sink (see `Binding::slot`).
+#[map]
+pub static EIP_STATS: PerCpuArray<EipStats> = PerCpuArray::with_max_entries(DEFAULT_MAX_BINDINGS + 1, 0);
+#[map]
+pub static EIP_COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(COUNTERS_LEN, 0);
+#[map]
+pub static EIP_PORTS: DevMapHash = DevMapHash::with_max_entries(MAX_PORTS, 0);
+#[map]
+pub static EIP_CONFIG: Array<Config> = Array::with_max_entries(1, 0);
+
+#[inline(always)]
+pub fn count(c: Counter) {
+    if let Some(v) = EIP_COUNTERS.get_ptr_mut(c as u32) {
+        // SAFETY: a per-CPU slot: no other writer while this program runs on this CPU.
+        unsafe { *v += 1 };
+    }
+}
+
+#[inline(always)]
+pub fn count_in(slot: u32, bytes: usize) {
+    if let Some(s) = EIP_STATS.get_ptr_mut(slot) {
+        // SAFETY: per-CPU, as in `count`.
+        unsafe {
+            (*s).in_packets += 1;
+            (*s).in_bytes += bytes as u64;
+        }
+    }
+}
+
+#[inline(always)]
+pub fn count_out(slot: u32, bytes: usize) {
+    if let Some(s) = EIP_STATS.get_ptr_mut(slot) {
+        // SAFETY: per-CPU, as in `count`.
+        unsafe {
+            (*s).out_packets += 1;
+            (*s).out_bytes += bytes as u64;
+        }
+    }
+}
+
+#[inline(always)]
+pub fn config() -> Config {
+    EIP_CONFIG.get(0).copied().unwrap_or_default()
+}
+
+#[inline(always)]
+pub fn dnat(eip: u32) -> Option<Binding> {
+    // SAFETY: the value is copied out at once; a concurrent update replaces it whole.
+    unsafe { EIP_DNAT.get(&eip) }.copied()
+}
+
+#[inline(always)]
+pub fn snat(private: u32) -> Option<Binding> {
+    // SAFETY: as in `dnat`.
+    unsafe { EIP_SNAT.get(&private) }.copied()
+}
+
+#[inline(always)]
+pub fn vm(private: u32) -> Option<Vm> {
+    // SAFETY: as in `dnat`.
+    unsafe { EIP_VMS.get(&private) }.copied()
+}
+
+#[inline(always)]
+pub fn lease(mac: [u8; 6]) -> Option<Lease> {
+    // SAFETY: as in `dnat`.
+    unsafe { EIP_MACS.get(&MacKey::new(mac)) }.copied()
+}
+
+/// Why a rewrite was refused, as a drop counter.
+#[inline(always)]
+pub fn drop_reason(e: eip_common::RewriteError) -> Counter {
+    match e {
+        eip_common::RewriteError::UnsupportedProtocol => Counter::DropUntranslatable,
+        _ => Counter::DropMalformed,
+    }
+}
