@@ -156,6 +156,18 @@ pub struct Config {
     pub flags: u16,
     pub bridge_ifindex: u32,
     pub ext_ifindex: u32,
+    /// The VMs' subnet (the bridge's own address and prefix). A VM's traffic to it, the
+    /// gateway included, is never translated: the host or VM answering must see the VM's own
+    /// address, or its reply would go to the EIP and stay on the host.
+    pub private_net: u32,
+    pub private_mask: u32,
+}
+
+impl Config {
+    #[inline(always)]
+    pub const fn is_private(&self, addr: u32) -> bool {
+        self.private_mask != 0 && addr & self.private_mask == self.private_net
+    }
 }
 
 /// [`Config::flags`]: check VMs' source addresses against their leases.

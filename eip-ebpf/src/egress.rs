@@ -9,7 +9,8 @@ use core::mem;
 use aya_ebpf::{
     EbpfContext,
     bindings::{
-        BPF_FIB_LKUP_RET_FRAG_NEEDED, BPF_FIB_LKUP_RET_SUCCESS, TC_ACT_OK, TC_ACT_SHOT, bpf_fib_lookup,
+        BPF_FIB_LKUP_RET_FRAG_NEEDED, BPF_FIB_LKUP_RET_NOT_FWDED, BPF_FIB_LKUP_RET_SUCCESS, TC_ACT_OK,
+        TC_ACT_SHOT, bpf_fib_lookup,
     },
     helpers::{bpf_fib_lookup as fib_lookup, bpf_redirect},
     macros::classifier,
@@ -101,16 +102,18 @@ fn try_egress(ctx: &TcContext) -> Result<i32, Counter> {
         );
     }
 
+    if cfg.is_private(ip.dst) {
+        // To the VMs' own subnet, the gateway included: not NAT traffic.
+        return Ok(TC_ACT_OK);
+    }
     let plan = plan(&pkt, &ip, Field::Source, binding.addr).map_err(drop_reason)?;
-    let route = if cfg.flags & CONFIG_NO_FAST_PATH != 0 {
-        None
-    } else {
-        Some(lookup(ctx, &pkt, &ip, binding.addr))
-    };
-    if let Some((rc, _)) = &route
-        && *rc == BPF_FIB_LKUP_RET_FRAG_NEEDED as i64
-        && dont_fragment(&pkt, &ip)
-    {
+    let (rc, fib) = lookup(ctx, &pkt, &ip, binding.addr);
+    if rc == BPF_FIB_LKUP_RET_NOT_FWDED as i64 {
+        // For the host itself (any of its addresses), or no route at all: the host must see,
+        // and answer, the VM's own address (an "unreachable" included).
+        return Ok(TC_ACT_OK);
+    }
+    if rc == BPF_FIB_LKUP_RET_FRAG_NEEDED as i64 && dont_fragment(&pkt, &ip) {
         // Too big for the way out and not to be fragmented: the kernel must answer the VM
         // with "fragmentation needed", which it can only do while the source is still the
         // VM's own address. Passed untranslated; the kernel does not forward it.
@@ -119,7 +122,7 @@ fn try_egress(ctx: &TcContext) -> Result<i32, Counter> {
     apply(&mut pkt, &plan).map_err(drop_reason)?;
     count_out(binding.slot, ip.total_len);
 
-    if let Some((rc, fib)) = route
+    if cfg.flags & CONFIG_NO_FAST_PATH == 0
         && rc == BPF_FIB_LKUP_RET_SUCCESS as i64
         && decrement_ttl(&mut pkt, ip.l3_off).map_err(drop_reason)?
     {

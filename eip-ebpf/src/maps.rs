@@ -62,25 +62,25 @@ pub fn config() -> Config {
 #[inline(always)]
 pub fn dnat(eip: u32) -> Option<Binding> {
     // SAFETY: the value is copied out at once; a concurrent update replaces it whole.
-    unsafe { EIP_DNAT.get(&eip) }.copied()
+    unsafe { EIP_DNAT.get(eip) }.copied()
 }
 
 #[inline(always)]
 pub fn snat(private: u32) -> Option<Binding> {
     // SAFETY: as in `dnat`.
-    unsafe { EIP_SNAT.get(&private) }.copied()
+    unsafe { EIP_SNAT.get(private) }.copied()
 }
 
 #[inline(always)]
 pub fn vm(private: u32) -> Option<Vm> {
     // SAFETY: as in `dnat`.
-    unsafe { EIP_VMS.get(&private) }.copied()
+    unsafe { EIP_VMS.get(private) }.copied()
 }
 
 #[inline(always)]
 pub fn lease(mac: [u8; 6]) -> Option<Lease> {
     // SAFETY: as in `dnat`.
-    unsafe { EIP_MACS.get(&MacKey::new(mac)) }.copied()
+    unsafe { EIP_MACS.get(MacKey::new(mac)) }.copied()
 }
 
 /// Why a rewrite was refused, as a drop counter.

@@ -1,0 +1,312 @@
+//! The dataplane as userspace sees it: the embedded programs loaded with the map sizes asked
+//! for, and typed access to their maps.
+
+pub mod update;
+
+use std::net::Ipv4Addr;
+
+use aya::{
+    Ebpf, EbpfError, EbpfLoader,
+    maps::{Array, DevMapHash, HashMap, MapData, MapError, PerCpuArray},
+    programs::{ProgramError, SchedClassifier, Xdp},
+};
+use eip_common::maps::*;
+pub use update::{BindingMaps, MapOp, UpdateError, bind_ops, execute, unbind_ops};
+
+/// Map sizes, chosen at load time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Sizes {
+    pub bindings: u32,
+    pub vms: u32,
+}
+
+impl Default for Sizes {
+    fn default() -> Self {
+        Sizes {
+            bindings: DEFAULT_MAX_BINDINGS,
+            vms: DEFAULT_MAX_VMS,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum DataplaneError {
+    #[error("cannot load the eBPF object (sizes {sizes:?})")]
+    Load {
+        sizes: Sizes,
+        #[source]
+        source: EbpfError,
+    },
+    #[error("program {name} is missing from the eBPF object")]
+    MissingProgram { name: &'static str },
+    #[error("the kernel refused program {name}")]
+    Program {
+        name: &'static str,
+        #[source]
+        source: ProgramError,
+    },
+    #[error("map {name} is missing from the eBPF object")]
+    MissingMap { name: &'static str },
+    #[error("bridge port {ifindex}: {reason}")]
+    Port { ifindex: u32, reason: String },
+    #[error("map {name}: {what}")]
+    Map {
+        name: &'static str,
+        what: String,
+        #[source]
+        source: MapError,
+    },
+}
+
+fn map_err(name: &'static str, what: impl Into<String>) -> impl FnOnce(MapError) -> DataplaneError {
+    let what = what.into();
+    move |source| DataplaneError::Map { name, what, source }
+}
+
+/// The loaded (not necessarily attached) programs and their maps.
+pub struct Dataplane {
+    ebpf: Ebpf,
+    sizes: Sizes,
+}
+
+impl Dataplane {
+    /// Loads the embedded object and both programs into the kernel (the verifier runs here).
+    pub fn load(sizes: Sizes) -> Result<Self, DataplaneError> {
+        let mut loader = EbpfLoader::new();
+        loader
+            .map_max_entries(MAP_DNAT, sizes.bindings)
+            .map_max_entries(MAP_SNAT, sizes.bindings)
+            // Slot 0 is the sink (see Binding::slot), so one more than the bindings.
+            .map_max_entries(MAP_STATS, sizes.bindings + 1)
+            .map_max_entries(MAP_VMS, sizes.vms)
+            .map_max_entries(MAP_MACS, sizes.vms);
+        let ebpf = loader
+            .load(crate::DATAPLANE_OBJECT)
+            .map_err(|source| DataplaneError::Load { sizes, source })?;
+        let mut dp = Dataplane { ebpf, sizes };
+        dp.ingress()?.load().map_err(|source| DataplaneError::Program {
+            name: PROG_INGRESS,
+            source,
+        })?;
+        dp.egress()?.load().map_err(|source| DataplaneError::Program {
+            name: PROG_EGRESS,
+            source,
+        })?;
+        Ok(dp)
+    }
+
+    pub fn sizes(&self) -> Sizes {
+        self.sizes
+    }
+
+    pub fn ingress(&mut self) -> Result<&mut Xdp, DataplaneError> {
+        self.ebpf
+            .program_mut(PROG_INGRESS)
+            .and_then(|p| p.try_into().ok())
+            .ok_or(DataplaneError::MissingProgram { name: PROG_INGRESS })
+    }
+
+    pub fn egress(&mut self) -> Result<&mut SchedClassifier, DataplaneError> {
+        self.ebpf
+            .program_mut(PROG_EGRESS)
+            .and_then(|p| p.try_into().ok())
+            .ok_or(DataplaneError::MissingProgram { name: PROG_EGRESS })
+    }
+
+    fn hash<K: aya::Pod, V: aya::Pod>(
+        &mut self,
+        name: &'static str,
+    ) -> Result<HashMap<&mut MapData, K, V>, DataplaneError> {
+        let map = self
+            .ebpf
+            .map_mut(name)
+            .ok_or(DataplaneError::MissingMap { name })?;
+        HashMap::try_from(map).map_err(map_err(name, "not a hash map of the expected types"))
+    }
+
+    fn hash_ref<K: aya::Pod, V: aya::Pod>(
+        &self,
+        name: &'static str,
+    ) -> Result<HashMap<&MapData, K, V>, DataplaneError> {
+        let map = self.ebpf.map(name).ok_or(DataplaneError::MissingMap { name })?;
+        HashMap::try_from(map).map_err(map_err(name, "not a hash map of the expected types"))
+    }
+
+    pub fn set_config(&mut self, config: &Config) -> Result<(), DataplaneError> {
+        let map = self
+            .ebpf
+            .map_mut(MAP_CONFIG)
+            .ok_or(DataplaneError::MissingMap { name: MAP_CONFIG })?;
+        let mut array: Array<_, Config> =
+            Array::try_from(map).map_err(map_err(MAP_CONFIG, "not an array"))?;
+        array.set(0, config, 0).map_err(map_err(MAP_CONFIG, "write"))
+    }
+
+    /// The fast-path entry and flags of the VM at `private`.
+    pub fn set_vm(&mut self, private: Ipv4Addr, vm: &Vm) -> Result<(), DataplaneError> {
+        self.hash::<u32, Vm>(MAP_VMS)?
+            .insert(private.to_bits(), vm, 0)
+            .map_err(map_err(MAP_VMS, format!("insert {private}")))
+    }
+
+    pub fn del_vm(&mut self, private: Ipv4Addr) -> Result<(), DataplaneError> {
+        ignore_missing(self.hash::<u32, Vm>(MAP_VMS)?.remove(&private.to_bits()))
+            .map_err(map_err(MAP_VMS, format!("remove {private}")))
+    }
+
+    /// The address leased to `mac`, and its flags (anti-spoofing, quarantine).
+    pub fn set_lease(&mut self, mac: [u8; 6], lease: &Lease) -> Result<(), DataplaneError> {
+        self.hash::<MacKey, Lease>(MAP_MACS)?
+            .insert(MacKey::new(mac), lease, 0)
+            .map_err(map_err(MAP_MACS, format!("insert {}", fmt_mac(mac))))
+    }
+
+    pub fn del_lease(&mut self, mac: [u8; 6]) -> Result<(), DataplaneError> {
+        ignore_missing(self.hash::<MacKey, Lease>(MAP_MACS)?.remove(&MacKey::new(mac)))
+            .map_err(map_err(MAP_MACS, format!("remove {}", fmt_mac(mac))))
+    }
+
+    /// Makes a bridge port a target of the ingress fast path.
+    pub fn add_port(&mut self, ifindex: u32) -> Result<(), DataplaneError> {
+        let map = self
+            .ebpf
+            .map_mut(MAP_PORTS)
+            .ok_or(DataplaneError::MissingMap { name: MAP_PORTS })?;
+        let mut ports = DevMapHash::try_from(map).map_err(map_err(MAP_PORTS, "not a devmap-hash"))?;
+        ports.insert(ifindex, ifindex, None, 0).map_err(|e| match e {
+            aya::maps::xdp::XdpMapError::MapError(source) => DataplaneError::Map {
+                name: MAP_PORTS,
+                what: format!("insert ifindex {ifindex}"),
+                source,
+            },
+            other => DataplaneError::Port {
+                ifindex,
+                reason: other.to_string(),
+            },
+        })
+    }
+
+    pub fn del_port(&mut self, ifindex: u32) -> Result<(), DataplaneError> {
+        let map = self
+            .ebpf
+            .map_mut(MAP_PORTS)
+            .ok_or(DataplaneError::MissingMap { name: MAP_PORTS })?;
+        let mut ports = DevMapHash::try_from(map).map_err(map_err(MAP_PORTS, "not a devmap-hash"))?;
+        ignore_missing(ports.remove(ifindex)).map_err(map_err(MAP_PORTS, format!("remove ifindex {ifindex}")))
+    }
+
+    /// Binds (or moves) `eip` to `private` in the order of [`bind_ops`].
+    pub fn bind(
+        &mut self,
+        eip: Ipv4Addr,
+        slot: u32,
+        private: Ipv4Addr,
+        previous: Option<Ipv4Addr>,
+    ) -> Result<(), UpdateError> {
+        execute(self, &bind_ops(eip, slot, private, previous))
+    }
+
+    pub fn unbind(&mut self, eip: Ipv4Addr, private: Ipv4Addr) -> Result<(), UpdateError> {
+        execute(self, &unbind_ops(eip, private))
+    }
+
+    /// The global counters, summed over CPUs, indexed by [`Counter`].
+    pub fn counters(&self) -> Result<Vec<(Counter, u64)>, DataplaneError> {
+        let map = self
+            .ebpf
+            .map(MAP_COUNTERS)
+            .ok_or(DataplaneError::MissingMap { name: MAP_COUNTERS })?;
+        let array: PerCpuArray<_, u64> =
+            PerCpuArray::try_from(map).map_err(map_err(MAP_COUNTERS, "not a per-CPU array"))?;
+        Counter::ALL
+            .iter()
+            .map(|&c| {
+                let values = array
+                    .get(&(c as u32), 0)
+                    .map_err(map_err(MAP_COUNTERS, format!("read {}", c.name())))?;
+                Ok((c, values.iter().sum()))
+            })
+            .collect()
+    }
+
+    /// The counters of one binding's slot, summed over CPUs.
+    pub fn stats(&self, slot: u32) -> Result<EipStats, DataplaneError> {
+        let map = self
+            .ebpf
+            .map(MAP_STATS)
+            .ok_or(DataplaneError::MissingMap { name: MAP_STATS })?;
+        let array: PerCpuArray<_, EipStats> =
+            PerCpuArray::try_from(map).map_err(map_err(MAP_STATS, "not a per-CPU array"))?;
+        let values = array
+            .get(&slot, 0)
+            .map_err(map_err(MAP_STATS, format!("read slot {slot}")))?;
+        Ok(values.iter().fold(EipStats::default(), |a, s| EipStats {
+            in_packets: a.in_packets + s.in_packets,
+            in_bytes: a.in_bytes + s.in_bytes,
+            out_packets: a.out_packets + s.out_packets,
+            out_bytes: a.out_bytes + s.out_bytes,
+        }))
+    }
+}
+
+/// Removing what is not there is not an error for these idempotent operations.
+fn ignore_missing(r: Result<(), MapError>) -> Result<(), MapError> {
+    match r {
+        Err(MapError::KeyNotFound) => Ok(()),
+        r => r,
+    }
+}
+
+pub fn fmt_mac(mac: [u8; 6]) -> String {
+    mac.iter()
+        .map(|b| format!("{b:02x}"))
+        .collect::<Vec<_>>()
+        .join(":")
+}
+
+fn found<V>(r: Result<V, MapError>) -> Result<Option<V>, MapError> {
+    match r {
+        Ok(v) => Ok(Some(v)),
+        Err(MapError::KeyNotFound) => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+impl BindingMaps for Dataplane {
+    type Error = DataplaneError;
+
+    fn snat(&self, private: Ipv4Addr) -> Result<Option<Binding>, DataplaneError> {
+        found(
+            self.hash_ref::<u32, Binding>(MAP_SNAT)?
+                .get(&private.to_bits(), 0),
+        )
+        .map_err(map_err(MAP_SNAT, format!("read {private}")))
+    }
+
+    fn dnat(&self, eip: Ipv4Addr) -> Result<Option<Binding>, DataplaneError> {
+        found(self.hash_ref::<u32, Binding>(MAP_DNAT)?.get(&eip.to_bits(), 0))
+            .map_err(map_err(MAP_DNAT, format!("read {eip}")))
+    }
+
+    fn put_snat(&mut self, private: Ipv4Addr, value: Binding) -> Result<(), DataplaneError> {
+        self.hash::<u32, Binding>(MAP_SNAT)?
+            .insert(private.to_bits(), value, 0)
+            .map_err(map_err(MAP_SNAT, format!("insert {private}")))
+    }
+
+    fn put_dnat(&mut self, eip: Ipv4Addr, value: Binding) -> Result<(), DataplaneError> {
+        self.hash::<u32, Binding>(MAP_DNAT)?
+            .insert(eip.to_bits(), value, 0)
+            .map_err(map_err(MAP_DNAT, format!("insert {eip}")))
+    }
+
+    fn del_snat(&mut self, private: Ipv4Addr) -> Result<(), DataplaneError> {
+        ignore_missing(self.hash::<u32, Binding>(MAP_SNAT)?.remove(&private.to_bits()))
+            .map_err(map_err(MAP_SNAT, format!("remove {private}")))
+    }
+
+    fn del_dnat(&mut self, eip: Ipv4Addr) -> Result<(), DataplaneError> {
+        ignore_missing(self.hash::<u32, Binding>(MAP_DNAT)?.remove(&eip.to_bits()))
+            .map_err(map_err(MAP_DNAT, format!("remove {eip}")))
+    }
+}

@@ -1,0 +1,5 @@
+//! What the tests, the benchmarks and the lab share (feature `testing`): namespace guards and
+//! the dataplane's packet fixtures.
+
+pub mod fixtures;
+pub mod netns;
