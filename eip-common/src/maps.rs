@@ -93,7 +93,7 @@ pub struct EipStats {
 
 /// Global counters, per CPU: drops by reason and how packets were forwarded.
 #[repr(u32)]
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Counter {
     /// To or from a bound address, but with a header the rewrite refuses.
     DropMalformed = 0,

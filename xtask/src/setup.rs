@@ -14,6 +14,7 @@ use anyhow::{Context, Result, bail};
 /// check does not depend on dpkg's database).
 pub const PACKAGES: &[(&str, &str)] = &[
     ("iproute2", "ip"),
+    ("iputils-ping", "ping"),
     ("ethtool", "ethtool"),
     ("iptables", "iptables"),
     ("nftables", "nft"),

@@ -8,10 +8,19 @@ use std::net::Ipv4Addr;
 use aya::{
     Ebpf, EbpfError, EbpfLoader,
     maps::{Array, DevMapHash, HashMap, MapData, MapError, PerCpuArray},
-    programs::{ProgramError, SchedClassifier, Xdp},
+    programs::{ProgramError, SchedClassifier, TcAttachType, Xdp, XdpMode, tc},
 };
 use eip_common::maps::*;
 pub use update::{BindingMaps, MapOp, UpdateError, bind_ops, execute, unbind_ops};
+
+/// How XDP runs on the external interface.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum XdpAttachMode {
+    /// In the driver, before an skb exists: the fast one.
+    Native,
+    /// In the stack (the driver has no XDP support).
+    Generic,
+}
 
 /// Map sizes, chosen at load time.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -47,6 +56,13 @@ pub enum DataplaneError {
     },
     #[error("map {name} is missing from the eBPF object")]
     MissingMap { name: &'static str },
+    #[error("cannot attach {name} to {iface}")]
+    Attach {
+        name: &'static str,
+        iface: String,
+        #[source]
+        source: ProgramError,
+    },
     #[error("bridge port {ifindex}: {reason}")]
     Port { ifindex: u32, reason: String },
     #[error("map {name}: {what}")]
@@ -93,6 +109,38 @@ impl Dataplane {
             source,
         })?;
         Ok(dp)
+    }
+
+    /// Attaches XDP to `ext` (native where the driver supports it, generic otherwise) and TC
+    /// to the ingress of `bridge`. The links live as long as this `Dataplane`.
+    pub fn attach(&mut self, ext: &str, bridge: &str) -> Result<XdpAttachMode, DataplaneError> {
+        let xdp = self.ingress()?;
+        let mode = match xdp.attach(ext, XdpMode::Driver) {
+            Ok(_) => XdpAttachMode::Native,
+            Err(native) => {
+                tracing::warn!(iface = ext, error = %native, "native XDP refused, using generic XDP (slower)");
+                xdp.attach(ext, XdpMode::Skb)
+                    .map_err(|source| DataplaneError::Attach {
+                        name: PROG_INGRESS,
+                        iface: ext.to_owned(),
+                        source,
+                    })?;
+                XdpAttachMode::Generic
+            }
+        };
+        tracing::info!(iface = ext, mode = ?mode, "attached {PROG_INGRESS}");
+        // Kernels before 6.6 attach TC programs under a clsact qdisc; later ones use TCX and
+        // need none. An existing qdisc is fine either way.
+        let _ = tc::qdisc_add_clsact(bridge);
+        self.egress()?
+            .attach(bridge, TcAttachType::Ingress)
+            .map_err(|source| DataplaneError::Attach {
+                name: PROG_EGRESS,
+                iface: bridge.to_owned(),
+                source,
+            })?;
+        tracing::info!(iface = bridge, "attached {PROG_EGRESS} (TC ingress)");
+        Ok(mode)
     }
 
     pub fn sizes(&self) -> Sizes {
@@ -166,7 +214,8 @@ impl Dataplane {
             .map_err(map_err(MAP_MACS, format!("remove {}", fmt_mac(mac))))
     }
 
-    /// Makes a bridge port a target of the ingress fast path.
+    /// Makes a bridge port a target of the ingress fast path. The kernel resolves `ifindex`
+    /// in the calling thread's network namespace, which must be the dataplane's.
     pub fn add_port(&mut self, ifindex: u32) -> Result<(), DataplaneError> {
         let map = self
             .ebpf

@@ -3,3 +3,5 @@
 
 pub mod fixtures;
 pub mod netns;
+pub mod process;
+pub mod topology;

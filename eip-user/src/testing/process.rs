@@ -1,0 +1,128 @@
+//! Background processes for tests (servers, captures): ended by PID when the guard drops,
+//! also when the test panics.
+
+use std::{
+    fs, io,
+    path::PathBuf,
+    process::{Child, Command, Stdio},
+    thread,
+    time::{Duration, Instant},
+};
+
+use super::netns::NetNs;
+
+pub struct Background {
+    child: Child,
+    what: String,
+}
+
+impl Background {
+    pub fn spawn(mut cmd: Command, what: &str) -> io::Result<Self> {
+        let child = cmd.stdin(Stdio::null()).spawn()?;
+        Ok(Background {
+            child,
+            what: what.to_owned(),
+        })
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// SIGTERM (a capture flushes its output), then waits for the process.
+    pub fn stop(mut self) -> io::Result<()> {
+        self.terminate();
+        self.child.wait().map(drop)
+    }
+
+    fn terminate(&mut self) {
+        // SAFETY: kill(2) on the PID of a child this guard spawned and has not reaped.
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+    }
+}
+
+impl Drop for Background {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            self.terminate();
+            let deadline = Instant::now() + Duration::from_secs(2);
+            while Instant::now() < deadline {
+                if let Ok(Some(_)) = self.child.try_wait() {
+                    return;
+                }
+                thread::sleep(Duration::from_millis(20));
+            }
+            eprintln!(
+                "{} (pid {}) ignored SIGTERM, killing it",
+                self.what,
+                self.child.id()
+            );
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// A tcpdump writing decoded packets (`-vv`, so checksums are verified) to a file.
+pub struct Capture {
+    proc: Background,
+    out: PathBuf,
+}
+
+impl Capture {
+    /// Starts capturing inbound IPv4 on `iface` in `ns` (for at most a minute), and waits
+    /// until tcpdump says it is listening.
+    pub fn start(ns: &NetNs, iface: &str) -> io::Result<Self> {
+        let dir = std::env::temp_dir();
+        let out = dir.join(format!("{}-{iface}.txt", ns.name()));
+        let err = dir.join(format!("{}-{iface}.err", ns.name()));
+        let mut cmd = ns.command("timeout");
+        cmd.args(["60", "tcpdump", "-l", "-n", "-vv", "-Q", "in", "-i", iface, "ip"])
+            .stdout(fs::File::create(&out)?)
+            .stderr(fs::File::create(&err)?);
+        let proc = Background::spawn(cmd, "tcpdump")?;
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while !fs::read_to_string(&err)
+            .unwrap_or_default()
+            .contains("listening on")
+        {
+            if Instant::now() > deadline {
+                return Err(io::Error::other(format!(
+                    "tcpdump on {iface} did not start: {}",
+                    fs::read_to_string(&err)?
+                )));
+            }
+            thread::sleep(Duration::from_millis(20));
+        }
+        let _ = fs::remove_file(err);
+        Ok(Capture { proc, out })
+    }
+
+    /// Stops the capture and returns what it decoded.
+    pub fn finish(self) -> io::Result<String> {
+        self.proc.stop()?;
+        let text = fs::read_to_string(&self.out)?;
+        let _ = fs::remove_file(&self.out);
+        Ok(text)
+    }
+}
+
+/// The lines where tcpdump found a checksum wrong (`bad cksum` for IPv4, `incorrect` for
+/// the transport).
+pub fn bad_checksums(capture: &str) -> Vec<&str> {
+    capture
+        .lines()
+        .filter(|l| l.contains("bad cksum") || l.contains("incorrect"))
+        .collect()
+}
+
+/// Runs `attempt` until it returns `Some`, at most `tries` times, `pause` apart.
+pub fn retry<T>(tries: u32, pause: Duration, mut attempt: impl FnMut() -> Option<T>) -> Option<T> {
+    for _ in 0..tries {
+        if let Some(v) = attempt() {
+            return Some(v);
+        }
+        thread::sleep(pause);
+    }
+    None
+}

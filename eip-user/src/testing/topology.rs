@@ -1,0 +1,136 @@
+//! The reference topology in namespaces: an outside host, a hypervisor with an external
+//! interface and a bridge, and VMs on bridge ports. Used by the netns tests, the benchmarks
+//! and the lab. Interface names are fixed inside each namespace (namespaces keep them apart);
+//! namespace names are unique per run.
+
+use std::{io, net::Ipv4Addr};
+
+use super::netns::NetNs;
+
+/// The outside host's address, on the external subnet.
+pub const OUTSIDE_ADDR: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 9);
+/// The hypervisor's own address on the external interface.
+pub const EXT_ADDR: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 1);
+/// The bridge's address: the VMs' gateway.
+pub const BRIDGE_ADDR: Ipv4Addr = Ipv4Addr::new(192, 168, 6, 22);
+pub const PRIVATE_PREFIX: u8 = 24;
+/// The pool the outside routes to the hypervisor.
+pub const POOL: &str = "203.0.113.0/24";
+
+/// In the hypervisor namespace.
+pub const EXT_IF: &str = "ext0";
+pub const BRIDGE_IF: &str = "br0";
+/// In the outside namespace.
+pub const WAN_IF: &str = "wan0";
+/// In each VM namespace.
+pub const VM_IF: &str = "eth0";
+
+pub struct VmNs {
+    pub ns: NetNs,
+    /// The VM's bridge port, in the hypervisor namespace.
+    pub port: String,
+    pub mac: [u8; 6],
+}
+
+pub struct Topology {
+    // VMs first: dropped (deleted) before the hypervisor, whose bridge they hang on.
+    pub vms: Vec<VmNs>,
+    pub hv: NetNs,
+    pub outside: NetNs,
+}
+
+fn mac_str(m: [u8; 6]) -> String {
+    m.iter().map(|b| format!("{b:02x}")).collect::<Vec<_>>().join(":")
+}
+
+impl Topology {
+    /// Builds the namespaces and links. Each VM gets `mac` and, when given, a static address
+    /// with the bridge as its gateway (the DHCP tests leave it to a DHCP client).
+    pub fn new(vms: &[([u8; 6], Option<Ipv4Addr>)]) -> io::Result<Self> {
+        let outside = NetNs::new("eipo")?;
+        let hv = NetNs::new("eiph")?;
+        hv.ip(&[
+            "link",
+            "add",
+            EXT_IF,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            WAN_IF,
+            "netns",
+            outside.name(),
+        ])?;
+        hv.ip(&["addr", "add", &format!("{EXT_ADDR}/24"), "dev", EXT_IF])?;
+        hv.ip(&["link", "set", EXT_IF, "up"])?;
+        outside.ip(&["addr", "add", &format!("{OUTSIDE_ADDR}/24"), "dev", WAN_IF])?;
+        outside.ip(&["link", "set", WAN_IF, "up"])?;
+        outside.ip(&["route", "add", POOL, "via", &EXT_ADDR.to_string()])?;
+        // A wire delivers complete checksums; a veth would hand over partial ones (checksum
+        // offload). With tx offload off, the outside behaves like a host on a real wire.
+        outside.exec("ethtool", &["-K", WAN_IF, "tx", "off"])?;
+
+        hv.ip(&["link", "add", BRIDGE_IF, "type", "bridge"])?;
+        hv.ip(&[
+            "addr",
+            "add",
+            &format!("{BRIDGE_ADDR}/{PRIVATE_PREFIX}"),
+            "dev",
+            BRIDGE_IF,
+        ])?;
+        hv.ip(&["link", "set", BRIDGE_IF, "up"])?;
+        hv.sysctl("net.ipv4.ip_forward", "1")?;
+        // The fallback egress path hands the kernel packets whose source is already the EIP,
+        // an address of this host: without accept_local they would be dropped as martians.
+        hv.sysctl(&format!("net.ipv4.conf.{BRIDGE_IF}.accept_local"), "1")?;
+
+        let mut out = Vec::new();
+        for (i, (mac, addr)) in vms.iter().enumerate() {
+            let ns = NetNs::new("eipv")?;
+            let port = format!("port{i}");
+            hv.ip(&[
+                "link",
+                "add",
+                &port,
+                "type",
+                "veth",
+                "peer",
+                "name",
+                VM_IF,
+                "netns",
+                ns.name(),
+            ])?;
+            hv.ip(&["link", "set", &port, "master", BRIDGE_IF])?;
+            hv.ip(&["link", "set", &port, "up"])?;
+            ns.ip(&["link", "set", VM_IF, "address", &mac_str(*mac)])?;
+            ns.ip(&["link", "set", VM_IF, "up"])?;
+            // XDP_REDIRECT into a veth needs NAPI on the receiving end, which the GRO flag
+            // turns on; setting it when it already reads "on" changes nothing, so it is
+            // switched off and on. (A VM's tap device takes redirected frames as it is.)
+            ns.exec("ethtool", &["-K", VM_IF, "gro", "off"])?;
+            ns.exec("ethtool", &["-K", VM_IF, "gro", "on"])?;
+            if let Some(a) = addr {
+                ns.ip(&["addr", "add", &format!("{a}/{PRIVATE_PREFIX}"), "dev", VM_IF])?;
+                ns.ip(&["route", "add", "default", "via", &BRIDGE_ADDR.to_string()])?;
+            }
+            out.push(VmNs { ns, port, mac: *mac });
+        }
+        Ok(Topology {
+            vms: out,
+            hv,
+            outside,
+        })
+    }
+
+    pub fn bridge_mac(&self) -> io::Result<[u8; 6]> {
+        let out = self
+            .hv
+            .exec("cat", &[&format!("/sys/class/net/{BRIDGE_IF}/address")])?;
+        let text = String::from_utf8_lossy(&out.stdout);
+        let mut mac = [0u8; 6];
+        for (i, part) in text.trim().split(':').enumerate().take(6) {
+            mac[i] = u8::from_str_radix(part, 16).map_err(io::Error::other)?;
+        }
+        Ok(mac)
+    }
+}
