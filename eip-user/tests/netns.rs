@@ -28,10 +28,11 @@ fn peer_echo(ns: &eip_user::testing::netns::NetNs, listen: &str) -> Background {
 
 /// Connects (with retries while the server starts) and returns what the server said.
 fn ask(ns: &eip_user::testing::netns::NetNs, target: &str) -> Option<String> {
-    retry(30, Duration::from_millis(100), || {
+    // While the server starts, connecting fails at once; a lost packet costs the timeout.
+    retry(15, Duration::from_millis(100), || {
         let out = ns
             .command("sh")
-            .args(["-c", &format!("echo hi | timeout 3 socat -t 2 - {target}")])
+            .args(["-c", &format!("echo hi | timeout 2 socat -t 1 - {target}")])
             .output()
             .ok()?;
         let s = String::from_utf8_lossy(&out.stdout).trim().to_owned();

@@ -1,6 +1,10 @@
 //! Every fixture row through the real programs in the kernel (BPF_PROG_TEST_RUN), in a
 //! namespace of its own: the action, the whole output frame byte for byte, the checksums by
 //! full recomputation, and the counter the row must move.
+//!
+//! BPF_PROG_TEST_RUN builds skbs whose checksums are complete, so the TC program's handling
+//! of partial checksums (CHECKSUM_PARTIAL from a VM's offloading NIC) is exercised by the
+//! real-interface test in netns.rs, not here.
 
 use aya::programs::{TestRun, TestRunOptions};
 use eip_common::{
@@ -106,4 +110,52 @@ fn per_eip_counters_count_translated_packets() {
         Default::default(),
         "slot 0 is never counted into"
     );
+}
+
+/// A million bindings load, and the last one written translates like the first. The rows'
+/// bindings are the fixture world's; the million are written around them.
+#[test]
+fn a_million_bindings_load_and_translate() {
+    use std::net::Ipv4Addr;
+
+    use eip_user::dataplane::{BindingMaps, Dataplane, Sizes};
+
+    const N: u32 = 1_000_000;
+    let ns = NetNs::new("eipfx").expect("create the fixture namespace");
+    let port = fixtures::namespace(&ns).expect("set up the fixture namespace");
+    let _inside = ns.enter().expect("enter the fixture namespace");
+    let mut dp = Dataplane::load(Sizes {
+        bindings: N,
+        vms: 4096,
+    })
+    .expect("load with a million-binding maps");
+    fixtures::install(&mut dp, port).expect("write the fixture world");
+    // EIPs from 100.64.0.0 up, private addresses from 10.0.0.0 up: outside every fixture range.
+    for i in 0..N - 4 {
+        let (eip, private) = (
+            Ipv4Addr::from_bits(0x6440_0000 + i),
+            Ipv4Addr::from_bits(0x0a00_0000 + i),
+        );
+        let b = eip_common::maps::Binding {
+            addr: private.to_bits(),
+            slot: 4 + i,
+        };
+        dp.put_snat(
+            private,
+            eip_common::maps::Binding {
+                addr: eip.to_bits(),
+                slot: 4 + i,
+            },
+        )
+        .expect("snat");
+        dp.put_dnat(eip, b).expect("dnat");
+    }
+    for row in fixtures::rows()
+        .iter()
+        .filter(|r| r.name == "ingress TCP" || r.name == "egress TCP")
+    {
+        check(&mut dp, row).unwrap_or_else(|e| panic!("{} with a million bindings: {e}", row.name));
+    }
+    let last = Ipv4Addr::from_bits(0x6440_0000 + N - 5);
+    assert!(dp.dnat(last).unwrap().is_some(), "the last binding is there");
 }

@@ -59,6 +59,14 @@ pub const VM3: Guest = Guest {
     flags: VM_QUARANTINED,
     fast_path: true,
 };
+/// Leased, not bound, and exempt from anti-spoofing (a VM that routes for others).
+pub const VM5: Guest = Guest {
+    private: [192, 168, 6, 247],
+    mac: [0xd0, 0x0d, 0x8e, 0x9f, 0x42, 0x8c],
+    eip: None,
+    flags: VM_NO_ANTISPOOF,
+    fast_path: true,
+};
 pub const VM4: Guest = Guest {
     private: [192, 168, 6, 246],
     mac: [0xd0, 0x0d, 0x8e, 0x9f, 0x42, 0x8b],
@@ -87,7 +95,7 @@ pub fn install(dp: &mut Dataplane, port: u32) -> Result<(), Box<dyn std::error::
         private_mask: 0xffff_ff00,
     })?;
     dp.add_port(port)?;
-    for g in [VM1, VM2, VM3, VM4] {
+    for g in [VM1, VM2, VM3, VM4, VM5] {
         let private = Ipv4Addr::from(g.private);
         let port_ifindex = if g.fast_path { port } else { 0 };
         dp.set_vm(
@@ -606,6 +614,22 @@ pub fn egress_rows() -> Vec<Row> {
         Some(Hairpin),
     ));
 
+    let v = Ipv4::new(VM1.private, OUTSIDE, udp(34007, 53, true));
+    rows.push(row(
+        "egress VLAN-tagged (tag kept)",
+        E,
+        ethernet(BRIDGE_MAC, VM1.mac, Some(0x0064), ETH_P_IP, &v.bytes()),
+        TC_ACT_REDIRECT,
+        ethernet(
+            ROUTER_MAC,
+            EXT_MAC,
+            Some(0x0064),
+            ETH_P_IP,
+            &routed(&snat(&v, eip1)).bytes(),
+        ),
+        Some(EgressFastPath),
+    ));
+
     let spoof = from_vm(&VM1, &Ipv4::new([192, 168, 6, 250], OUTSIDE, tcp(1, 2)));
     rows.push(row(
         "egress spoofed source",
@@ -669,6 +693,10 @@ pub fn egress_rows() -> Vec<Row> {
         (
             "egress from an unbound VM",
             from_vm(&VM4, &Ipv4::new(VM4.private, OUTSIDE, tcp(1, 2))),
+        ),
+        (
+            "egress foreign source from a VM exempt from anti-spoofing",
+            from_vm(&VM5, &Ipv4::new([10, 0, 0, 5], OUTSIDE, tcp(1, 2))),
         ),
         (
             "egress to the gateway",
