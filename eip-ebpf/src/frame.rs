@@ -59,28 +59,35 @@ fn opaque_len(start: usize, end: usize) -> usize {
     opaque(end - start)
 }
 
+/// The accessors both frames share: direct packet access between `data` and `data_end`.
+macro_rules! direct_access {
+    () => {
+        #[inline(always)]
+        fn len(&self) -> usize {
+            opaque_len(self.0.data(), self.0.data_end())
+        }
+
+        #[inline(always)]
+        fn load<const N: usize>(&self, off: usize) -> Option<[u8; N]> {
+            load(self.0.data(), self.0.data_end(), off)
+        }
+
+        #[inline(always)]
+        fn store<const N: usize>(&mut self, off: usize, bytes: [u8; N]) -> Option<()> {
+            store(self.0.data(), self.0.data_end(), off, bytes)
+        }
+
+        #[inline(always)]
+        fn u8_at(&self, off: usize) -> Option<u8> {
+            byte(self.0.data(), self.0.data_end(), off)
+        }
+    };
+}
+
 pub struct XdpFrame<'a>(pub &'a XdpContext);
 
 impl Packet for XdpFrame<'_> {
-    #[inline(always)]
-    fn len(&self) -> usize {
-        opaque_len(self.0.data(), self.0.data_end())
-    }
-
-    #[inline(always)]
-    fn load<const N: usize>(&self, off: usize) -> Option<[u8; N]> {
-        load(self.0.data(), self.0.data_end(), off)
-    }
-
-    #[inline(always)]
-    fn store<const N: usize>(&mut self, off: usize, bytes: [u8; N]) -> Option<()> {
-        store(self.0.data(), self.0.data_end(), off, bytes)
-    }
-
-    #[inline(always)]
-    fn u8_at(&self, off: usize) -> Option<u8> {
-        byte(self.0.data(), self.0.data_end(), off)
-    }
+    direct_access!();
 }
 
 /// An skb. The checksums go through the kernel's helpers: a VM's packets reach the bridge
@@ -90,25 +97,7 @@ impl Packet for XdpFrame<'_> {
 pub struct TcFrame<'a>(pub &'a TcContext);
 
 impl Packet for TcFrame<'_> {
-    #[inline(always)]
-    fn len(&self) -> usize {
-        opaque_len(self.0.data(), self.0.data_end())
-    }
-
-    #[inline(always)]
-    fn load<const N: usize>(&self, off: usize) -> Option<[u8; N]> {
-        load(self.0.data(), self.0.data_end(), off)
-    }
-
-    #[inline(always)]
-    fn store<const N: usize>(&mut self, off: usize, bytes: [u8; N]) -> Option<()> {
-        store(self.0.data(), self.0.data_end(), off, bytes)
-    }
-
-    #[inline(always)]
-    fn u8_at(&self, off: usize) -> Option<u8> {
-        byte(self.0.data(), self.0.data_end(), off)
-    }
+    direct_access!();
 
     #[inline(always)]
     fn l4_pseudo_replace32(&mut self, off: usize, old: u32, new: u32, udp: bool) -> Option<()> {

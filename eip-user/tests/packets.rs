@@ -17,6 +17,27 @@ use eip_user::testing::{
     netns::NetNs,
 };
 
+/// The fixture namespace, entered by this thread until it drops (the guard leaves the
+/// namespace before the namespace is deleted).
+struct Fixture {
+    _inside: eip_user::testing::netns::Entered,
+    _ns: NetNs,
+    port: u32,
+}
+
+impl Fixture {
+    fn new() -> Self {
+        let ns = NetNs::new("eipfx").expect("create the fixture namespace");
+        let port = fixtures::namespace(&ns).expect("set up the fixture namespace");
+        let inside = ns.enter().expect("enter the fixture namespace");
+        Fixture {
+            _inside: inside,
+            _ns: ns,
+            port,
+        }
+    }
+}
+
 fn run(dp: &mut eip_user::dataplane::Dataplane, row: &Row) -> Result<(u32, Vec<u8>), String> {
     let mut out = vec![0u8; row.input.len() + 256];
     let opts = TestRunOptions {
@@ -65,10 +86,8 @@ fn check(dp: &mut eip_user::dataplane::Dataplane, row: &Row) -> Result<(), Strin
 
 #[test]
 fn every_fixture_row_in_the_kernel() {
-    let ns = NetNs::new("eipfx").expect("create the fixture namespace");
-    let port = fixtures::namespace(&ns).expect("set up the fixture namespace");
-    let _inside = ns.enter().expect("enter the fixture namespace");
-    let mut dp = fixtures::dataplane(port).expect("load the dataplane and write the fixture world");
+    let f = Fixture::new();
+    let mut dp = fixtures::dataplane(f.port).expect("load the dataplane and write the fixture world");
     let rows = fixtures::rows();
     let failures: Vec<String> = rows
         .iter()
@@ -89,10 +108,8 @@ fn every_fixture_row_in_the_kernel() {
 /// The per-binding counters count what was translated, in each direction.
 #[test]
 fn per_eip_counters_count_translated_packets() {
-    let ns = NetNs::new("eipfx").expect("create the fixture namespace");
-    let port = fixtures::namespace(&ns).expect("set up the fixture namespace");
-    let _inside = ns.enter().expect("enter the fixture namespace");
-    let mut dp = fixtures::dataplane(port).expect("load the dataplane");
+    let f = Fixture::new();
+    let mut dp = fixtures::dataplane(f.port).expect("load the dataplane");
     let rows = fixtures::rows();
     let ingress = rows.iter().find(|r| r.name == "ingress TCP").unwrap();
     let egress = rows.iter().find(|r| r.name == "egress UDP").unwrap();
@@ -121,15 +138,13 @@ fn a_million_bindings_load_and_translate() {
     use eip_user::dataplane::{BindingMaps, Dataplane, Sizes};
 
     const N: u32 = 1_000_000;
-    let ns = NetNs::new("eipfx").expect("create the fixture namespace");
-    let port = fixtures::namespace(&ns).expect("set up the fixture namespace");
-    let _inside = ns.enter().expect("enter the fixture namespace");
+    let f = Fixture::new();
     let mut dp = Dataplane::load(Sizes {
         bindings: N,
         vms: 4096,
     })
     .expect("load with a million-binding maps");
-    fixtures::install(&mut dp, port).expect("write the fixture world");
+    fixtures::install(&mut dp, f.port).expect("write the fixture world");
     // EIPs from 100.64.0.0 up, private addresses from 10.0.0.0 up: outside every fixture range.
     for i in 0..N - 4 {
         let (eip, private) = (
