@@ -93,6 +93,11 @@ fn bench_rewrite(c: &mut Criterion) {
                 black_box(rewrite(black_box(&mut buf[..]), 0, Field::Destination, new)).ok()
             })
         });
+        if name == "icmp-port-unreachable" {
+            // The baseline does not translate the quoted datagram (it would need the same
+            // parsing the incremental rewrite does), so it has no honest figure here.
+            continue;
+        }
         group.bench_with_input(BenchmarkId::new("full-recompute", name), &datagram, |b, d| {
             let mut buf = d.clone();
             b.iter(|| {

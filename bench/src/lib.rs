@@ -6,7 +6,8 @@ use eip_common::{
 };
 
 /// Translates the destination and recomputes the IPv4 and transport checksums over the whole
-/// datagram: what a NAT without RFC 1624 would do.
+/// datagram: what a NAT without RFC 1624 would do. It validates nothing, and it does not
+/// translate an ICMP error's quoted datagram (so it is no baseline for those).
 pub fn full_recompute_dst(ip: &mut [u8], new: [u8; 4]) {
     let hlen = ((ip[0] & 0x0f) as usize) * 4;
     let total = u16::from_be_bytes([ip[2], ip[3]]) as usize;
@@ -51,6 +52,12 @@ mod tests {
                 dport: 2,
                 payload: vec![9; 33],
                 checksum: true,
+            },
+            Transport::IcmpEcho {
+                reply: false,
+                id: 1,
+                seq: 2,
+                payload: vec![7; 20],
             },
         ] {
             let d = Ipv4::new([198, 51, 100, 9], [203, 0, 113, 7], t).bytes();

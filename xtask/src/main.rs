@@ -129,7 +129,7 @@ fn real_main() -> Result<()> {
         Cmd::Bench { quick } => {
             setup::ensure(Needs::Toolchain)?;
             let mut c = cargo();
-            c.args(["bench", "-p", "bench"]);
+            c.args(["bench", "-p", "bench", "--bench", "rewrite"]);
             if quick {
                 c.args(["--", "--warm-up-time", "1", "--measurement-time", "2"]);
             }
