@@ -76,6 +76,22 @@ pub struct Ipv4Info {
 }
 
 impl Ipv4Info {
+    /// The fields of the 20-byte fixed header at `l3_off`, as they are: validating them is the
+    /// caller's (an outer datagram and an ICMP error's quote are judged differently).
+    #[inline(always)]
+    pub fn decode(l3_off: usize, head: &[u8; IPV4_MIN_HLEN]) -> Self {
+        let frag = u16::from_be_bytes([head[6], head[7]]);
+        Ipv4Info {
+            l3_off,
+            hlen: ((head[0] & 0x0f) as usize) * 4,
+            total_len: u16::from_be_bytes([head[2], head[3]]) as usize,
+            proto: head[9],
+            src: u32::from_be_bytes([head[12], head[13], head[14], head[15]]),
+            dst: u32::from_be_bytes([head[16], head[17], head[18], head[19]]),
+            later_fragment: frag & 0x1fff != 0,
+        }
+    }
+
     #[inline(always)]
     pub const fn l4_off(&self) -> usize {
         self.l3_off + self.hlen
@@ -93,25 +109,15 @@ impl Ipv4Info {
 #[inline(always)]
 pub fn parse_ipv4<P: Packet + ?Sized>(pkt: &P, l3_off: usize) -> Result<Ipv4Info, RewriteError> {
     let head: [u8; IPV4_MIN_HLEN] = pkt.load(l3_off).ok_or(RewriteError::Truncated)?;
+    let ip = Ipv4Info::decode(l3_off, &head);
     if head[0] >> 4 != 4 {
         return Err(RewriteError::BadVersion);
     }
-    let hlen = ((head[0] & 0x0f) as usize) * 4;
-    if hlen < IPV4_MIN_HLEN {
+    if ip.hlen < IPV4_MIN_HLEN {
         return Err(RewriteError::BadHeaderLength);
     }
-    let total_len = u16::from_be_bytes([head[2], head[3]]) as usize;
-    if total_len < hlen || l3_off + total_len > pkt.len() {
+    if ip.total_len < ip.hlen || l3_off + ip.total_len > pkt.len() {
         return Err(RewriteError::BadTotalLength);
     }
-    let frag = u16::from_be_bytes([head[6], head[7]]);
-    Ok(Ipv4Info {
-        l3_off,
-        hlen,
-        total_len,
-        proto: head[9],
-        src: u32::from_be_bytes([head[12], head[13], head[14], head[15]]),
-        dst: u32::from_be_bytes([head[16], head[17], head[18], head[19]]),
-        later_fragment: frag & 0x1fff != 0,
-    })
+    Ok(ip)
 }

@@ -142,11 +142,14 @@ fn plan_inner<P: Packet + ?Sized>(
 ) -> Result<Option<InnerFix>, RewriteError> {
     let l3 = icmp_off + ICMP_HLEN;
     let inner = parse_quoted_ipv4(pkt, l3, end)?;
-    let addr_off = l3 + field.opposite().offset();
-    let addr = pkt.u32_at(addr_off).ok_or(RewriteError::BadIcmpPayload)?;
+    let addr = match field.opposite() {
+        Field::Source => inner.src,
+        Field::Destination => inner.dst,
+    };
     if addr != old {
         return Ok(None);
     }
+    let addr_off = l3 + field.opposite().offset();
     let l4_off = l3 + inner.hlen;
     // The quote is only guaranteed to hold 8 bytes of the original transport header (RFC 792),
     // so TCP's checksum at offset 16 may be cut off; then there is nothing to fix.
@@ -176,20 +179,11 @@ fn plan_inner<P: Packet + ?Sized>(
 fn parse_quoted_ipv4<P: Packet + ?Sized>(pkt: &P, l3: usize, end: usize) -> Result<Ipv4Info, RewriteError> {
     let bad = RewriteError::BadIcmpPayload;
     let head: [u8; IPV4_MIN_HLEN] = pkt.load(l3).ok_or(bad)?;
-    let hlen = ((head[0] & 0x0f) as usize) * 4;
-    if head[0] >> 4 != 4 || hlen < IPV4_MIN_HLEN || l3 + hlen + 8 > end {
+    let quoted = Ipv4Info::decode(l3, &head);
+    if head[0] >> 4 != 4 || quoted.hlen < IPV4_MIN_HLEN || l3 + quoted.hlen + 8 > end {
         return Err(bad);
     }
-    let frag = u16::from_be_bytes([head[6], head[7]]);
-    Ok(Ipv4Info {
-        l3_off: l3,
-        hlen,
-        total_len: u16::from_be_bytes([head[2], head[3]]) as usize,
-        proto: head[9],
-        src: u32::from_be_bytes([head[12], head[13], head[14], head[15]]),
-        dst: u32::from_be_bytes([head[16], head[17], head[18], head[19]]),
-        later_fragment: frag & 0x1fff != 0,
-    })
+    Ok(quoted)
 }
 
 /// Decides what translating `field` of the datagram `ip` to `new` changes. Reads only.
