@@ -45,7 +45,8 @@ pub struct Binding {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Vm {
     /// The bridge port the VM sits behind; 0 when unknown, and then ingress falls back to the
-    /// kernel's forwarding.
+    /// kernel's forwarding. A non-zero port is always in `EIP_PORTS` too (the loader writes
+    /// both together), so ingress redirects to it without checking per packet.
     pub port_ifindex: u32,
     pub mac: [u8; 6],
     pub flags: u16,
@@ -154,8 +155,6 @@ pub struct Config {
     /// The bridge's MAC: the source of frames the fast path sends to VMs.
     pub bridge_mac: [u8; 6],
     pub flags: u16,
-    pub bridge_ifindex: u32,
-    pub ext_ifindex: u32,
     /// The VMs' subnet (the bridge's own address and prefix). A VM's traffic to it, the
     /// gateway included, is never translated: the host or VM answering must see the VM's own
     /// address, or its reply would go to the EIP and stay on the host.

@@ -75,6 +75,7 @@ fn try_egress(ctx: &TcContext) -> Result<i32, Counter> {
     };
 
     let cfg = config();
+    let binding = snat(ip.src);
     if cfg.flags & CONFIG_ANTISPOOF != 0 {
         match lease {
             // 0.0.0.0 is a DHCP client that has no address yet.
@@ -82,12 +83,12 @@ fn try_egress(ctx: &TcContext) -> Result<i32, Counter> {
                 return Err(Counter::DropSpoofed);
             }
             // A MAC with no lease must not use a bound address.
-            None if snat(ip.src).is_some() => return Err(Counter::DropSpoofed),
+            None if binding.is_some() => return Err(Counter::DropSpoofed),
             _ => {}
         }
     }
 
-    let Some(binding) = snat(ip.src) else {
+    let Some(binding) = binding else {
         return Ok(TC_ACT_OK);
     };
     if let Some(peer) = dnat(ip.dst) {

@@ -56,7 +56,7 @@ fn try_ingress(ctx: &XdpContext) -> Result<u32, Counter> {
 
     let cfg = config();
     let port = vm.port_ifindex;
-    if cfg.flags & CONFIG_NO_FAST_PATH != 0 || port == 0 || EIP_PORTS.get(port).is_none() {
+    if cfg.flags & CONFIG_NO_FAST_PATH != 0 || port == 0 {
         count(Counter::IngressFallback);
         return Ok(xdp_action::XDP_PASS);
     }

@@ -61,31 +61,11 @@ fn check(fast_path: bool) {
     dp.set_config(&Config {
         bridge_mac: topo.bridge_mac().unwrap(),
         flags,
-        bridge_ifindex: topo.hv.ifindex(BRIDGE_IF).unwrap(),
-        ext_ifindex: topo.hv.ifindex(EXT_IF).unwrap(),
         private_net: BRIDGE_ADDR.to_bits() & 0xffff_ff00,
         private_mask: 0xffff_ff00,
     })
     .unwrap();
-    dp.add_port(port).unwrap();
-    dp.set_vm(
-        VM_ADDR,
-        &Vm {
-            port_ifindex: port,
-            mac: VM_MAC,
-            flags: 0,
-        },
-    )
-    .unwrap();
-    dp.set_lease(
-        VM_MAC,
-        &Lease {
-            addr: VM_ADDR.to_bits(),
-            flags: 0,
-            _pad: 0,
-        },
-    )
-    .unwrap();
+    dp.set_guest(VM_ADDR, VM_MAC, port, 0).unwrap();
     dp.bind(EIP, 1, VM_ADDR, None).unwrap();
 
     let cap_out = Capture::start(&topo.outside, WAN_IF).unwrap();

@@ -190,33 +190,71 @@ impl Dataplane {
         array.set(0, config, 0).map_err(map_err(MAP_CONFIG, "write"))
     }
 
-    /// The fast-path entry and flags of the VM at `private`.
-    pub fn set_vm(&mut self, private: Ipv4Addr, vm: &Vm) -> Result<(), DataplaneError> {
+    /// A VM as both programs see it: its private address, MAC, bridge port (0 when not known
+    /// yet) and flags (`VM_QUARANTINED`, `VM_NO_ANTISPOOF`). One call writes the port into the
+    /// devmap, the private address's entry (ingress: fast path, quarantine) and the MAC's
+    /// (egress: anti-spoofing, quarantine), so the two programs never disagree on a VM's flags
+    /// and ingress can redirect to any port a VM names without checking it per packet.
+    ///
+    /// The kernel resolves `port_ifindex` in the calling thread's network namespace, which
+    /// must be the dataplane's.
+    pub fn set_guest(
+        &mut self,
+        private: Ipv4Addr,
+        mac: [u8; 6],
+        port_ifindex: u32,
+        flags: u16,
+    ) -> Result<(), DataplaneError> {
+        if port_ifindex != 0 {
+            self.add_port(port_ifindex)?;
+        }
+        self.set_vm(
+            private,
+            &Vm {
+                port_ifindex,
+                mac,
+                flags,
+            },
+        )?;
+        self.set_lease(
+            mac,
+            &Lease {
+                addr: private.to_bits(),
+                flags,
+                _pad: 0,
+            },
+        )
+    }
+
+    /// Forgets a VM (both entries; its port stays in the devmap, see [`Dataplane::del_port`]).
+    pub fn del_guest(&mut self, private: Ipv4Addr, mac: [u8; 6]) -> Result<(), DataplaneError> {
+        self.del_lease(mac)?;
+        self.del_vm(private)
+    }
+
+    fn set_vm(&mut self, private: Ipv4Addr, vm: &Vm) -> Result<(), DataplaneError> {
         self.hash::<u32, Vm>(MAP_VMS)?
             .insert(private.to_bits(), vm, 0)
             .map_err(map_err(MAP_VMS, format!("insert {private}")))
     }
 
-    pub fn del_vm(&mut self, private: Ipv4Addr) -> Result<(), DataplaneError> {
+    fn del_vm(&mut self, private: Ipv4Addr) -> Result<(), DataplaneError> {
         ignore_missing(self.hash::<u32, Vm>(MAP_VMS)?.remove(&private.to_bits()))
             .map_err(map_err(MAP_VMS, format!("remove {private}")))
     }
 
-    /// The address leased to `mac`, and its flags (anti-spoofing, quarantine).
-    pub fn set_lease(&mut self, mac: [u8; 6], lease: &Lease) -> Result<(), DataplaneError> {
+    fn set_lease(&mut self, mac: [u8; 6], lease: &Lease) -> Result<(), DataplaneError> {
         self.hash::<MacKey, Lease>(MAP_MACS)?
             .insert(MacKey::new(mac), lease, 0)
             .map_err(map_err(MAP_MACS, format!("insert {}", fmt_mac(mac))))
     }
 
-    pub fn del_lease(&mut self, mac: [u8; 6]) -> Result<(), DataplaneError> {
+    fn del_lease(&mut self, mac: [u8; 6]) -> Result<(), DataplaneError> {
         ignore_missing(self.hash::<MacKey, Lease>(MAP_MACS)?.remove(&MacKey::new(mac)))
             .map_err(map_err(MAP_MACS, format!("remove {}", fmt_mac(mac))))
     }
 
-    /// Makes a bridge port a target of the ingress fast path. The kernel resolves `ifindex`
-    /// in the calling thread's network namespace, which must be the dataplane's.
-    pub fn add_port(&mut self, ifindex: u32) -> Result<(), DataplaneError> {
+    fn add_port(&mut self, ifindex: u32) -> Result<(), DataplaneError> {
         let map = self
             .ebpf
             .map_mut(MAP_PORTS)
@@ -235,6 +273,9 @@ impl Dataplane {
         })
     }
 
+    /// Removes a bridge port from the devmap. Forget (or re-point) the guests behind it
+    /// first: ingress redirects to a guest's port without checking, and a redirect to a port
+    /// no longer in the devmap is an `XDP_ABORTED` drop.
     pub fn del_port(&mut self, ifindex: u32) -> Result<(), DataplaneError> {
         let map = self
             .ebpf

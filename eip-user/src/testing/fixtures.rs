@@ -89,31 +89,12 @@ pub fn install(dp: &mut Dataplane, port: u32) -> Result<(), Box<dyn std::error::
     dp.set_config(&Config {
         bridge_mac: BRIDGE_MAC,
         flags: CONFIG_ANTISPOOF,
-        bridge_ifindex: 0,
-        ext_ifindex: 0,
         private_net: Ipv4Addr::new(192, 168, 6, 0).to_bits(),
         private_mask: 0xffff_ff00,
     })?;
-    dp.add_port(port)?;
     for g in [VM1, VM2, VM3, VM4, VM5] {
         let private = Ipv4Addr::from(g.private);
-        let port_ifindex = if g.fast_path { port } else { 0 };
-        dp.set_vm(
-            private,
-            &Vm {
-                port_ifindex,
-                mac: g.mac,
-                flags: g.flags,
-            },
-        )?;
-        dp.set_lease(
-            g.mac,
-            &Lease {
-                addr: private.to_bits(),
-                flags: g.flags,
-                _pad: 0,
-            },
-        )?;
+        dp.set_guest(private, g.mac, if g.fast_path { port } else { 0 }, g.flags)?;
         if let Some((eip, slot)) = g.eip {
             dp.bind(Ipv4Addr::from(eip), slot, private, None)?;
         }
