@@ -766,7 +766,7 @@ pub fn rows() -> Vec<Row> {
 /// permanent neighbour entry for it on `ext` (MAC [`EXT_MAC`]), forwarding on. Returns the
 /// ifindex of `port`, VM1's bridge port.
 pub fn namespace(ns: &super::netns::NetNs) -> std::io::Result<u32> {
-    let mac = |m: Mac| m.iter().map(|b| format!("{b:02x}")).collect::<Vec<_>>().join(":");
+    let mac = crate::dataplane::fmt_mac;
     ns.ip(&[
         "link",
         "add",

@@ -39,10 +39,6 @@ pub struct Topology {
     pub outside: NetNs,
 }
 
-fn mac_str(m: [u8; 6]) -> String {
-    m.iter().map(|b| format!("{b:02x}")).collect::<Vec<_>>().join(":")
-}
-
 impl Topology {
     /// Builds the namespaces and links. Each VM gets `mac` and, when given, a static address
     /// with the bridge as its gateway (the DHCP tests leave it to a DHCP client).
@@ -102,7 +98,7 @@ impl Topology {
             ])?;
             hv.ip(&["link", "set", &port, "master", BRIDGE_IF])?;
             hv.ip(&["link", "set", &port, "up"])?;
-            ns.ip(&["link", "set", VM_IF, "address", &mac_str(*mac)])?;
+            ns.ip(&["link", "set", VM_IF, "address", &crate::dataplane::fmt_mac(*mac)])?;
             ns.ip(&["link", "set", VM_IF, "up"])?;
             // XDP_REDIRECT into a veth needs NAPI on the receiving end, which the GRO flag
             // turns on; setting it when it already reads "on" changes nothing, so it is
