@@ -26,6 +26,18 @@ pub const MAP_PORTS: &str = "EIP_PORTS";
 /// One [`Config`] at index 0.
 pub const MAP_CONFIG: &str = "EIP_CONFIG";
 
+/// Every map, for pinning them all.
+pub const ALL_MAPS: [&str; 8] = [
+    MAP_DNAT,
+    MAP_SNAT,
+    MAP_VMS,
+    MAP_MACS,
+    MAP_STATS,
+    MAP_COUNTERS,
+    MAP_PORTS,
+    MAP_CONFIG,
+];
+
 pub const PROG_INGRESS: &str = "eip_ingress";
 pub const PROG_EGRESS: &str = "eip_egress";
 

@@ -1,4 +1,56 @@
-fn main() {
-    eprintln!("eip: the daemon and CLI are not built yet");
-    std::process::exit(2);
+use std::process::ExitCode;
+
+use clap::Parser;
+use eip_user::cli::{Cli, Command};
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) if e.use_stderr() => {
+            // One sentence, not clap's usage block: "error: invalid value ... for '<EIP>' ...".
+            let text = e.render().to_string();
+            eprintln!("{}", text.lines().next().unwrap_or("error: bad usage"));
+            return ExitCode::from(2);
+        }
+        Err(e) => {
+            let _ = e.print();
+            return ExitCode::SUCCESS;
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match cli.command {
+        Command::Daemon(args) => {
+            tracing_subscriber::fmt()
+                .with_writer(std::io::stderr)
+                .with_env_filter(
+                    tracing_subscriber::EnvFilter::try_from_env("EIP_LOG")
+                        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+                )
+                .init();
+            match runtime.block_on(eip_user::daemon::run(args, cli.socket)) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    tracing::error!("{}", eip_user::api::error_chain(&e));
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        command => match runtime.block_on(eip_user::cli::run(cli.socket, command)) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("error: {}", eip_user::api::error_chain(&e));
+                ExitCode::from(e.exit_code())
+            }
+        },
+    }
 }

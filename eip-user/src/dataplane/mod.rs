@@ -8,7 +8,7 @@ use std::net::Ipv4Addr;
 use aya::{
     Ebpf, EbpfError, EbpfLoader,
     maps::{Array, DevMapHash, HashMap, MapData, MapError, PerCpuArray},
-    programs::{ProgramError, SchedClassifier, TcAttachType, Xdp, XdpMode, tc},
+    programs::{ProgramError, SchedClassifier, TcAttachType, Xdp, XdpMode, tc, xdp::XdpLinkId},
 };
 use eip_common::maps::*;
 pub use update::{BindingMaps, MapOp, UpdateError, bind_ops, execute, unbind_ops};
@@ -44,7 +44,7 @@ pub enum DataplaneError {
     Load {
         sizes: Sizes,
         #[source]
-        source: EbpfError,
+        source: Box<EbpfError>,
     },
     #[error("program {name} is missing from the eBPF object")]
     MissingProgram { name: &'static str },
@@ -52,7 +52,7 @@ pub enum DataplaneError {
     Program {
         name: &'static str,
         #[source]
-        source: ProgramError,
+        source: Box<ProgramError>,
     },
     #[error("map {name} is missing from the eBPF object")]
     MissingMap { name: &'static str },
@@ -61,7 +61,7 @@ pub enum DataplaneError {
         name: &'static str,
         iface: String,
         #[source]
-        source: ProgramError,
+        source: Box<ProgramError>,
     },
     #[error("bridge port {ifindex}: {reason}")]
     Port { ifindex: u32, reason: String },
@@ -70,13 +70,17 @@ pub enum DataplaneError {
         name: &'static str,
         what: String,
         #[source]
-        source: MapError,
+        source: Box<MapError>,
     },
 }
 
 fn map_err(name: &'static str, what: impl Into<String>) -> impl FnOnce(MapError) -> DataplaneError {
     let what = what.into();
-    move |source| DataplaneError::Map { name, what, source }
+    move |source| DataplaneError::Map {
+        name,
+        what,
+        source: Box::new(source),
+    }
 }
 
 /// The loaded (not necessarily attached) programs and their maps.
@@ -88,7 +92,19 @@ pub struct Dataplane {
 impl Dataplane {
     /// Loads the embedded object and both programs into the kernel (the verifier runs here).
     pub fn load(sizes: Sizes) -> Result<Self, DataplaneError> {
+        Self::load_with(sizes, None)
+    }
+
+    /// As [`Dataplane::load`], with every map pinned in `maps_dir` under its own name: a map
+    /// already pinned there is reused (with its entries and its size), the others are created
+    /// and pinned.
+    pub fn load_with(sizes: Sizes, maps_dir: Option<&std::path::Path>) -> Result<Self, DataplaneError> {
         let mut loader = EbpfLoader::new();
+        if let Some(dir) = maps_dir {
+            for name in ALL_MAPS {
+                loader.map_pin_path(name, dir.join(name));
+            }
+        }
         loader
             .map_max_entries(MAP_DNAT, sizes.bindings)
             .map_max_entries(MAP_SNAT, sizes.bindings)
@@ -98,15 +114,18 @@ impl Dataplane {
             .map_max_entries(MAP_MACS, sizes.vms);
         let ebpf = loader
             .load(crate::DATAPLANE_OBJECT)
-            .map_err(|source| DataplaneError::Load { sizes, source })?;
+            .map_err(|source| DataplaneError::Load {
+                sizes,
+                source: Box::new(source),
+            })?;
         let mut dp = Dataplane { ebpf, sizes };
         dp.ingress()?.load().map_err(|source| DataplaneError::Program {
             name: PROG_INGRESS,
-            source,
+            source: Box::new(source),
         })?;
         dp.egress()?.load().map_err(|source| DataplaneError::Program {
             name: PROG_EGRESS,
-            source,
+            source: Box::new(source),
         })?;
         Ok(dp)
     }
@@ -114,21 +133,7 @@ impl Dataplane {
     /// Attaches XDP to `ext` (native where the driver supports it, generic otherwise) and TC
     /// to the ingress of `bridge`. The links live as long as this `Dataplane`.
     pub fn attach(&mut self, ext: &str, bridge: &str) -> Result<XdpAttachMode, DataplaneError> {
-        let xdp = self.ingress()?;
-        let mode = match xdp.attach(ext, XdpMode::Driver) {
-            Ok(_) => XdpAttachMode::Native,
-            Err(native) => {
-                tracing::warn!(iface = ext, error = %native, "native XDP refused, using generic XDP (slower)");
-                xdp.attach(ext, XdpMode::Skb)
-                    .map_err(|source| DataplaneError::Attach {
-                        name: PROG_INGRESS,
-                        iface: ext.to_owned(),
-                        source,
-                    })?;
-                XdpAttachMode::Generic
-            }
-        };
-        tracing::info!(iface = ext, mode = ?mode, "attached {PROG_INGRESS}");
+        let (mode, _) = self.attach_xdp(ext)?;
         // Kernels before 6.6 attach TC programs under a clsact qdisc; later ones use TCX and
         // need none. An existing qdisc is fine either way.
         let _ = tc::qdisc_add_clsact(bridge);
@@ -137,10 +142,31 @@ impl Dataplane {
             .map_err(|source| DataplaneError::Attach {
                 name: PROG_EGRESS,
                 iface: bridge.to_owned(),
-                source,
+                source: Box::new(source),
             })?;
         tracing::info!(iface = bridge, "attached {PROG_EGRESS} (TC ingress)");
         Ok(mode)
+    }
+
+    /// Attaches XDP to `ext`: native where the driver supports it, generic otherwise.
+    pub fn attach_xdp(&mut self, ext: &str) -> Result<(XdpAttachMode, XdpLinkId), DataplaneError> {
+        let xdp = self.ingress()?;
+        let attached = match xdp.attach(ext, XdpMode::Driver) {
+            Ok(id) => (XdpAttachMode::Native, id),
+            Err(native) => {
+                tracing::warn!(iface = ext, error = %native, "native XDP refused, using generic XDP (slower)");
+                let id = xdp
+                    .attach(ext, XdpMode::Skb)
+                    .map_err(|source| DataplaneError::Attach {
+                        name: PROG_INGRESS,
+                        iface: ext.to_owned(),
+                        source: Box::new(source),
+                    })?;
+                (XdpAttachMode::Generic, id)
+            }
+        };
+        tracing::info!(iface = ext, mode = ?attached.0, "attached {PROG_INGRESS}");
+        Ok(attached)
     }
 
     pub fn sizes(&self) -> Sizes {
@@ -226,10 +252,67 @@ impl Dataplane {
         )
     }
 
-    /// Forgets a VM (both entries; its port stays in the devmap, see [`Dataplane::del_port`]).
+    /// Forgets a VM: the MAC's entry if it names `private`, the address's entry if it names
+    /// `mac` (an entry another VM has taken over stays). Its port stays in the devmap, see
+    /// [`Dataplane::del_port`].
     pub fn del_guest(&mut self, private: Ipv4Addr, mac: [u8; 6]) -> Result<(), DataplaneError> {
-        self.del_lease(mac)?;
-        self.del_vm(private)
+        let lease = found(
+            self.hash_ref::<MacKey, Lease>(MAP_MACS)?
+                .get(&MacKey::new(mac), 0),
+        )
+        .map_err(map_err(MAP_MACS, format!("read {}", fmt_mac(mac))))?;
+        if lease.is_some_and(|l| l.addr == private.to_bits()) {
+            self.del_lease(mac)?;
+        }
+        let vm = found(self.hash_ref::<u32, Vm>(MAP_VMS)?.get(&private.to_bits(), 0))
+            .map_err(map_err(MAP_VMS, format!("read {private}")))?;
+        if vm.is_some_and(|v| v.mac == mac) {
+            self.del_vm(private)?;
+        }
+        Ok(())
+    }
+
+    /// Every VM entry: private address -> (MAC, port, flags).
+    pub fn vms(&self) -> Result<Vec<(Ipv4Addr, Vm)>, DataplaneError> {
+        self.hash_ref::<u32, Vm>(MAP_VMS)?
+            .iter()
+            .map(|r| r.map(|(k, v)| (Ipv4Addr::from_bits(k), v)))
+            .collect::<Result<_, _>>()
+            .map_err(map_err(MAP_VMS, "iterate"))
+    }
+
+    /// Every anti-spoofing entry: MAC -> lease.
+    pub fn leases(&self) -> Result<Vec<([u8; 6], Lease)>, DataplaneError> {
+        self.hash_ref::<MacKey, Lease>(MAP_MACS)?
+            .iter()
+            .map(|r| r.map(|(k, v)| (k.mac, v)))
+            .collect::<Result<_, _>>()
+            .map_err(map_err(MAP_MACS, "iterate"))
+    }
+
+    /// Every forward (`MAP_DNAT`) or reverse (`MAP_SNAT`) binding entry.
+    pub fn binding_entries(&self, name: &'static str) -> Result<Vec<(Ipv4Addr, Binding)>, DataplaneError> {
+        self.hash_ref::<u32, Binding>(name)?
+            .iter()
+            .map(|r| r.map(|(k, v)| (Ipv4Addr::from_bits(k), v)))
+            .collect::<Result<_, _>>()
+            .map_err(map_err(name, "iterate"))
+    }
+
+    /// Zeroes a binding slot's counters on every CPU.
+    pub fn reset_stats(&mut self, slot: u32) -> Result<(), DataplaneError> {
+        let map = self
+            .ebpf
+            .map_mut(MAP_STATS)
+            .ok_or(DataplaneError::MissingMap { name: MAP_STATS })?;
+        let mut array: PerCpuArray<_, EipStats> =
+            PerCpuArray::try_from(map).map_err(map_err(MAP_STATS, "not a per-CPU array"))?;
+        let cpus = aya::util::nr_cpus().map_err(|(_, e)| os_err(MAP_STATS, "count the CPUs", e))?;
+        let zeros = aya::maps::PerCpuValues::try_from(vec![EipStats::default(); cpus])
+            .map_err(|e| os_err(MAP_STATS, "per-CPU zeros", e))?;
+        array
+            .set(slot, zeros, 0)
+            .map_err(map_err(MAP_STATS, format!("reset slot {slot}")))
     }
 
     fn set_vm(&mut self, private: Ipv4Addr, vm: &Vm) -> Result<(), DataplaneError> {
@@ -264,7 +347,7 @@ impl Dataplane {
             aya::maps::xdp::XdpMapError::MapError(source) => DataplaneError::Map {
                 name: MAP_PORTS,
                 what: format!("insert ifindex {ifindex}"),
-                source,
+                source: Box::new(source),
             },
             other => DataplaneError::Port {
                 ifindex,
@@ -336,6 +419,17 @@ impl Dataplane {
             out_packets: a.out_packets + s.out_packets,
             out_bytes: a.out_bytes + s.out_bytes,
         }))
+    }
+}
+
+fn os_err(name: &'static str, what: &str, io_error: std::io::Error) -> DataplaneError {
+    DataplaneError::Map {
+        name,
+        what: what.into(),
+        source: Box::new(MapError::SyscallError(aya::sys::SyscallError {
+            call: "reset_stats",
+            io_error,
+        })),
     }
 }
 

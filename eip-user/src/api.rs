@@ -1,0 +1,421 @@
+//! The daemon's API: HTTP/1.1 and JSON over the Unix socket (so `curl --unix-socket` works).
+//!
+//! | method and path              | body                              | answer                |
+//! |------------------------------|-----------------------------------|-----------------------|
+//! | `GET /v1/status`             |                                   | [`Status`]            |
+//! | `GET /v1/eips`               |                                   | `[`[`EipRow`]`]`      |
+//! | `POST /v1/alloc`             | `{"eip": "A"?}`                   | [`Done`]              |
+//! | `POST /v1/bind`              | `{"eip", "target", "no_move"?}`   | [`Done`]              |
+//! | `POST /v1/unbind`            | `{"eip"}`                         | [`Done`]              |
+//! | `POST /v1/release`           | `{"eip"}`                         | [`Done`]              |
+//! | `GET /v1/hosts`              |                                   | `[`[`Host`]`]`        |
+//! | `POST /v1/hosts`             | `{"mac", "ip", "name"?}`          | [`Done`]              |
+//! | `DELETE /v1/hosts/{mac|name}`|                                   | [`Done`]              |
+//! | `GET /v1/pools`              |                                   | `[`[`PoolRow`]`]`     |
+//! | `POST /v1/pools`             | `{"cidr"}`                        | [`Done`]              |
+//! | `DELETE /v1/pools/{addr}/{len}` |                                | [`Done`]              |
+//! | `POST /v1/quarantine`        | `{"target", "on"}`                | [`Done`]              |
+//! | `GET /v1/stats`              |                                   | [`Stats`]             |
+//! | `GET /v1/history?limit=N`    |                                   | `[`[`Entry`]`]`       |
+//! | `POST /v1/shutdown`          | `{"teardown": bool}`              | [`Done`]              |
+//!
+//! Every error is `{"error": "one sentence"}` with status 400 (malformed request), 404
+//! (unknown target), 409 (refused by the lifecycle) or 500 (the store or kernel failed).
+
+use std::{net::Ipv4Addr, sync::Arc};
+
+use axum::{
+    Json, Router,
+    extract::{FromRequest, Path, Query, Request, State as AxState, rejection::JsonRejection},
+    http::StatusCode,
+    response::{IntoResponse, Response},
+    routing::{delete, get, post},
+};
+use ipnet::Ipv4Net;
+use serde::{Deserialize, Serialize};
+use tokio::sync::{Mutex, watch};
+
+pub use crate::store::Entry;
+use crate::{
+    engine::{Engine, EngineError},
+    kernel::Kernel,
+    lifecycle::{self, Refusal, Target},
+    state::{Host, Mac, State, usable},
+};
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Done {
+    pub message: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ApiError {
+    pub error: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Status {
+    pub instance: String,
+    pub ext: String,
+    pub bridge: String,
+    pub private: Ipv4Net,
+    pub gateway: Ipv4Addr,
+    pub pins: String,
+    /// How the daemon found the dataplane: fresh, adopted or upgraded.
+    pub dataplane: String,
+    pub version: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum EipState {
+    Allocated,
+    Bound,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct EipRow {
+    pub eip: Ipv4Addr,
+    pub state: EipState,
+    pub private: Option<Ipv4Addr>,
+    pub mac: Option<Mac>,
+    pub name: Option<String>,
+    pub in_packets: u64,
+    pub in_bytes: u64,
+    pub out_packets: u64,
+    pub out_bytes: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct PoolRow {
+    pub cidr: Ipv4Net,
+    pub usable: u64,
+    pub allocated: usize,
+    pub bound: usize,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Stats {
+    pub eips: Vec<EipRow>,
+    /// Dataplane counters by name (drops by reason among them).
+    pub counters: Vec<(String, u64)>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct AllocReq {
+    pub eip: Option<Ipv4Addr>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct BindReq {
+    pub eip: Ipv4Addr,
+    pub target: String,
+    #[serde(default)]
+    pub no_move: bool,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct EipReq {
+    pub eip: Ipv4Addr,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct HostReq {
+    pub mac: Mac,
+    pub ip: Ipv4Addr,
+    pub name: Option<String>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct PoolReq {
+    pub cidr: Ipv4Net,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct QuarantineReq {
+    pub target: String,
+    pub on: bool,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct ShutdownReq {
+    #[serde(default)]
+    pub teardown: bool,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct HistoryQuery {
+    pub limit: Option<usize>,
+}
+
+/// What the handlers share.
+pub struct Shared<K> {
+    pub engine: Mutex<Engine<K>>,
+    pub status: Status,
+    /// Set to `Some(teardown)` to stop the daemon.
+    pub shutdown: watch::Sender<Option<bool>>,
+}
+
+/// An error answer.
+pub struct Failure(StatusCode, String);
+
+impl IntoResponse for Failure {
+    fn into_response(self) -> Response {
+        (self.0, Json(ApiError { error: self.1 })).into_response()
+    }
+}
+
+impl From<EngineError> for Failure {
+    fn from(e: EngineError) -> Self {
+        match e {
+            EngineError::Refused(r) => r.into(),
+            other => Failure(StatusCode::INTERNAL_SERVER_ERROR, error_chain(&other)),
+        }
+    }
+}
+
+impl From<Refusal> for Failure {
+    fn from(r: Refusal) -> Self {
+        let code = match r {
+            Refusal::UnknownTarget(_) => StatusCode::NOT_FOUND,
+            Refusal::BadTarget(_) | Refusal::BadName(_) => StatusCode::BAD_REQUEST,
+            _ => StatusCode::CONFLICT,
+        };
+        Failure(code, r.to_string())
+    }
+}
+
+/// An error and its causes on one line.
+pub fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        s += &format!(": {c}");
+        cur = c.source();
+    }
+    s
+}
+
+/// JSON bodies whose rejection is our one-sentence error, not axum's plain text.
+pub struct Body<T>(pub T);
+
+impl<S: Send + Sync, T: serde::de::DeserializeOwned> FromRequest<S> for Body<T> {
+    type Rejection = Failure;
+    async fn from_request(req: Request, state: &S) -> Result<Self, Failure> {
+        match Json::<T>::from_request(req, state).await {
+            Ok(Json(v)) => Ok(Body(v)),
+            Err(rej) => Err(Failure(StatusCode::BAD_REQUEST, rejection(&rej))),
+        }
+    }
+}
+
+fn rejection(rej: &JsonRejection) -> String {
+    format!("malformed request: {}", error_chain(rej))
+}
+
+type Sh<K> = AxState<Arc<Shared<K>>>;
+type Answer = Result<Json<Done>, Failure>;
+
+pub fn router<K: Kernel + Sync>(shared: Arc<Shared<K>>) -> Router {
+    Router::new()
+        .route("/v1/status", get(status::<K>))
+        .route("/v1/eips", get(eips::<K>))
+        .route("/v1/alloc", post(alloc::<K>))
+        .route("/v1/bind", post(bind::<K>))
+        .route("/v1/unbind", post(unbind::<K>))
+        .route("/v1/release", post(release::<K>))
+        .route("/v1/hosts", get(hosts::<K>).post(host_add::<K>))
+        .route("/v1/hosts/{key}", delete(host_del::<K>))
+        .route("/v1/pools", get(pools::<K>).post(pool_add::<K>))
+        .route("/v1/pools/{addr}/{len}", delete(pool_del::<K>))
+        .route("/v1/quarantine", post(quarantine::<K>))
+        .route("/v1/stats", get(stats::<K>))
+        .route("/v1/history", get(history::<K>))
+        .route("/v1/shutdown", post(shutdown::<K>))
+        .fallback(|| async { Failure(StatusCode::NOT_FOUND, "no such API endpoint".into()) })
+        .with_state(shared)
+}
+
+fn done(message: String) -> Answer {
+    Ok(Json(Done { message }))
+}
+
+async fn status<K: Kernel + Sync>(AxState(sh): Sh<K>) -> Json<Status> {
+    Json(sh.status.clone())
+}
+
+fn rows<K: Kernel>(engine: &Engine<K>) -> Vec<EipRow> {
+    let s: &State = engine.state();
+    s.eips
+        .values()
+        .map(|e| {
+            let host = e.bound.and_then(|m| s.hosts.get(&m));
+            let st = engine.kernel.eip_stats(e.slot).unwrap_or_default();
+            EipRow {
+                eip: e.addr,
+                state: if e.bound.is_some() {
+                    EipState::Bound
+                } else {
+                    EipState::Allocated
+                },
+                private: host.map(|h| h.ip),
+                mac: e.bound,
+                name: host.and_then(|h| h.name.clone()),
+                in_packets: st.in_packets,
+                in_bytes: st.in_bytes,
+                out_packets: st.out_packets,
+                out_bytes: st.out_bytes,
+            }
+        })
+        .collect()
+}
+
+async fn eips<K: Kernel + Sync>(AxState(sh): Sh<K>) -> Json<Vec<EipRow>> {
+    Json(rows(&*sh.engine.lock().await))
+}
+
+async fn alloc<K: Kernel + Sync>(AxState(sh): Sh<K>, Body(r): Body<AllocReq>) -> Answer {
+    let mut en = sh.engine.lock().await;
+    let command = match r.eip {
+        Some(a) => format!("alloc {a}"),
+        None => "alloc".into(),
+    };
+    let change = lifecycle::alloc(en.state(), &en.limits, r.eip).map(|(_, c)| c);
+    done(en.run(&command, change).await?)
+}
+
+fn target(s: &str) -> Result<Target, Failure> {
+    s.parse::<Target>().map_err(Failure::from)
+}
+
+async fn bind<K: Kernel + Sync>(AxState(sh): Sh<K>, Body(r): Body<BindReq>) -> Answer {
+    let t = target(&r.target)?;
+    let mut en = sh.engine.lock().await;
+    let command = format!(
+        "bind {} {}{}",
+        r.eip,
+        r.target,
+        if r.no_move { " --no-move" } else { "" }
+    );
+    let change = lifecycle::bind(en.state(), &en.limits, r.eip, &t, r.no_move);
+    done(en.run(&command, change).await?)
+}
+
+async fn unbind<K: Kernel + Sync>(AxState(sh): Sh<K>, Body(r): Body<EipReq>) -> Answer {
+    let mut en = sh.engine.lock().await;
+    let change = lifecycle::unbind(en.state(), r.eip);
+    done(en.run(&format!("unbind {}", r.eip), change).await?)
+}
+
+async fn release<K: Kernel + Sync>(AxState(sh): Sh<K>, Body(r): Body<EipReq>) -> Answer {
+    let mut en = sh.engine.lock().await;
+    let change = lifecycle::release(en.state(), r.eip);
+    done(en.run(&format!("release {}", r.eip), change).await?)
+}
+
+async fn hosts<K: Kernel + Sync>(AxState(sh): Sh<K>) -> Json<Vec<Host>> {
+    Json(sh.engine.lock().await.state().hosts.values().cloned().collect())
+}
+
+async fn host_add<K: Kernel + Sync>(AxState(sh): Sh<K>, Body(r): Body<HostReq>) -> Answer {
+    let mut en = sh.engine.lock().await;
+    let command = match &r.name {
+        Some(n) => format!("host add {} {} --name {n}", r.mac, r.ip),
+        None => format!("host add {} {}", r.mac, r.ip),
+    };
+    let change = lifecycle::host_add(en.state(), &en.limits, r.mac, r.ip, r.name);
+    done(en.run(&command, change).await?)
+}
+
+async fn host_del<K: Kernel + Sync>(AxState(sh): Sh<K>, Path(key): Path<String>) -> Answer {
+    let mut en = sh.engine.lock().await;
+    let change = lifecycle::host_del(en.state(), &key);
+    done(en.run(&format!("host del {key}"), change).await?)
+}
+
+async fn pools<K: Kernel + Sync>(AxState(sh): Sh<K>) -> Json<Vec<PoolRow>> {
+    let en = sh.engine.lock().await;
+    let s = en.state();
+    Json(
+        s.pools
+            .iter()
+            .map(|p| {
+                let inside = s.eips.values().filter(|e| p.contains(&e.addr));
+                PoolRow {
+                    cidr: *p,
+                    usable: usable_count(*p),
+                    allocated: inside.clone().count(),
+                    bound: inside.filter(|e| e.bound.is_some()).count(),
+                }
+            })
+            .collect(),
+    )
+}
+
+fn usable_count(p: Ipv4Net) -> u64 {
+    match p.prefix_len() {
+        31 | 32 => usable(p).count() as u64,
+        len => (1u64 << (32 - len)) - 2,
+    }
+}
+
+async fn pool_add<K: Kernel + Sync>(AxState(sh): Sh<K>, Body(r): Body<PoolReq>) -> Answer {
+    let mut en = sh.engine.lock().await;
+    let change = lifecycle::pool_add(en.state(), &en.limits, r.cidr);
+    done(en.run(&format!("pool add {}", r.cidr), change).await?)
+}
+
+async fn pool_del<K: Kernel + Sync>(AxState(sh): Sh<K>, Path((addr, len)): Path<(String, String)>) -> Answer {
+    let cidr: Ipv4Net = format!("{addr}/{len}").parse().map_err(|_| {
+        Failure(
+            StatusCode::BAD_REQUEST,
+            format!("{addr}/{len} is not an IPv4 CIDR"),
+        )
+    })?;
+    let mut en = sh.engine.lock().await;
+    let change = lifecycle::pool_del(en.state(), cidr);
+    done(en.run(&format!("pool del {cidr}"), change).await?)
+}
+
+async fn quarantine<K: Kernel + Sync>(AxState(sh): Sh<K>, Body(r): Body<QuarantineReq>) -> Answer {
+    let t = target(&r.target)?;
+    let mut en = sh.engine.lock().await;
+    let change = lifecycle::quarantine(en.state(), &t, r.on);
+    let verb = if r.on { "quarantine" } else { "unquarantine" };
+    done(en.run(&format!("{verb} {}", r.target), change).await?)
+}
+
+async fn stats<K: Kernel + Sync>(AxState(sh): Sh<K>) -> Result<Json<Stats>, Failure> {
+    let en = sh.engine.lock().await;
+    let counters = en
+        .kernel
+        .counters()
+        .map_err(|e| Failure(StatusCode::INTERNAL_SERVER_ERROR, error_chain(&e)))?;
+    Ok(Json(Stats {
+        eips: rows(&en),
+        counters: counters
+            .into_iter()
+            .map(|(c, v)| (c.name().to_owned(), v))
+            .collect(),
+    }))
+}
+
+async fn history<K: Kernel + Sync>(
+    AxState(sh): Sh<K>,
+    Query(q): Query<HistoryQuery>,
+) -> Result<Json<Vec<Entry>>, Failure> {
+    let en = sh.engine.lock().await;
+    en.store()
+        .history(q.limit)
+        .map(Json)
+        .map_err(|e| Failure(StatusCode::INTERNAL_SERVER_ERROR, error_chain(&e)))
+}
+
+async fn shutdown<K: Kernel + Sync>(AxState(sh): Sh<K>, Body(r): Body<ShutdownReq>) -> Answer {
+    sh.shutdown.send_replace(Some(r.teardown));
+    done(if r.teardown {
+        "the daemon stops and removes its dataplane".into()
+    } else {
+        "the daemon stops; the dataplane keeps forwarding".into()
+    })
+}

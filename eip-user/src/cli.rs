@@ -1,0 +1,370 @@
+//! The `eip` command line. Its shape is fixed (scripts depend on it): see the README.
+//!
+//! Exit codes: 0 success, 1 refused or failed (one sentence on stderr), 2 bad usage, 3 the
+//! daemon cannot be reached.
+
+use std::{
+    net::{Ipv4Addr, SocketAddr},
+    path::PathBuf,
+    time::Duration,
+};
+
+use clap::{Args, Parser, Subcommand};
+use ipnet::Ipv4Net;
+
+use crate::{
+    api::{
+        AllocReq, BindReq, Done, EipReq, EipRow, EipState, Entry, HostReq, PoolReq, PoolRow, QuarantineReq,
+        ShutdownReq, Stats, Status,
+    },
+    client::{Client, ClientError},
+    state::{Host, Mac},
+};
+
+pub const DEFAULT_SOCKET: &str = "/run/eip/eip.sock";
+pub const DEFAULT_STATE_DIR: &str = "/var/lib/eip";
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "eip",
+    version,
+    about = "Elastic public IPv4 addresses for the VMs of this hypervisor"
+)]
+pub struct Cli {
+    /// The daemon's control socket.
+    #[arg(long, global = true, env = "EIP_SOCKET", default_value = DEFAULT_SOCKET)]
+    pub socket: PathBuf,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the daemon in the foreground (logs to stderr).
+    Daemon(DaemonArgs),
+    /// Bind EIP to a VM (host name, MAC or private IP); allocates a free pool address, moves a
+    /// bound one.
+    Bind {
+        eip: Ipv4Addr,
+        target: String,
+        /// Refuse instead of moving an EIP bound elsewhere.
+        #[arg(long)]
+        no_move: bool,
+    },
+    /// Unbind EIP (it stays allocated).
+    Unbind { eip: Ipv4Addr },
+    /// Allocate EIP, or the lowest free pool address; prints the address.
+    Alloc { eip: Option<Ipv4Addr> },
+    /// Return EIP to its pool (unbinding it first).
+    Release { eip: Ipv4Addr },
+    /// Every allocated or bound address, with its VM and counters.
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+    /// The reservations (MAC -> private IP).
+    #[command(subcommand)]
+    Host(HostCommand),
+    /// The EIP pools.
+    #[command(subcommand)]
+    Pool(PoolCommand),
+    /// Dataplane counters: per EIP, and drops by reason.
+    Stats {
+        #[arg(long)]
+        json: bool,
+    },
+    /// The audit log of every change.
+    History {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Drop all of a VM's traffic but DHCP.
+    Quarantine { target: String },
+    /// Lift a quarantine.
+    Unquarantine { target: String },
+    /// Stop the daemon (if one runs) and remove the instance's programs, pins and aliases.
+    Teardown {
+        /// The instance (default: the running daemon's, or the only one pinned).
+        #[arg(long)]
+        instance: Option<String>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum HostCommand {
+    /// Reserve IP for MAC.
+    Add {
+        mac: Mac,
+        ip: Ipv4Addr,
+        #[arg(long)]
+        name: Option<String>,
+    },
+    /// Delete a reservation (its EIP returns to the pool).
+    Del {
+        #[arg(value_name = "MAC|NAME")]
+        key: String,
+    },
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum PoolCommand {
+    Add {
+        cidr: Ipv4Net,
+    },
+    /// Delete a pool (refused while any of its addresses is bound).
+    Del {
+        cidr: Ipv4Net,
+    },
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct DaemonArgs {
+    /// The external interface (XDP, aliases, gratuitous ARP).
+    #[arg(long)]
+    pub ext: String,
+    /// The VMs' bridge (TC); its IPv4 address gives the private subnet and the gateway.
+    #[arg(long)]
+    pub bridge: String,
+    /// An EIP pool; added to the stored pools at start.
+    #[arg(long = "pool", value_name = "CIDR", required = true)]
+    pub pools: Vec<Ipv4Net>,
+    /// Reservations, one `mac,name,ip` per line; re-read on SIGHUP and when it changes.
+    #[arg(long)]
+    pub hosts: Option<PathBuf>,
+    #[arg(long, default_value = DEFAULT_STATE_DIR)]
+    pub state_dir: PathBuf,
+    /// Names the pin directory /sys/fs/bpf/eip/<instance> (default: the external interface).
+    #[arg(long)]
+    pub instance: Option<String>,
+    /// Remove the dataplane, pins and aliases when the daemon stops.
+    #[arg(long)]
+    pub teardown_on_exit: bool,
+    /// Open the socket to this group (mode 0660) instead of root only (0600).
+    #[arg(long, value_name = "GROUP")]
+    pub socket_group: Option<String>,
+    /// Serve Prometheus metrics on ADDR:PORT.
+    #[arg(long, value_name = "ADDR:PORT")]
+    pub metrics: Option<SocketAddr>,
+    /// Do not check VMs' source addresses against their reservations.
+    #[arg(long)]
+    pub no_antispoof: bool,
+    /// Binding capacity of the dataplane maps (fixed when the maps are first created).
+    #[arg(long, default_value_t = eip_common::maps::DEFAULT_MAX_BINDINGS)]
+    pub max_bindings: u32,
+}
+
+/// How a client command ended.
+#[derive(Debug, thiserror::Error)]
+pub enum CliError {
+    #[error(transparent)]
+    Client(#[from] ClientError),
+    #[error("{0}")]
+    Teardown(String),
+}
+
+impl CliError {
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            CliError::Client(
+                ClientError::NotRunning(_) | ClientError::Permission(_) | ClientError::Connect { .. },
+            ) => 3,
+            _ => 1,
+        }
+    }
+}
+
+fn print_json<T: serde::Serialize>(v: &T) {
+    match serde_json::to_string_pretty(v) {
+        Ok(s) => println!("{s}"),
+        Err(e) => eprintln!("error: {e}"),
+    }
+}
+
+fn opt<T: ToString>(v: &Option<T>) -> String {
+    v.as_ref().map_or_else(|| "-".into(), T::to_string)
+}
+
+fn print_rows(rows: &[EipRow]) {
+    println!(
+        "{:<15} {:<9} {:<15} {:<17} {:<16} {:>10} {:>12} {:>10} {:>12}",
+        "EIP", "STATE", "PRIVATE", "MAC", "NAME", "IN_PKTS", "IN_BYTES", "OUT_PKTS", "OUT_BYTES"
+    );
+    for r in rows {
+        let state = match r.state {
+            EipState::Allocated => "allocated",
+            EipState::Bound => "bound",
+        };
+        println!(
+            "{:<15} {:<9} {:<15} {:<17} {:<16} {:>10} {:>12} {:>10} {:>12}",
+            r.eip,
+            state,
+            opt(&r.private),
+            opt(&r.mac),
+            opt(&r.name),
+            r.in_packets,
+            r.in_bytes,
+            r.out_packets,
+            r.out_bytes
+        );
+    }
+}
+
+/// Runs one client command against the daemon.
+pub async fn run(socket: PathBuf, command: Command) -> Result<(), CliError> {
+    let c = Client::new(&socket);
+    let say = |d: Done| println!("{}", d.message);
+    match command {
+        Command::Daemon(_) => unreachable!("main runs the daemon"),
+        Command::Bind { eip, target, no_move } => {
+            say(c.post("/v1/bind", &BindReq { eip, target, no_move }).await?)
+        }
+        Command::Unbind { eip } => say(c.post("/v1/unbind", &EipReq { eip }).await?),
+        Command::Alloc { eip } => say(c.post("/v1/alloc", &AllocReq { eip }).await?),
+        Command::Release { eip } => say(c.post("/v1/release", &EipReq { eip }).await?),
+        Command::List { json } => {
+            let rows: Vec<EipRow> = c.get("/v1/eips").await?;
+            if json {
+                print_json(&rows)
+            } else {
+                print_rows(&rows)
+            }
+        }
+        Command::Host(HostCommand::Add { mac, ip, name }) => {
+            say(c.post("/v1/hosts", &HostReq { mac, ip, name }).await?)
+        }
+        Command::Host(HostCommand::Del { key }) => {
+            say(c.delete(&format!("/v1/hosts/{}", path_segment(&key))).await?)
+        }
+        Command::Host(HostCommand::List { json }) => {
+            let hosts: Vec<Host> = c.get("/v1/hosts").await?;
+            if json {
+                print_json(&hosts)
+            } else {
+                println!(
+                    "{:<17} {:<15} {:<16} {:<6} QUARANTINED",
+                    "MAC", "IP", "NAME", "SOURCE"
+                );
+                for h in hosts {
+                    let src = format!("{:?}", h.source).to_lowercase();
+                    println!(
+                        "{:<17} {:<15} {:<16} {:<6} {}",
+                        h.mac,
+                        h.ip,
+                        opt(&h.name),
+                        src,
+                        if h.quarantined { "yes" } else { "no" }
+                    );
+                }
+            }
+        }
+        Command::Pool(PoolCommand::Add { cidr }) => say(c.post("/v1/pools", &PoolReq { cidr }).await?),
+        Command::Pool(PoolCommand::Del { cidr }) => say(c
+            .delete(&format!("/v1/pools/{}/{}", cidr.network(), cidr.prefix_len()))
+            .await?),
+        Command::Pool(PoolCommand::List { json }) => {
+            let pools: Vec<PoolRow> = c.get("/v1/pools").await?;
+            if json {
+                print_json(&pools)
+            } else {
+                println!(
+                    "{:<18} {:>10} {:>10} {:>10}",
+                    "POOL", "USABLE", "ALLOCATED", "BOUND"
+                );
+                for p in pools {
+                    println!(
+                        "{:<18} {:>10} {:>10} {:>10}",
+                        p.cidr, p.usable, p.allocated, p.bound
+                    );
+                }
+            }
+        }
+        Command::Stats { json } => {
+            let s: Stats = c.get("/v1/stats").await?;
+            if json {
+                print_json(&s)
+            } else {
+                print_rows(&s.eips);
+                println!();
+                println!("{:<24} {:>12}", "COUNTER", "PACKETS");
+                for (name, v) in &s.counters {
+                    println!("{name:<24} {v:>12}");
+                }
+            }
+        }
+        Command::History { json } => {
+            let h: Vec<Entry> = c.get("/v1/history").await?;
+            if json {
+                print_json(&h)
+            } else {
+                for e in h {
+                    let show = |r: &[crate::store::Record]| serde_json::to_string(r).unwrap_or_default();
+                    println!("{:>6} {} {}", e.seq, e.time, e.command);
+                    println!("       before {}", show(&e.before));
+                    println!("       after  {}", show(&e.after));
+                }
+            }
+        }
+        Command::Quarantine { target } => say(c
+            .post("/v1/quarantine", &QuarantineReq { target, on: true })
+            .await?),
+        Command::Unquarantine { target } => say(c
+            .post("/v1/quarantine", &QuarantineReq { target, on: false })
+            .await?),
+        Command::Teardown { instance } => teardown(&c, &socket, instance).await?,
+    }
+    Ok(())
+}
+
+/// A MAC or name as one URL path segment (names and MACs have no characters to escape, but a
+/// stray `/` or `?` must not change the route).
+fn path_segment(s: &str) -> String {
+    s.bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || b"-._:".contains(&b) {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect()
+}
+
+async fn teardown(c: &Client, socket: &std::path::Path, instance: Option<String>) -> Result<(), CliError> {
+    match c.get::<Status>("/v1/status").await {
+        Ok(status) if instance.as_ref().is_none_or(|i| *i == status.instance) => {
+            let d: Done = c.post("/v1/shutdown", &ShutdownReq { teardown: true }).await?;
+            println!("{}", d.message);
+            // The daemon removes its socket last; wait for it (bounded).
+            for _ in 0..100 {
+                if !socket.exists() {
+                    return Ok(());
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            Err(CliError::Teardown(format!(
+                "the daemon did not stop within 10 s (its socket {} is still there)",
+                socket.display()
+            )))
+        }
+        Ok(_) | Err(ClientError::NotRunning(_)) => {
+            let instance = match instance {
+                Some(i) => i,
+                None => crate::daemon::only_instance().map_err(CliError::Teardown)?,
+            };
+            let msg = crate::daemon::teardown_offline(&instance)
+                .await
+                .map_err(|e| CliError::Teardown(crate::api::error_chain(&*e)))?;
+            println!("{msg}");
+            Ok(())
+        }
+        Err(e) => Err(e.into()),
+    }
+}

@@ -1,0 +1,360 @@
+//! `eip daemon`: sets the host up, starts (or adopts) the pinned dataplane, reconciles it to
+//! the store, serves the socket, follows the hosts file and the bridge's ports, and stops on
+//! SIGINT/SIGTERM leaving the dataplane forwarding (or removing it with --teardown-on-exit).
+
+use std::{
+    hash::{DefaultHasher, Hash, Hasher},
+    os::unix::fs::PermissionsExt,
+    path::{Path, PathBuf},
+    sync::Arc,
+    time::Duration,
+};
+
+use eip_common::maps::{CONFIG_ANTISPOOF, Config};
+use ipnet::Ipv4Net;
+use tokio::{
+    net::UnixListener,
+    signal::unix::{SignalKind, signal},
+    sync::{Mutex, watch},
+};
+
+use crate::{
+    api::{self, Shared, Status},
+    cli::DaemonArgs,
+    dataplane::{DataplaneError, Sizes},
+    engine::{Engine, EngineError},
+    hostsfile,
+    kernel::KernelError,
+    lifecycle::{self, Refusal},
+    live::Live,
+    metrics,
+    netlink::{Netlink, NetlinkError},
+    pins::{BPFFS, PinError, Pins, Started},
+    store::{Store, StoreError},
+};
+
+#[derive(Debug, thiserror::Error)]
+pub enum DaemonError {
+    #[error(transparent)]
+    Netlink(#[from] NetlinkError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Pins(#[from] PinError),
+    #[error(transparent)]
+    Kernel(#[from] KernelError),
+    #[error(transparent)]
+    Dataplane(#[from] DataplaneError),
+    #[error(transparent)]
+    Engine(#[from] EngineError),
+    #[error("another daemon already serves {0}")]
+    SocketBusy(PathBuf),
+    #[error("{path}: {what}")]
+    Io {
+        path: PathBuf,
+        what: &'static str,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("no group named {0}")]
+    NoGroup(String),
+    #[error("pool {0} from the command line: {1}")]
+    Pool(Ipv4Net, Refusal),
+}
+
+fn io_err(path: &Path, what: &'static str) -> impl FnOnce(std::io::Error) -> DaemonError {
+    let path = path.to_owned();
+    move |source| DaemonError::Io { path, what, source }
+}
+
+/// Routing and the egress fallback need these (see the dataplane's README section).
+fn host_prerequisites(bridge: &str) -> Result<(), DaemonError> {
+    for (key, value) in [
+        ("/proc/sys/net/ipv4/ip_forward".to_owned(), "1"),
+        (format!("/proc/sys/net/ipv4/conf/{bridge}/accept_local"), "1"),
+    ] {
+        let path = PathBuf::from(&key);
+        let now = std::fs::read_to_string(&path).map_err(io_err(&path, "read sysctl"))?;
+        if now.trim() != value {
+            std::fs::write(&path, value).map_err(io_err(&path, "write sysctl"))?;
+            tracing::info!(sysctl = %key, value, "set");
+        }
+    }
+    Ok(())
+}
+
+/// Binds the socket, refusing if a live daemon answers on it, with mode 0600 (or 0660 for
+/// `group`).
+fn bind_socket(path: &Path, group: Option<&str>) -> Result<UnixListener, DaemonError> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).map_err(io_err(dir, "create the socket directory"))?;
+    }
+    if path.exists() {
+        if std::os::unix::net::UnixStream::connect(path).is_ok() {
+            return Err(DaemonError::SocketBusy(path.to_owned()));
+        }
+        // Left by a daemon that was killed.
+        std::fs::remove_file(path).map_err(io_err(path, "remove the stale socket"))?;
+    }
+    let listener = UnixListener::bind(path).map_err(io_err(path, "bind the socket"))?;
+    let mode = match group {
+        Some(g) => {
+            let gid = group_id(g)?;
+            std::os::unix::fs::chown(path, Some(0), Some(gid)).map_err(io_err(path, "chown the socket"))?;
+            0o660
+        }
+        None => 0o600,
+    };
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
+        .map_err(io_err(path, "set the socket's mode"))?;
+    Ok(listener)
+}
+
+fn group_id(name: &str) -> Result<u32, DaemonError> {
+    let c = std::ffi::CString::new(name).map_err(|_| DaemonError::NoGroup(name.to_owned()))?;
+    // SAFETY: getgrnam with a NUL-terminated name; the result is read at once, before any
+    // other getgr* call could overwrite it.
+    let gr = unsafe { libc::getgrnam(c.as_ptr()) };
+    if gr.is_null() {
+        return Err(DaemonError::NoGroup(name.to_owned()));
+    }
+    // SAFETY: non-null result of getgrnam.
+    Ok(unsafe { (*gr).gr_gid })
+}
+
+/// What the hosts file looked like when last read.
+fn fingerprint(path: &Path) -> Option<u64> {
+    let text = std::fs::read(path).ok()?;
+    let mut h = DefaultHasher::new();
+    text.hash(&mut h);
+    Some(h.finish())
+}
+
+async fn reload_hosts(engine: &Mutex<Engine<Live>>, path: &Path, why: &str) {
+    let (lines, bad) = match hostsfile::read(path) {
+        Ok(p) => p,
+        Err(e) => {
+            tracing::error!(file = %path.display(), error = %e, "cannot read the hosts file; reservations unchanged");
+            return;
+        }
+    };
+    for b in &bad {
+        tracing::warn!(file = %path.display(), line = b.line, "skipped: {}", b.reason);
+    }
+    let mut en = engine.lock().await;
+    let (change, rejected) = lifecycle::sync_file_hosts(en.state(), &en.limits, &lines);
+    for (line, r) in &rejected {
+        tracing::warn!(file = %path.display(), line, "skipped: {r}");
+    }
+    let command = format!("hosts file {} ({why})", path.display());
+    if let Err(e) = en.run(&command, Ok(change)).await {
+        tracing::error!(error = %api::error_chain(&e), "hosts file reload");
+    }
+}
+
+pub async fn run(args: DaemonArgs, socket: PathBuf) -> Result<(), DaemonError> {
+    let nl = Netlink::new()?;
+    let ext = nl.link(&args.ext).await?;
+    let bridge = nl.link(&args.bridge).await?;
+    let bridge_net = nl.ipv4_net(&bridge).await?;
+    let limits = lifecycle::Limits {
+        private: bridge_net.trunc(),
+        gateway: bridge_net.addr(),
+        max_slots: args.max_bindings,
+    };
+    tracing::info!(private = %limits.private, gateway = %limits.gateway, "read from {}", bridge.name);
+    // The store first: it refuses a second daemon on the same state before anything changes.
+    let store = Store::open(&args.state_dir)?;
+    host_prerequisites(&bridge.name)?;
+    let listener = bind_socket(&socket, args.socket_group.as_deref())?;
+
+    let instance = args.instance.clone().unwrap_or_else(|| ext.name.clone());
+    let pins = Pins::new(&instance)?;
+    let sizes = Sizes {
+        bindings: args.max_bindings,
+        ..Sizes::default()
+    };
+    let (mut dp, started) = pins.start(sizes, &ext.name, &bridge.name)?;
+    tracing::info!(pins = %pins.root().display(), ?started, "dataplane ready");
+    dp.set_config(&Config {
+        bridge_mac: bridge.mac,
+        flags: if args.no_antispoof { 0 } else { CONFIG_ANTISPOOF },
+        private_net: limits.private.network().to_bits(),
+        private_mask: limits.private.netmask().to_bits(),
+    })?;
+    let mut live = Live::new(dp, nl.clone(), ext.clone(), bridge.clone());
+    live.refresh_ports().await?;
+    let mut engine = Engine::new(store, live, limits)?;
+
+    for pool in &args.pools {
+        let pool = pool.trunc();
+        if engine.state().pools.contains(&pool) {
+            continue;
+        }
+        let change = lifecycle::pool_add(engine.state(), &limits, pool);
+        match engine
+            .run(&format!("pool add {pool} (command line)"), change)
+            .await
+        {
+            Ok(_) => {}
+            Err(EngineError::Refused(r)) => return Err(DaemonError::Pool(pool, r)),
+            Err(e) => return Err(e.into()),
+        }
+    }
+    let (stop_tx, mut stop_rx) = watch::channel(None);
+    let shared = Arc::new(Shared {
+        engine: Mutex::new(engine),
+        status: Status {
+            instance: instance.clone(),
+            ext: ext.name.clone(),
+            bridge: bridge.name.clone(),
+            private: limits.private,
+            gateway: limits.gateway,
+            pins: pins.root().display().to_string(),
+            dataplane: match started {
+                Started::Fresh(_) => "fresh",
+                Started::Adopted => "adopted",
+                Started::Upgraded => "upgraded",
+            }
+            .into(),
+            version: env!("CARGO_PKG_VERSION").into(),
+        },
+        shutdown: stop_tx,
+    });
+    let mut hosts_print = None;
+    if let Some(path) = &args.hosts {
+        hosts_print = fingerprint(path);
+        reload_hosts(&shared.engine, path, "start").await;
+    }
+    let fixes = shared.engine.lock().await.reconcile().await?;
+    tracing::info!(corrections = fixes, "kernel reconciled to the store");
+
+    if let Some(addr) = args.metrics {
+        metrics::serve(addr, shared.clone()).await?;
+    }
+    let app = api::router(shared.clone());
+    let mut serve_stop = stop_rx.clone();
+    let server = tokio::spawn(async move {
+        axum::serve(listener, app)
+            .with_graceful_shutdown(async move {
+                let _ = serve_stop.wait_for(Option::is_some).await;
+            })
+            .await
+    });
+    tracing::info!(socket = %socket.display(), "serving");
+
+    let mut term = signal(SignalKind::terminate()).map_err(io_err(&socket, "install signal handlers"))?;
+    let mut int = signal(SignalKind::interrupt()).map_err(io_err(&socket, "install signal handlers"))?;
+    let mut hup = signal(SignalKind::hangup()).map_err(io_err(&socket, "install signal handlers"))?;
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    let mut ticks: u64 = 0;
+    let teardown = loop {
+        tokio::select! {
+            _ = term.recv() => break args.teardown_on_exit,
+            _ = int.recv() => break args.teardown_on_exit,
+            _ = hup.recv() => {
+                if let Some(path) = &args.hosts {
+                    hosts_print = fingerprint(path);
+                    reload_hosts(&shared.engine, path, "SIGHUP").await;
+                }
+            }
+            r = stop_rx.changed() => {
+                match (r, *stop_rx.borrow()) {
+                    (Ok(()), Some(t)) => break t || args.teardown_on_exit,
+                    _ => continue,
+                }
+            }
+            _ = tick.tick() => {
+                ticks += 1;
+                if let Some(path) = &args.hosts {
+                    let now = fingerprint(path);
+                    if now.is_some() && now != hosts_print {
+                        hosts_print = now;
+                        reload_hosts(&shared.engine, path, "changed").await;
+                    }
+                }
+                let mut en = shared.engine.lock().await;
+                en.reconcile_if_dirty().await;
+                if ticks.is_multiple_of(2)
+                    && let Err(e) = en.kernel.refresh_ports().await
+                {
+                    tracing::warn!(error = %api::error_chain(&e), "bridge port refresh");
+                }
+            }
+        }
+    };
+    tracing::info!(teardown, "stopping");
+    shared.shutdown.send_replace(Some(teardown));
+    match server.await {
+        Ok(Err(e)) => tracing::warn!(error = %e, "socket server"),
+        Err(e) => tracing::warn!(error = %e, "socket server task"),
+        Ok(Ok(())) => {}
+    }
+    if teardown {
+        let bound: Vec<_> = shared
+            .engine
+            .lock()
+            .await
+            .state()
+            .bindings()
+            .into_keys()
+            .collect();
+        for eip in bound {
+            if let Err(e) = nl.del_alias(ext.index, eip).await {
+                tracing::warn!(%eip, error = %e, "remove alias");
+            }
+        }
+        // The engine (and the dataplane's fds) must be gone before unpinning frees the links.
+        drop(shared);
+        pins.remove()?;
+        tracing::info!(pins = %pins.root().display(), "dataplane removed");
+    } else {
+        tracing::info!("the dataplane keeps forwarding (pinned)");
+    }
+    let _ = std::fs::remove_file(&socket);
+    Ok(())
+}
+
+/// The only pinned instance, for `eip teardown` without a daemon or --instance.
+pub fn only_instance() -> Result<String, String> {
+    let dir = Path::new(BPFFS).join("eip");
+    let names: Vec<String> = std::fs::read_dir(&dir)
+        .map(|d| {
+            d.filter_map(Result::ok)
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default();
+    match &names[..] {
+        [one] => Ok(one.clone()),
+        [] => Err(format!(
+            "no daemon is running and nothing is pinned under {}",
+            dir.display()
+        )),
+        many => Err(format!(
+            "several instances are pinned ({}); name one with --instance",
+            many.join(", ")
+        )),
+    }
+}
+
+/// Teardown without a daemon: the aliases of the EIPs the pinned forward map holds, then the
+/// pins (which detaches the programs).
+pub async fn teardown_offline(instance: &str) -> Result<String, Box<dyn std::error::Error + Send + Sync>> {
+    let pins = Pins::new(instance)?;
+    if !pins.exists() {
+        return Err(format!(
+            "instance {instance} has nothing pinned under {}",
+            pins.root().display()
+        )
+        .into());
+    }
+    let bound = pins.bound_eips().unwrap_or_default();
+    let nl = Netlink::new()?;
+    let removed = nl.del_aliases_anywhere(&bound).await?;
+    pins.remove()?;
+    Ok(format!(
+        "removed instance {instance}: {removed} aliases, pins under {}",
+        pins.root().display()
+    ))
+}

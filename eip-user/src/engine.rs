@@ -1,0 +1,182 @@
+//! Runs lifecycle changes: store first (durable), then memory, then the kernel.
+//!
+//! A change the store committed is never lost: if the kernel refuses part of it, the engine
+//! says so, marks itself for reconciliation, and the daemon's next reconcile pass (at most a
+//! second later, and at every start) makes the kernel match the store.
+
+use crate::{
+    kernel::{Kernel, KernelError, reconcile},
+    lifecycle::{self, Change, Effect, Limits, Refusal},
+    state::State,
+    store::{self, Store, StoreError},
+};
+
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    #[error(transparent)]
+    Refused(#[from] Refusal),
+    #[error("nothing changed: {0}")]
+    Store(#[from] StoreError),
+    #[error("the change is saved but the kernel refused part of it ({source}); the daemon keeps retrying")]
+    Kernel {
+        #[source]
+        source: KernelError,
+    },
+}
+
+pub struct Engine<K> {
+    state: State,
+    store: Store,
+    pub kernel: K,
+    pub limits: Limits,
+    /// The kernel may differ from the state (an effect failed): reconcile soon.
+    pub dirty: bool,
+}
+
+impl<K: Kernel> Engine<K> {
+    pub fn new(store: Store, kernel: K, limits: Limits) -> Result<Self, StoreError> {
+        Ok(Engine {
+            state: store.load()?,
+            store,
+            kernel,
+            limits,
+            dirty: true,
+        })
+    }
+
+    pub fn state(&self) -> &State {
+        &self.state
+    }
+
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    /// Commits `change` (recorded in the history as `command`), then applies it.
+    pub async fn run(
+        &mut self,
+        command: &str,
+        change: Result<Change, Refusal>,
+    ) -> Result<String, EngineError> {
+        let change = change?;
+        if change.writes.is_empty() {
+            return Ok(change.message);
+        }
+        let before = store::excerpt(&self.state, &change.writes);
+        let mut after = before.clone();
+        after.apply(&change.writes);
+        self.store.commit(
+            &change.writes,
+            command,
+            store::records(&before),
+            store::records(&after),
+        )?;
+        self.state.apply(&change.writes);
+        // The excerpt's `after` may lack EIPs bound to touched reservations by this very
+        // change; the real state has them.
+        let after = store::excerpt(&self.state, &change.writes);
+        let effects = lifecycle::effects(&before, &after, &change.writes);
+        self.apply(&effects)
+            .await
+            .map_err(|source| EngineError::Kernel { source })?;
+        tracing::info!(command, "{}", change.message);
+        Ok(change.message)
+    }
+
+    async fn apply(&mut self, effects: &[Effect]) -> Result<(), KernelError> {
+        for e in effects {
+            tracing::debug!(effect = ?e, "kernel");
+            if let Err(err) = self.kernel.apply(e).await {
+                tracing::error!(effect = ?e, error = %err, "kernel update failed; will reconcile");
+                self.dirty = true;
+                return Err(err);
+            }
+        }
+        Ok(())
+    }
+
+    /// Makes the kernel match the state, logging each correction. Returns how many there were.
+    pub async fn reconcile(&mut self) -> Result<usize, KernelError> {
+        let view = self.kernel.view().await?;
+        let fixes = reconcile(&self.state, &view);
+        for f in &fixes {
+            tracing::warn!(correction = ?f, "reconcile: kernel differed from the store");
+        }
+        self.apply(&fixes).await?;
+        self.dirty = false;
+        Ok(fixes.len())
+    }
+
+    /// Reconciles only if an earlier change left the kernel behind.
+    pub async fn reconcile_if_dirty(&mut self) {
+        if self.dirty
+            && let Err(e) = self.reconcile().await
+        {
+            tracing::error!(error = %e, "reconcile failed; retrying later");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{kernel::MemKernel, lifecycle::Target, state::Mac};
+
+    fn limits() -> Limits {
+        Limits {
+            private: "192.168.6.0/24".parse().unwrap(),
+            gateway: "192.168.6.22".parse().unwrap(),
+            max_slots: 16,
+        }
+    }
+
+    async fn engine(dir: &std::path::Path) -> Engine<MemKernel> {
+        let mut e = Engine::new(Store::open(dir).unwrap(), MemKernel::default(), limits()).unwrap();
+        e.reconcile().await.unwrap();
+        e
+    }
+
+    #[tokio::test]
+    async fn a_failed_kernel_update_is_kept_and_reconciled() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut e = engine(dir.path()).await;
+        let l = limits();
+        let mac: Mac = "52:54:00:00:00:01".parse().unwrap();
+        let c = lifecycle::pool_add(e.state(), &l, "203.0.113.0/24".parse().unwrap());
+        e.run("pool add", c).await.unwrap();
+        let c = lifecycle::host_add(e.state(), &l, mac, "192.168.6.10".parse().unwrap(), None);
+        e.run("host add", c).await.unwrap();
+        e.kernel.fail_on = Some(e.kernel.applied + 2);
+        let c = lifecycle::bind(
+            e.state(),
+            &l,
+            "203.0.113.5".parse().unwrap(),
+            &Target::Mac(mac),
+            false,
+        );
+        let err = e.run("bind", c).await.unwrap_err();
+        assert!(matches!(err, EngineError::Kernel { .. }), "{err}");
+        assert!(e.dirty);
+        // Saved: a new engine on the same store has it.
+        assert_eq!(e.store().load().unwrap(), *e.state());
+        assert_eq!(e.state().bindings().len(), 1);
+        let view = e.kernel.view().await.unwrap();
+        assert_ne!(view, crate::kernel::KernelView::desired(e.state()));
+        e.kernel.fail_on = None;
+        assert!(e.reconcile().await.unwrap() > 0);
+        assert_eq!(
+            e.kernel.view().await.unwrap(),
+            crate::kernel::KernelView::desired(e.state())
+        );
+        assert!(!e.dirty);
+    }
+
+    #[tokio::test]
+    async fn a_refusal_writes_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut e = engine(dir.path()).await;
+        let c = lifecycle::unbind(e.state(), "203.0.113.5".parse().unwrap());
+        assert!(matches!(e.run("unbind", c).await, Err(EngineError::Refused(_))));
+        assert!(e.store().history(None).unwrap().is_empty());
+    }
+}

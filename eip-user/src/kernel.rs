@@ -1,0 +1,236 @@
+//! The kernel as the lifecycle sees it: effects to apply, and a view to reconcile against.
+//! The real one ([`crate::live::Live`]) writes BPF maps and netlink; [`MemKernel`] keeps the
+//! same state in memory for tests without root.
+
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    net::Ipv4Addr,
+};
+
+use eip_common::maps::{Counter, EipStats};
+
+use crate::{
+    dataplane::update::{BindingMaps, MemMaps, bind_ops, execute, unbind_ops},
+    lifecycle::Effect,
+    state::{Mac, State},
+};
+
+/// What the kernel holds now, as far as the daemon owns it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct KernelView {
+    /// EIP -> (private, slot): the forward (DNAT) map.
+    pub dnat: BTreeMap<Ipv4Addr, (Ipv4Addr, u32)>,
+    /// private -> (EIP, slot): the reverse (SNAT) map.
+    pub snat: BTreeMap<Ipv4Addr, (Ipv4Addr, u32)>,
+    /// private -> (MAC, flags): the VM entries.
+    pub vms: BTreeMap<Ipv4Addr, (Mac, u16)>,
+    /// MAC -> (private, flags): the anti-spoofing entries.
+    pub macs: BTreeMap<Mac, (Ipv4Addr, u16)>,
+    /// The /32 aliases this daemon put on the external interface.
+    pub aliases: BTreeSet<Ipv4Addr>,
+}
+
+impl KernelView {
+    /// The view a state asks for.
+    pub fn desired(state: &State) -> KernelView {
+        let mut v = KernelView::default();
+        for h in state.hosts.values() {
+            let flags = State::guest_flags(h);
+            v.vms.insert(h.ip, (h.mac, flags));
+            v.macs.insert(h.mac, (h.ip, flags));
+        }
+        for (eip, b) in state.bindings() {
+            v.dnat.insert(eip, (b.private, b.slot));
+            v.snat.insert(b.private, (eip, b.slot));
+            v.aliases.insert(eip);
+        }
+        v
+    }
+}
+
+/// The effects that take the kernel from `view` to what `state` asks for, each one a
+/// correction the daemon logs.
+pub fn reconcile(state: &State, view: &KernelView) -> Vec<Effect> {
+    let want = KernelView::desired(state);
+    let mut out = Vec::new();
+    // Entries pairing a MAC and an address the state does not pair go (flags alone are fixed
+    // by SetGuest overwriting).
+    for (mac, (ip, _)) in &view.macs {
+        if want.macs.get(mac).map(|w| w.0) != Some(*ip) {
+            out.push(Effect::DelGuest {
+                private: *ip,
+                mac: *mac,
+            });
+        }
+    }
+    for (ip, (mac, _)) in &view.vms {
+        if want.vms.get(ip).map(|w| w.0) != Some(*mac) {
+            out.push(Effect::DelGuest {
+                private: *ip,
+                mac: *mac,
+            });
+        }
+    }
+    for (mac, (ip, flags)) in &want.macs {
+        if view.macs.get(mac) != Some(&(*ip, *flags)) || view.vms.get(ip) != Some(&(*mac, *flags)) {
+            out.push(Effect::SetGuest {
+                private: *ip,
+                mac: *mac,
+                flags: *flags,
+            });
+        }
+    }
+    for (eip, (private, _)) in &view.dnat {
+        if !want.dnat.contains_key(eip) {
+            out.push(Effect::Unbind {
+                eip: *eip,
+                private: *private,
+            });
+        }
+    }
+    for (eip, &(private, slot)) in &want.dnat {
+        if view.dnat.get(eip) != Some(&(private, slot)) || view.snat.get(&private) != Some(&(*eip, slot)) {
+            out.push(Effect::Bind {
+                eip: *eip,
+                slot,
+                private,
+                previous: None,
+            });
+        }
+    }
+    for private in view.snat.keys() {
+        if !want.snat.contains_key(private) {
+            out.push(Effect::ForgetSnat { private: *private });
+        }
+    }
+    for eip in view.aliases.difference(&want.aliases) {
+        out.push(Effect::DelAlias(*eip));
+    }
+    for eip in want.aliases.difference(&view.aliases) {
+        out.push(Effect::AddAlias(*eip));
+        out.push(Effect::Announce(*eip));
+    }
+    crate::lifecycle::in_order(out)
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum KernelError {
+    #[error(transparent)]
+    Dataplane(#[from] crate::dataplane::DataplaneError),
+    #[error(transparent)]
+    Update(#[from] crate::dataplane::UpdateError),
+    #[error(transparent)]
+    Netlink(#[from] crate::netlink::NetlinkError),
+    #[error("gratuitous ARP for {eip} on {iface}")]
+    Announce {
+        eip: Ipv4Addr,
+        iface: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("injected failure")]
+    Injected,
+}
+
+/// The kernel side of the lifecycle. The futures are `Send` so the daemon's request handlers
+/// (which hold the engine across them) run on any worker thread.
+pub trait Kernel: Send + 'static {
+    fn apply(&mut self, effect: &Effect) -> impl Future<Output = Result<(), KernelError>> + Send;
+    fn view(&mut self) -> impl Future<Output = Result<KernelView, KernelError>> + Send;
+    fn eip_stats(&self, slot: u32) -> Result<EipStats, KernelError>;
+    fn counters(&self) -> Result<Vec<(Counter, u64)>, KernelError>;
+}
+
+/// Applies binding effects to any [`BindingMaps`] in the dataplane's write order.
+pub fn apply_binding<M: BindingMaps>(
+    maps: &mut M,
+    effect: &Effect,
+) -> Result<(), crate::dataplane::UpdateError> {
+    match *effect {
+        Effect::Bind {
+            eip,
+            slot,
+            private,
+            previous,
+        } => execute(maps, &bind_ops(eip, slot, private, previous)),
+        Effect::Unbind { eip, private } => {
+            // Only the reverse entry that still names this EIP belongs to it.
+            let ops = unbind_ops(eip, private);
+            let own = maps
+                .snat(private)
+                .ok()
+                .flatten()
+                .is_some_and(|b| b.addr == eip.to_bits());
+            execute(maps, if own { &ops } else { &ops[..1] })
+        }
+        Effect::ForgetSnat { private } => execute(maps, &[crate::dataplane::MapOp::DelSnat { private }]),
+        _ => Ok(()),
+    }
+}
+
+/// The kernel in memory. `fail_on` makes the n-th effect fail, to test what a failure leaves.
+#[derive(Debug, Default)]
+pub struct MemKernel {
+    pub maps: MemMaps,
+    pub vms: BTreeMap<Ipv4Addr, (Mac, u16)>,
+    pub macs: BTreeMap<Mac, (Ipv4Addr, u16)>,
+    pub aliases: BTreeSet<Ipv4Addr>,
+    pub announced: Vec<Ipv4Addr>,
+    pub resets: Vec<u32>,
+    pub applied: usize,
+    pub fail_on: Option<usize>,
+}
+
+impl Kernel for MemKernel {
+    async fn apply(&mut self, effect: &Effect) -> Result<(), KernelError> {
+        self.applied += 1;
+        if self.fail_on == Some(self.applied) {
+            return Err(KernelError::Injected);
+        }
+        match *effect {
+            Effect::ResetStats { slot } => self.resets.push(slot),
+            Effect::DelGuest { private, mac } => {
+                if self.vms.get(&private).is_some_and(|v| v.0 == mac) {
+                    self.vms.remove(&private);
+                }
+                if self.macs.get(&mac).is_some_and(|m| m.0 == private) {
+                    self.macs.remove(&mac);
+                }
+            }
+            Effect::SetGuest { private, mac, flags } => {
+                self.vms.insert(private, (mac, flags));
+                self.macs.insert(mac, (private, flags));
+            }
+            Effect::AddAlias(eip) => {
+                self.aliases.insert(eip);
+            }
+            Effect::DelAlias(eip) => {
+                self.aliases.remove(&eip);
+            }
+            Effect::Announce(eip) => self.announced.push(eip),
+            Effect::Bind { .. } | Effect::Unbind { .. } | Effect::ForgetSnat { .. } => {
+                apply_binding(&mut self.maps, effect)?
+            }
+        }
+        Ok(())
+    }
+
+    async fn view(&mut self) -> Result<KernelView, KernelError> {
+        let pair = |b: &eip_common::maps::Binding| (Ipv4Addr::from_bits(b.addr), b.slot);
+        Ok(KernelView {
+            dnat: self.maps.dnat.iter().map(|(k, b)| (*k, pair(b))).collect(),
+            snat: self.maps.snat.iter().map(|(k, b)| (*k, pair(b))).collect(),
+            vms: self.vms.clone(),
+            macs: self.macs.clone(),
+            aliases: self.aliases.clone(),
+        })
+    }
+
+    fn eip_stats(&self, _slot: u32) -> Result<EipStats, KernelError> {
+        Ok(EipStats::default())
+    }
+
+    fn counters(&self) -> Result<Vec<(Counter, u64)>, KernelError> {
+        Ok(Counter::ALL.iter().map(|c| (*c, 0)).collect())
+    }
+}

@@ -1,0 +1,657 @@
+//! The elastic-IP lifecycle as pure functions: each operator verb checks the state and returns
+//! the writes that carry it out, or a [`Refusal`] that changes nothing. [`effects`] turns a
+//! change into the kernel work it needs (map updates, aliases, gratuitous ARP), so the whole
+//! lifecycle is tested without a kernel.
+
+use std::{collections::BTreeSet, fmt, net::Ipv4Addr, str::FromStr};
+
+use ipnet::Ipv4Net;
+use serde::{Deserialize, Serialize};
+
+use crate::state::{Bound, Eip, Host, Mac, Source, State, Write, is_usable, usable};
+
+/// What reservations and pools must fit: the bridge's subnet and address, and the number of
+/// statistics slots (the dataplane's binding capacity).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    pub private: Ipv4Net,
+    pub gateway: Ipv4Addr,
+    pub max_slots: u32,
+}
+
+/// A VM as the operator names it: a reservation's host name, MAC or private IP.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub enum Target {
+    Ip(Ipv4Addr),
+    Mac(Mac),
+    Name(String),
+}
+
+impl FromStr for Target {
+    type Err = Refusal;
+    fn from_str(s: &str) -> Result<Self, Refusal> {
+        if let Ok(ip) = s.parse() {
+            Ok(Target::Ip(ip))
+        } else if let Ok(mac) = s.parse() {
+            Ok(Target::Mac(mac))
+        } else if valid_name(s) {
+            Ok(Target::Name(s.to_owned()))
+        } else {
+            Err(Refusal::BadTarget(s.to_owned()))
+        }
+    }
+}
+
+impl TryFrom<String> for Target {
+    type Error = Refusal;
+    fn try_from(s: String) -> Result<Self, Refusal> {
+        s.parse()
+    }
+}
+
+impl From<Target> for String {
+    fn from(t: Target) -> String {
+        t.to_string()
+    }
+}
+
+impl fmt::Display for Target {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Target::Ip(ip) => write!(f, "{ip}"),
+            Target::Mac(mac) => write!(f, "{mac}"),
+            Target::Name(n) => f.write_str(n),
+        }
+    }
+}
+
+/// A host name as DHCP and DNS take it: labels of letters, digits and inner hyphens.
+pub fn valid_name(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 253
+        && s.parse::<Ipv4Addr>().is_err()
+        && s.split('.').all(|label| {
+            !label.is_empty()
+                && label.len() <= 63
+                && label.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+                && !label.starts_with('-')
+                && !label.ends_with('-')
+        })
+}
+
+/// Why a command was refused. Each message is the one sentence the CLI prints.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, Serialize, Deserialize)]
+pub enum Refusal {
+    #[error("{0} is not in any pool")]
+    NotInPool(Ipv4Addr),
+    #[error("{0:?} is not a host name, MAC or IPv4 address")]
+    BadTarget(String),
+    #[error("no reservation matches {0}")]
+    UnknownTarget(String),
+    #[error("{0} is already allocated")]
+    AlreadyAllocated(Ipv4Addr),
+    #[error("{0} is not allocated")]
+    NotAllocated(Ipv4Addr),
+    #[error("{0} is not bound")]
+    NotBound(Ipv4Addr),
+    #[error("{eip} is bound to {owner}; refusing to move it (--no-move)")]
+    WouldMove { eip: Ipv4Addr, owner: String },
+    #[error("{host} already has {eip} bound; unbind it first (one elastic IP per VM)")]
+    HostHasEip { host: String, eip: Ipv4Addr },
+    #[error("no free address left in the pools")]
+    PoolsExhausted,
+    #[error("all {0} binding slots of the dataplane are in use")]
+    SlotsExhausted(u32),
+    #[error("{ip} is outside the bridge subnet {net}")]
+    OutsideSubnet { ip: Ipv4Addr, net: Ipv4Net },
+    #[error("{0} is the bridge's own, network or broadcast address")]
+    ReservedIp(Ipv4Addr),
+    #[error("{ip} is already reserved for {owner}")]
+    IpTaken { ip: Ipv4Addr, owner: String },
+    #[error("{0} already has a reservation; delete it first")]
+    MacTaken(Mac),
+    #[error("the name {0} is already used by another reservation")]
+    NameTaken(String),
+    #[error("{0:?} is not a valid host name (letters, digits, inner hyphens, dots)")]
+    BadName(String),
+    #[error("{0} comes from the hosts file; change it there")]
+    FromFile(Mac),
+    #[error("pool {new} overlaps {existing}")]
+    PoolOverlaps { new: Ipv4Net, existing: Ipv4Net },
+    #[error("pool {0} overlaps the bridge subnet")]
+    PoolIsPrivate(Ipv4Net),
+    #[error("pool {0} does not exist")]
+    NoSuchPool(Ipv4Net),
+    #[error("pool {pool} still has {eip} bound; unbind it first")]
+    PoolInUse { pool: Ipv4Net, eip: Ipv4Addr },
+    #[error("{0} is already quarantined")]
+    AlreadyQuarantined(String),
+    #[error("{0} is not quarantined")]
+    NotQuarantined(String),
+}
+
+/// A verb's outcome: what to write, and what to tell the operator.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Change {
+    pub writes: Vec<Write>,
+    pub message: String,
+}
+
+fn host_label(h: &Host) -> String {
+    match &h.name {
+        Some(n) => format!("{n} ({})", h.ip),
+        None => format!("{} ({})", h.mac, h.ip),
+    }
+}
+
+fn resolve<'a>(state: &'a State, target: &Target) -> Result<&'a Host, Refusal> {
+    match target {
+        Target::Ip(ip) => state.host_by_ip(*ip),
+        Target::Mac(mac) => state.hosts.get(mac),
+        Target::Name(n) => state.host_by_name(n),
+    }
+    .ok_or_else(|| Refusal::UnknownTarget(target.to_string()))
+}
+
+/// A new allocation of `addr`: a usable pool address nobody holds, with a free slot.
+fn take(state: &State, limits: &Limits, addr: Ipv4Addr) -> Result<Eip, Refusal> {
+    let pool = state.pool_of(addr).ok_or(Refusal::NotInPool(addr))?;
+    if !is_usable(pool, addr) {
+        return Err(Refusal::NotInPool(addr));
+    }
+    if state.eips.contains_key(&addr) {
+        return Err(Refusal::AlreadyAllocated(addr));
+    }
+    let slot = state
+        .free_slot(limits.max_slots)
+        .ok_or(Refusal::SlotsExhausted(limits.max_slots))?;
+    Ok(Eip {
+        addr,
+        slot,
+        bound: None,
+    })
+}
+
+pub fn alloc(state: &State, limits: &Limits, want: Option<Ipv4Addr>) -> Result<(Ipv4Addr, Change), Refusal> {
+    let addr = match want {
+        Some(a) => a,
+        None => state
+            .pools
+            .iter()
+            .flat_map(|p| usable(*p))
+            .find(|a| !state.eips.contains_key(a))
+            .ok_or(Refusal::PoolsExhausted)?,
+    };
+    let eip = take(state, limits, addr)?;
+    Ok((
+        addr,
+        Change {
+            writes: vec![Write::PutEip(eip)],
+            message: format!("{addr}"),
+        },
+    ))
+}
+
+pub fn release(state: &State, addr: Ipv4Addr) -> Result<Change, Refusal> {
+    let e = state.eips.get(&addr).ok_or(Refusal::NotAllocated(addr))?;
+    let was = e.bound.and_then(|m| state.hosts.get(&m)).map(host_label);
+    Ok(Change {
+        writes: vec![Write::DelEip(addr)],
+        message: match was {
+            Some(h) => format!("released {addr} (was bound to {h})"),
+            None => format!("released {addr}"),
+        },
+    })
+}
+
+pub fn bind(
+    state: &State,
+    limits: &Limits,
+    addr: Ipv4Addr,
+    target: &Target,
+    no_move: bool,
+) -> Result<Change, Refusal> {
+    let host = resolve(state, target)?;
+    let current = state.eips.get(&addr);
+    if let Some(other) = state.eip_of(host.mac).filter(|e| e.addr != addr) {
+        return Err(Refusal::HostHasEip {
+            host: host_label(host),
+            eip: other.addr,
+        });
+    }
+    let eip = match current {
+        Some(e) if e.bound == Some(host.mac) => {
+            return Ok(Change {
+                writes: vec![],
+                message: format!("{addr} is already bound to {}", host_label(host)),
+            });
+        }
+        Some(e) => {
+            if let (true, Some(owner)) = (no_move, e.bound.and_then(|m| state.hosts.get(&m))) {
+                return Err(Refusal::WouldMove {
+                    eip: addr,
+                    owner: host_label(owner),
+                });
+            }
+            e.clone()
+        }
+        None => take(state, limits, addr)?,
+    };
+    let moved_from = eip.bound.and_then(|m| state.hosts.get(&m)).map(host_label);
+    Ok(Change {
+        writes: vec![Write::PutEip(Eip {
+            bound: Some(host.mac),
+            ..eip
+        })],
+        message: match moved_from {
+            Some(from) => format!("moved {addr} from {from} to {}", host_label(host)),
+            None => format!("bound {addr} to {}", host_label(host)),
+        },
+    })
+}
+
+pub fn unbind(state: &State, addr: Ipv4Addr) -> Result<Change, Refusal> {
+    let e = state.eips.get(&addr).ok_or(Refusal::NotAllocated(addr))?;
+    if e.bound.is_none() {
+        return Err(Refusal::NotBound(addr));
+    }
+    Ok(Change {
+        writes: vec![Write::PutEip(Eip {
+            bound: None,
+            ..e.clone()
+        })],
+        message: format!("unbound {addr}"),
+    })
+}
+
+/// Checks a reservation against the subnet and the other reservations (`replacing`: the MAC
+/// whose record it replaces, if any).
+fn check_host(state: &State, limits: &Limits, host: &Host) -> Result<(), Refusal> {
+    let net = limits.private;
+    if !net.contains(&host.ip) {
+        return Err(Refusal::OutsideSubnet { ip: host.ip, net });
+    }
+    if host.ip == limits.gateway || host.ip == net.network() || host.ip == net.broadcast() {
+        return Err(Refusal::ReservedIp(host.ip));
+    }
+    if let Some(other) = state.host_by_ip(host.ip).filter(|o| o.mac != host.mac) {
+        return Err(Refusal::IpTaken {
+            ip: host.ip,
+            owner: other.mac.to_string(),
+        });
+    }
+    if let Some(name) = &host.name {
+        if !valid_name(name) {
+            return Err(Refusal::BadName(name.clone()));
+        }
+        if state.host_by_name(name).is_some_and(|o| o.mac != host.mac) {
+            return Err(Refusal::NameTaken(name.clone()));
+        }
+    }
+    Ok(())
+}
+
+pub fn host_add(
+    state: &State,
+    limits: &Limits,
+    mac: Mac,
+    ip: Ipv4Addr,
+    name: Option<String>,
+) -> Result<Change, Refusal> {
+    if state.hosts.contains_key(&mac) {
+        return Err(Refusal::MacTaken(mac));
+    }
+    let host = Host {
+        mac,
+        name,
+        ip,
+        source: Source::Cli,
+        quarantined: false,
+    };
+    check_host(state, limits, &host)?;
+    Ok(Change {
+        message: format!("reserved {ip} for {mac}"),
+        writes: vec![Write::PutHost(host)],
+    })
+}
+
+/// Deleting a reservation recycles its EIP: unbound and returned to the pool.
+fn del_host_writes(state: &State, mac: Mac) -> Vec<Write> {
+    let mut writes = vec![Write::DelHost(mac)];
+    if let Some(e) = state.eip_of(mac) {
+        writes.push(Write::DelEip(e.addr));
+    }
+    writes
+}
+
+pub fn host_del(state: &State, key: &str) -> Result<Change, Refusal> {
+    let target = match key.parse::<Mac>() {
+        Ok(mac) => Target::Mac(mac),
+        Err(_) if valid_name(key) => Target::Name(key.to_owned()),
+        Err(_) => return Err(Refusal::BadTarget(key.to_owned())),
+    };
+    let host = resolve(state, &target)?;
+    if host.source == Source::File {
+        return Err(Refusal::FromFile(host.mac));
+    }
+    let writes = del_host_writes(state, host.mac);
+    let mut message = format!("deleted the reservation of {}", host_label(host));
+    if let Some(e) = state.eip_of(host.mac) {
+        message += &format!("; {} returned to the pool", e.addr);
+    }
+    Ok(Change { writes, message })
+}
+
+/// One hosts-file line, parsed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FileHost {
+    pub line: usize,
+    pub mac: Mac,
+    pub name: Option<String>,
+    pub ip: Ipv4Addr,
+}
+
+/// Makes the file-owned reservations equal to the file's valid lines. A line that conflicts
+/// (with the subnet, a CLI reservation, an earlier line) is skipped and reported; the rest
+/// applies. Reservations no longer in the file are deleted and their EIPs recycled.
+pub fn sync_file_hosts(
+    state: &State,
+    limits: &Limits,
+    lines: &[FileHost],
+) -> (Change, Vec<(usize, Refusal)>) {
+    let mut next = state.clone();
+    let mut writes = Vec::new();
+    let mut rejected = Vec::new();
+    let mut in_file = BTreeSet::new();
+    // Drop the file's old records first, so a line may take an address another line gave up.
+    let old: Vec<Host> = state
+        .hosts
+        .values()
+        .filter(|h| h.source == Source::File)
+        .cloned()
+        .collect();
+    for h in &old {
+        next.hosts.remove(&h.mac);
+    }
+    for l in lines {
+        let quarantined = state.hosts.get(&l.mac).is_some_and(|h| h.quarantined);
+        let host = Host {
+            mac: l.mac,
+            name: l.name.clone(),
+            ip: l.ip,
+            source: Source::File,
+            quarantined,
+        };
+        let owned_by_cli = next.hosts.get(&l.mac).is_some_and(|h| h.source == Source::Cli);
+        let check = if owned_by_cli || in_file.contains(&l.mac) {
+            Err(Refusal::MacTaken(l.mac))
+        } else {
+            check_host(&next, limits, &host)
+        };
+        match check {
+            Ok(()) => {
+                in_file.insert(l.mac);
+                next.hosts.insert(l.mac, host);
+            }
+            Err(r) => rejected.push((l.line, r)),
+        }
+    }
+    for h in &old {
+        match next.hosts.get(&h.mac) {
+            None => writes.extend(del_host_writes(state, h.mac)),
+            Some(n) if n.ip != h.ip => {
+                // A VM whose reserved address changed keeps its EIP: the binding follows the
+                // reservation (see `effects`).
+                writes.push(Write::PutHost(n.clone()));
+            }
+            Some(n) if n != h => writes.push(Write::PutHost(n.clone())),
+            Some(_) => {}
+        }
+    }
+    for mac in &in_file {
+        if !old.iter().any(|h| h.mac == *mac) {
+            writes.push(Write::PutHost(next.hosts[mac].clone()));
+        }
+    }
+    let message = format!(
+        "hosts file: {} reservations, {} lines skipped",
+        in_file.len(),
+        rejected.len()
+    );
+    (Change { writes, message }, rejected)
+}
+
+pub fn pool_add(state: &State, limits: &Limits, net: Ipv4Net) -> Result<Change, Refusal> {
+    let net = net.trunc();
+    if let Some(existing) = state
+        .pools
+        .iter()
+        .find(|p| p.contains(&net.network()) || net.contains(&p.network()))
+    {
+        return Err(Refusal::PoolOverlaps {
+            new: net,
+            existing: *existing,
+        });
+    }
+    if net.contains(&limits.private.network()) || limits.private.contains(&net.network()) {
+        return Err(Refusal::PoolIsPrivate(net));
+    }
+    Ok(Change {
+        writes: vec![Write::PutPool(net)],
+        message: format!("added pool {net}"),
+    })
+}
+
+/// Deleting a pool releases its allocated (unbound) addresses with it.
+pub fn pool_del(state: &State, net: Ipv4Net) -> Result<Change, Refusal> {
+    let net = net.trunc();
+    if !state.pools.contains(&net) {
+        return Err(Refusal::NoSuchPool(net));
+    }
+    let inside: Vec<&Eip> = state.eips.values().filter(|e| net.contains(&e.addr)).collect();
+    if let Some(e) = inside.iter().find(|e| e.bound.is_some()) {
+        return Err(Refusal::PoolInUse {
+            pool: net,
+            eip: e.addr,
+        });
+    }
+    let mut writes: Vec<Write> = inside.iter().map(|e| Write::DelEip(e.addr)).collect();
+    writes.push(Write::DelPool(net));
+    Ok(Change {
+        message: format!(
+            "deleted pool {net} ({} allocated addresses released)",
+            inside.len()
+        ),
+        writes,
+    })
+}
+
+pub fn quarantine(state: &State, target: &Target, on: bool) -> Result<Change, Refusal> {
+    let host = resolve(state, target)?;
+    match (host.quarantined, on) {
+        (true, true) => return Err(Refusal::AlreadyQuarantined(host_label(host))),
+        (false, false) => return Err(Refusal::NotQuarantined(host_label(host))),
+        _ => {}
+    }
+    Ok(Change {
+        writes: vec![Write::PutHost(Host {
+            quarantined: on,
+            ..host.clone()
+        })],
+        message: format!(
+            "{} {}",
+            if on {
+                "quarantined"
+            } else {
+                "released from quarantine"
+            },
+            host_label(host)
+        ),
+    })
+}
+
+/// Kernel work, in the order it must run.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Effect {
+    /// A new allocation starts its counters from zero (the slot may have served another EIP).
+    ResetStats {
+        slot: u32,
+    },
+    /// Inbound translation stops, then outbound (if the reverse entry still names this EIP).
+    Unbind {
+        eip: Ipv4Addr,
+        private: Ipv4Addr,
+    },
+    /// A reverse entry no binding owns (reconcile only).
+    ForgetSnat {
+        private: Ipv4Addr,
+    },
+    DelAlias(Ipv4Addr),
+    /// Removes the VM entry of `private` if it names `mac`, and the MAC's entry if it names
+    /// `private`: an entry another reservation took over is left alone.
+    DelGuest {
+        private: Ipv4Addr,
+        mac: Mac,
+    },
+    SetGuest {
+        private: Ipv4Addr,
+        mac: Mac,
+        flags: u16,
+    },
+    /// `previous`: the private address the EIP leaves (a move), whose reverse entry goes last.
+    Bind {
+        eip: Ipv4Addr,
+        slot: u32,
+        private: Ipv4Addr,
+        previous: Option<Ipv4Addr>,
+    },
+    AddAlias(Ipv4Addr),
+    /// Gratuitous ARP, so the upstream router learns the (new) owner at once.
+    Announce(Ipv4Addr),
+}
+
+impl Effect {
+    pub(crate) fn rank(&self) -> u8 {
+        match self {
+            Effect::ResetStats { .. } => 0,
+            Effect::Unbind { .. } | Effect::ForgetSnat { .. } => 1,
+            Effect::DelAlias(_) => 2,
+            Effect::DelGuest { .. } => 3,
+            Effect::SetGuest { .. } => 4,
+            Effect::Bind { .. } => 5,
+            Effect::AddAlias(_) => 6,
+            Effect::Announce(_) => 7,
+        }
+    }
+}
+
+/// The kernel work that takes the dataplane from `before` to `after`, looking only at the
+/// records `writes` touched (and the EIPs bound to touched reservations).
+///
+/// Order: unbinds first (inbound stops before the alias goes), then guests (removed, then
+/// added, so two reservations may swap addresses), then binds, then aliases and announcements,
+/// so the router is told only once the EIP is served.
+pub fn effects(before: &State, after: &State, writes: &[Write]) -> Vec<Effect> {
+    let mut macs = BTreeSet::new();
+    let mut eips = BTreeSet::new();
+    for w in writes {
+        match w {
+            Write::PutHost(h) => {
+                macs.insert(h.mac);
+            }
+            Write::DelHost(m) => {
+                macs.insert(*m);
+            }
+            Write::PutEip(e) => {
+                eips.insert(e.addr);
+            }
+            Write::DelEip(a) => {
+                eips.insert(*a);
+            }
+            Write::PutPool(_) | Write::DelPool(_) => {}
+        }
+    }
+    for s in [before, after] {
+        eips.extend(
+            s.eips
+                .values()
+                .filter(|e| e.bound.is_some_and(|m| macs.contains(&m)))
+                .map(|e| e.addr),
+        );
+    }
+    let mut out = Vec::new();
+    for mac in &macs {
+        let (h0, h1) = (before.hosts.get(mac), after.hosts.get(mac));
+        let guest = |h: &Host| (h.ip, State::guest_flags(h));
+        if h0.map(guest) == h1.map(guest) {
+            continue;
+        }
+        if let Some(h0) = h0.filter(|h0| h1.is_none_or(|h1| h1.ip != h0.ip)) {
+            out.push(Effect::DelGuest {
+                private: h0.ip,
+                mac: *mac,
+            });
+        }
+        if let Some(h1) = h1 {
+            out.push(Effect::SetGuest {
+                private: h1.ip,
+                mac: *mac,
+                flags: State::guest_flags(h1),
+            });
+        }
+    }
+    // Private addresses some touched EIP still maps to afterwards: a move must not delete
+    // their reverse entries.
+    let kept: BTreeSet<Ipv4Addr> = eips
+        .iter()
+        .filter_map(|a| after.bound(*a))
+        .map(|b| b.private)
+        .collect();
+    for &eip in &eips {
+        let (b0, b1): (Option<Bound>, Option<Bound>) = (before.bound(eip), after.bound(eip));
+        if !before.eips.contains_key(&eip)
+            && let Some(e) = after.eips.get(&eip)
+        {
+            out.push(Effect::ResetStats { slot: e.slot });
+        }
+        if b0 == b1 {
+            continue;
+        }
+        match (b0, b1) {
+            (Some(b0), None) => {
+                out.push(Effect::Unbind {
+                    eip,
+                    private: b0.private,
+                });
+                out.push(Effect::DelAlias(eip));
+            }
+            (b0, Some(b1)) => {
+                out.push(Effect::Bind {
+                    eip,
+                    slot: b1.slot,
+                    private: b1.private,
+                    previous: b0.map(|b| b.private).filter(|p| !kept.contains(p)),
+                });
+                if b0.is_none() {
+                    out.push(Effect::AddAlias(eip));
+                }
+                if b0.is_none_or(|b0| b0.private != b1.private) {
+                    out.push(Effect::Announce(eip));
+                }
+            }
+            (None, None) => {}
+        }
+    }
+    in_order(out)
+}
+
+/// Sorts effects into the order they must run in, without duplicates.
+pub(crate) fn in_order(mut out: Vec<Effect>) -> Vec<Effect> {
+    out.sort_by(|a, b| a.rank().cmp(&b.rank()).then_with(|| a.cmp(b)));
+    out.dedup();
+    out
+}
+
+#[cfg(test)]
+mod tests;

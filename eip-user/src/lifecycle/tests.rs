@@ -1,0 +1,507 @@
+use super::*;
+use crate::{
+    engine::Engine,
+    kernel::{Kernel, KernelView, MemKernel},
+    store::Store,
+};
+
+fn ip(s: &str) -> Ipv4Addr {
+    s.parse().unwrap()
+}
+
+fn mac(n: u8) -> Mac {
+    Mac([0x52, 0x54, 0, 0, 0, n])
+}
+
+fn limits() -> Limits {
+    Limits {
+        private: "192.168.6.0/24".parse().unwrap(),
+        gateway: ip("192.168.6.22"),
+        max_slots: 8,
+    }
+}
+
+/// A pool 203.0.113.0/29 and reservations vm1..vm3 (192.168.6.11..13).
+fn world() -> State {
+    let mut s = State::default();
+    let l = limits();
+    s.apply(
+        &pool_add(&s, &l, "203.0.113.0/29".parse().unwrap())
+            .unwrap()
+            .writes,
+    );
+    for n in 1..=3u8 {
+        let c = host_add(
+            &s,
+            &l,
+            mac(n),
+            Ipv4Addr::new(192, 168, 6, 10 + n),
+            Some(format!("vm{n}")),
+        )
+        .unwrap();
+        s.apply(&c.writes);
+    }
+    s
+}
+
+/// Applies a change and returns the effects it needs.
+fn step(s: &mut State, f: impl FnOnce(&State) -> Result<Change, Refusal>) -> Vec<Effect> {
+    let c = f(s).unwrap();
+    let before = s.clone();
+    s.apply(&c.writes);
+    effects(&before, s, &c.writes)
+}
+
+fn name(n: &str) -> Target {
+    Target::Name(n.into())
+}
+
+#[test]
+fn targets_parse_as_ip_then_mac_then_name() {
+    assert_eq!(
+        "192.168.6.11".parse::<Target>().unwrap(),
+        Target::Ip(ip("192.168.6.11"))
+    );
+    assert_eq!(
+        "52:54:00:00:00:01".parse::<Target>().unwrap(),
+        Target::Mac(mac(1))
+    );
+    assert_eq!("web-1.lab".parse::<Target>().unwrap(), name("web-1.lab"));
+    for bad in ["", "-x", "a b", "x_y", "a..b", "ü"] {
+        assert_eq!(
+            bad.parse::<Target>(),
+            Err(Refusal::BadTarget(bad.into())),
+            "{bad:?}"
+        );
+    }
+}
+
+#[test]
+fn alloc_takes_the_lowest_free_usable_address() {
+    let mut s = world();
+    let l = limits();
+    let (a, c) = alloc(&s, &l, None).unwrap();
+    assert_eq!(a, ip("203.0.113.1"), "the network address is not handed out");
+    assert_eq!(step(&mut s, |_| Ok(c)), [Effect::ResetStats { slot: 1 }]);
+    assert_eq!(alloc(&s, &l, None).unwrap().0, ip("203.0.113.2"));
+    assert_eq!(
+        alloc(&s, &l, Some(ip("203.0.113.1"))),
+        Err(Refusal::AlreadyAllocated(ip("203.0.113.1")))
+    );
+    assert_eq!(
+        alloc(&s, &l, Some(ip("203.0.113.7"))),
+        Err(Refusal::NotInPool(ip("203.0.113.7")))
+    );
+    assert_eq!(
+        alloc(&s, &l, Some(ip("198.51.100.1"))),
+        Err(Refusal::NotInPool(ip("198.51.100.1")))
+    );
+    for _ in 2..=6 {
+        let (_, c) = alloc(&s, &l, None).unwrap();
+        s.apply(&c.writes);
+    }
+    assert_eq!(alloc(&s, &l, None), Err(Refusal::PoolsExhausted));
+}
+
+#[test]
+fn slots_run_out_before_addresses_do() {
+    let mut s = world();
+    let l = Limits {
+        max_slots: 2,
+        ..limits()
+    };
+    for _ in 0..2 {
+        let (_, c) = alloc(&s, &l, None).unwrap();
+        s.apply(&c.writes);
+    }
+    assert_eq!(alloc(&s, &l, None), Err(Refusal::SlotsExhausted(2)));
+}
+
+#[test]
+fn bind_allocates_and_announces() {
+    let mut s = world();
+    let l = limits();
+    let e = ip("203.0.113.3");
+    for target in [name("vm1"), Target::Mac(mac(1)), Target::Ip(ip("192.168.6.11"))] {
+        let mut s = s.clone();
+        let fx = step(&mut s, |s| bind(s, &l, e, &target, false));
+        assert_eq!(
+            fx,
+            [
+                Effect::ResetStats { slot: 1 },
+                Effect::Bind {
+                    eip: e,
+                    slot: 1,
+                    private: ip("192.168.6.11"),
+                    previous: None
+                },
+                Effect::AddAlias(e),
+                Effect::Announce(e),
+            ],
+            "{target}"
+        );
+    }
+    step(&mut s, |s| bind(s, &l, e, &name("vm1"), false));
+    // Binding again to the same VM is a no-op, not an error.
+    assert!(bind(&s, &l, e, &name("vm1"), false).unwrap().writes.is_empty());
+    assert_eq!(
+        bind(&s, &l, e, &name("nope"), false),
+        Err(Refusal::UnknownTarget("nope".into()))
+    );
+    assert_eq!(
+        bind(&s, &l, ip("203.0.113.4"), &name("vm1"), false),
+        Err(Refusal::HostHasEip {
+            host: "vm1 (192.168.6.11)".into(),
+            eip: e
+        })
+    );
+}
+
+#[test]
+fn a_move_flips_the_forward_entry_and_announces_without_a_new_alias() {
+    let mut s = world();
+    let l = limits();
+    let e = ip("203.0.113.3");
+    step(&mut s, |s| bind(s, &l, e, &name("vm1"), false));
+    assert_eq!(
+        bind(&s, &l, e, &name("vm2"), true),
+        Err(Refusal::WouldMove {
+            eip: e,
+            owner: "vm1 (192.168.6.11)".into()
+        })
+    );
+    let fx = step(&mut s, |s| bind(s, &l, e, &name("vm2"), false));
+    assert_eq!(
+        fx,
+        [
+            Effect::Bind {
+                eip: e,
+                slot: 1,
+                private: ip("192.168.6.12"),
+                previous: Some(ip("192.168.6.11"))
+            },
+            Effect::Announce(e),
+        ]
+    );
+    assert_eq!(s.eips[&e].slot, 1, "counters stay with the address");
+}
+
+#[test]
+fn unbind_and_release() {
+    let mut s = world();
+    let l = limits();
+    let e = ip("203.0.113.3");
+    assert_eq!(unbind(&s, e), Err(Refusal::NotAllocated(e)));
+    step(&mut s, |s| bind(s, &l, e, &name("vm1"), false));
+    let fx = step(&mut s, |s| unbind(s, e));
+    assert_eq!(
+        fx,
+        [
+            Effect::Unbind {
+                eip: e,
+                private: ip("192.168.6.11")
+            },
+            Effect::DelAlias(e)
+        ]
+    );
+    assert!(s.eips.contains_key(&e), "unbind keeps the allocation");
+    assert_eq!(unbind(&s, e), Err(Refusal::NotBound(e)));
+    step(&mut s, |s| bind(s, &l, e, &name("vm1"), false));
+    let fx = step(&mut s, |s| release(s, e));
+    assert_eq!(fx.len(), 2, "{fx:?}");
+    assert!(!s.eips.contains_key(&e));
+    assert_eq!(release(&s, e), Err(Refusal::NotAllocated(e)));
+}
+
+#[test]
+fn deleting_a_reservation_recycles_its_eip() {
+    let mut s = world();
+    let l = limits();
+    let e = ip("203.0.113.3");
+    step(&mut s, |s| bind(s, &l, e, &name("vm2"), false));
+    let c = host_del(&s, "vm2").unwrap();
+    assert!(
+        c.message.contains("203.0.113.3 returned to the pool"),
+        "{}",
+        c.message
+    );
+    let fx = step(&mut s, |_| Ok(c));
+    assert_eq!(
+        fx,
+        [
+            Effect::Unbind {
+                eip: e,
+                private: ip("192.168.6.12")
+            },
+            Effect::DelAlias(e),
+            Effect::DelGuest {
+                private: ip("192.168.6.12"),
+                mac: mac(2)
+            },
+        ]
+    );
+    assert!(!s.eips.contains_key(&e));
+    assert_eq!(host_del(&s, "vm2"), Err(Refusal::UnknownTarget("vm2".into())));
+}
+
+#[test]
+fn reservations_are_checked() {
+    let s = world();
+    let l = limits();
+    let add = |m: u8, a: &str, n: Option<&str>| host_add(&s, &l, mac(m), ip(a), n.map(String::from));
+    assert_eq!(add(1, "192.168.6.50", None), Err(Refusal::MacTaken(mac(1))));
+    assert_eq!(
+        add(9, "192.168.7.1", None),
+        Err(Refusal::OutsideSubnet {
+            ip: ip("192.168.7.1"),
+            net: l.private
+        })
+    );
+    for reserved in ["192.168.6.22", "192.168.6.0", "192.168.6.255"] {
+        assert_eq!(add(9, reserved, None), Err(Refusal::ReservedIp(ip(reserved))));
+    }
+    assert!(matches!(
+        add(9, "192.168.6.11", None),
+        Err(Refusal::IpTaken { .. })
+    ));
+    assert_eq!(
+        add(9, "192.168.6.50", Some("vm1")),
+        Err(Refusal::NameTaken("vm1".into()))
+    );
+    assert_eq!(
+        add(9, "192.168.6.50", Some("a b")),
+        Err(Refusal::BadName("a b".into()))
+    );
+    assert!(add(9, "192.168.6.50", Some("vm9")).is_ok());
+}
+
+#[test]
+fn pools_do_not_overlap_and_are_not_deleted_while_bound() {
+    let mut s = world();
+    let l = limits();
+    let p = |c: &str| c.parse::<Ipv4Net>().unwrap();
+    assert!(matches!(
+        pool_add(&s, &l, p("203.0.113.0/24")),
+        Err(Refusal::PoolOverlaps { .. })
+    ));
+    assert!(matches!(
+        pool_add(&s, &l, p("203.0.113.4/30")),
+        Err(Refusal::PoolOverlaps { .. })
+    ));
+    assert_eq!(
+        pool_add(&s, &l, p("192.168.0.0/16")),
+        Err(Refusal::PoolIsPrivate(p("192.168.0.0/16")))
+    );
+    assert_eq!(
+        pool_del(&s, p("198.51.100.0/24")),
+        Err(Refusal::NoSuchPool(p("198.51.100.0/24")))
+    );
+    step(&mut s, |s| bind(s, &l, ip("203.0.113.3"), &name("vm1"), false));
+    step(&mut s, |s| alloc(s, &l, Some(ip("203.0.113.4"))).map(|(_, c)| c));
+    assert_eq!(
+        pool_del(&s, p("203.0.113.0/29")),
+        Err(Refusal::PoolInUse {
+            pool: p("203.0.113.0/29"),
+            eip: ip("203.0.113.3")
+        })
+    );
+    step(&mut s, |s| unbind(s, ip("203.0.113.3")));
+    step(&mut s, |s| pool_del(s, p("203.0.113.0/29")));
+    assert!(s.eips.is_empty() && s.pools.is_empty());
+}
+
+#[test]
+fn quarantine_sets_the_guest_flags() {
+    let mut s = world();
+    let fx = step(&mut s, |s| quarantine(s, &name("vm3"), true));
+    assert_eq!(
+        fx,
+        [Effect::SetGuest {
+            private: ip("192.168.6.13"),
+            mac: mac(3),
+            flags: eip_common::maps::VM_QUARANTINED
+        }]
+    );
+    assert!(matches!(
+        quarantine(&s, &name("vm3"), true),
+        Err(Refusal::AlreadyQuarantined(_))
+    ));
+    let fx = step(&mut s, |s| quarantine(s, &name("vm3"), false));
+    assert!(matches!(fx[..], [Effect::SetGuest { flags: 0, .. }]));
+}
+
+fn line(line: usize, m: u8, a: &str, n: &str) -> FileHost {
+    FileHost {
+        line,
+        mac: mac(m),
+        name: Some(n.into()),
+        ip: ip(a),
+    }
+}
+
+#[test]
+fn the_hosts_file_owns_its_lines() {
+    let mut s = State::default();
+    let l = limits();
+    s.apply(
+        &pool_add(&s, &l, "203.0.113.0/29".parse().unwrap())
+            .unwrap()
+            .writes,
+    );
+    s.apply(
+        &host_add(&s, &l, mac(9), ip("192.168.6.90"), Some("cli".into()))
+            .unwrap()
+            .writes,
+    );
+    let lines = [
+        line(1, 1, "192.168.6.11", "a"),
+        line(2, 2, "192.168.6.90", "b"), // the CLI reservation's address
+        line(3, 9, "192.168.6.91", "c"), // the CLI reservation's MAC
+        line(4, 3, "192.168.6.13", "a"), // a name line 1 took
+        line(5, 4, "10.0.0.1", "d"),     // outside the subnet
+        line(6, 5, "192.168.6.15", "e"),
+    ];
+    let (c, rejected) = sync_file_hosts(&s, &l, &lines);
+    assert_eq!(rejected.iter().map(|r| r.0).collect::<Vec<_>>(), [2, 3, 4, 5]);
+    step(&mut s, |_| Ok(c));
+    assert_eq!(s.hosts.len(), 3);
+    assert_eq!(s.hosts[&mac(9)].source, Source::Cli);
+    assert_eq!(host_del(&s, "a"), Err(Refusal::FromFile(mac(1))));
+
+    let e = ip("203.0.113.1");
+    step(&mut s, |s| bind(s, &l, e, &name("a"), false));
+    // The reserved address of `a` changes: its EIP follows, the old reverse entry goes last.
+    let (c, rejected) = sync_file_hosts(
+        &s,
+        &l,
+        &[line(1, 1, "192.168.6.21", "a"), line(2, 5, "192.168.6.15", "e")],
+    );
+    assert!(rejected.is_empty());
+    let fx = step(&mut s, |_| Ok(c));
+    assert_eq!(
+        fx,
+        [
+            Effect::DelGuest {
+                private: ip("192.168.6.11"),
+                mac: mac(1)
+            },
+            Effect::SetGuest {
+                private: ip("192.168.6.21"),
+                mac: mac(1),
+                flags: 0
+            },
+            Effect::Bind {
+                eip: e,
+                slot: 1,
+                private: ip("192.168.6.21"),
+                previous: Some(ip("192.168.6.11"))
+            },
+            Effect::Announce(e),
+        ]
+    );
+    // Line `a` removed: the reservation goes and its EIP is recycled.
+    let (c, _) = sync_file_hosts(&s, &l, &[line(2, 5, "192.168.6.15", "e")]);
+    step(&mut s, |_| Ok(c));
+    assert!(!s.hosts.contains_key(&mac(1)));
+    assert!(s.eips.is_empty());
+    // The same file again changes nothing.
+    let (c, _) = sync_file_hosts(&s, &l, &[line(2, 5, "192.168.6.15", "e")]);
+    assert!(c.writes.is_empty());
+}
+
+/// Random command sequences through the engine (store + in-memory kernel): after every
+/// command the kernel holds exactly what the state asks for, and the store reloads to the
+/// same state.
+mod sequences {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    #[derive(Debug, Clone)]
+    enum Op {
+        Alloc(Option<u8>),
+        Bind(u8, u8, bool),
+        Unbind(u8),
+        Release(u8),
+        HostAdd(u8, u8),
+        HostDel(u8),
+        Quarantine(u8, bool),
+        File(Vec<(u8, u8)>),
+    }
+
+    fn op() -> impl Strategy<Value = Op> {
+        let e = 0u8..8;
+        let m = 1u8..6;
+        prop_oneof![
+            proptest::option::of(e.clone()).prop_map(Op::Alloc),
+            (e.clone(), m.clone(), any::<bool>()).prop_map(|(a, b, c)| Op::Bind(a, b, c)),
+            e.clone().prop_map(Op::Unbind),
+            e.prop_map(Op::Release),
+            (m.clone(), 10u8..16).prop_map(|(a, b)| Op::HostAdd(a, b)),
+            m.clone().prop_map(Op::HostDel),
+            (m.clone(), any::<bool>()).prop_map(|(a, b)| Op::Quarantine(a, b)),
+            proptest::collection::vec((m, 10u8..16), 0..4).prop_map(Op::File),
+        ]
+    }
+
+    fn eip(n: u8) -> Ipv4Addr {
+        Ipv4Addr::new(203, 0, 113, n)
+    }
+
+    fn priv_ip(n: u8) -> Ipv4Addr {
+        Ipv4Addr::new(192, 168, 6, n)
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
+        #[test]
+        fn kernel_and_store_follow_the_state(ops in proptest::collection::vec(op(), 1..40)) {
+            let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+            rt.block_on(async {
+                let dir = tempfile::tempdir().unwrap();
+                let l = limits();
+                let mut en = Engine::new(Store::open(dir.path()).unwrap(), MemKernel::default(), l).unwrap();
+                let c = pool_add(en.state(), &l, "203.0.113.0/29".parse().unwrap());
+                en.run("pool", c).await.unwrap();
+                for op in ops {
+                    let s = en.state().clone();
+                    let c = match &op {
+                        Op::Alloc(a) => alloc(&s, &l, a.map(eip)).map(|(_, c)| c),
+                        Op::Bind(a, m, no_move) => bind(&s, &l, eip(*a), &Target::Mac(mac(*m)), *no_move),
+                        Op::Unbind(a) => unbind(&s, eip(*a)),
+                        Op::Release(a) => release(&s, eip(*a)),
+                        Op::HostAdd(m, a) => host_add(&s, &l, mac(*m), priv_ip(*a), None),
+                        Op::HostDel(m) => host_del(&s, &mac(*m).to_string()),
+                        Op::Quarantine(m, on) => quarantine(&s, &Target::Mac(mac(*m)), *on),
+                        Op::File(lines) => {
+                            let lines: Vec<FileHost> = lines
+                                .iter()
+                                .enumerate()
+                                .map(|(i, (m, a))| FileHost { line: i + 1, mac: mac(*m), name: None, ip: priv_ip(*a) })
+                                .collect();
+                            Ok(sync_file_hosts(&s, &l, &lines).0)
+                        }
+                    };
+                    let refused = c.is_err();
+                    en.run("op", c).await.map(|_| ()).or_else(|e| match e {
+                        crate::engine::EngineError::Refused(_) => Ok(()),
+                        other => Err(other),
+                    }).unwrap();
+                    if refused {
+                        prop_assert_eq!(en.state(), &s, "a refusal changed the state: {:?}", op);
+                    }
+                    let view = en.kernel.view().await.unwrap();
+                    prop_assert_eq!(&view, &KernelView::desired(en.state()), "after {:?}", op);
+                    prop_assert_eq!(&en.store().load().unwrap(), en.state());
+                    // One EIP per VM, one VM per EIP.
+                    let bound: Vec<Mac> = en.state().eips.values().filter_map(|e| e.bound).collect();
+                    let mut dedup = bound.clone();
+                    dedup.sort();
+                    dedup.dedup();
+                    prop_assert_eq!(bound.len(), dedup.len());
+                }
+                Ok(())
+            })?;
+        }
+    }
+}

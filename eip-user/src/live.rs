@@ -1,0 +1,121 @@
+//! The real kernel: the pinned dataplane's maps, the aliases on the external interface, and
+//! gratuitous ARP.
+
+use std::{collections::HashMap, net::Ipv4Addr};
+
+use eip_common::maps::{Counter, EipStats, MAP_DNAT, MAP_SNAT};
+
+use crate::{
+    dataplane::Dataplane,
+    garp,
+    kernel::{Kernel, KernelError, KernelView, apply_binding},
+    lifecycle::Effect,
+    netlink::{Link, Netlink},
+    state::Mac,
+};
+
+pub struct Live {
+    pub dp: Dataplane,
+    nl: Netlink,
+    ext: Link,
+    bridge: Link,
+    /// MAC -> bridge port, from the last FDB dump.
+    fdb: HashMap<[u8; 6], u32>,
+}
+
+impl Live {
+    pub fn new(dp: Dataplane, nl: Netlink, ext: Link, bridge: Link) -> Self {
+        Live {
+            dp,
+            nl,
+            ext,
+            bridge,
+            fdb: HashMap::new(),
+        }
+    }
+
+    pub fn ext(&self) -> &Link {
+        &self.ext
+    }
+
+    /// Re-reads the bridge's forwarding database and points every VM entry at the port its
+    /// MAC is on now (0, the kernel path, while unknown). Returns the entries changed.
+    pub async fn refresh_ports(&mut self) -> Result<usize, KernelError> {
+        self.fdb = self.nl.fdb(self.bridge.index).await?;
+        let mut changed = 0;
+        for (ip, vm) in self.dp.vms()? {
+            let port = self.fdb.get(&vm.mac).copied().unwrap_or(0);
+            if port != vm.port_ifindex {
+                tracing::info!(
+                    vm = %ip,
+                    mac = %Mac(vm.mac),
+                    from = vm.port_ifindex,
+                    to = port,
+                    "VM's bridge port changed"
+                );
+                self.dp.set_guest(ip, vm.mac, port, vm.flags)?;
+                changed += 1;
+            }
+        }
+        Ok(changed)
+    }
+}
+
+impl Kernel for Live {
+    async fn apply(&mut self, effect: &Effect) -> Result<(), KernelError> {
+        match *effect {
+            Effect::ResetStats { slot } => self.dp.reset_stats(slot)?,
+            Effect::Bind { .. } | Effect::Unbind { .. } | Effect::ForgetSnat { .. } => {
+                apply_binding(&mut self.dp, effect)?
+            }
+            Effect::DelGuest { private, mac } => self.dp.del_guest(private, mac.0)?,
+            Effect::SetGuest { private, mac, flags } => {
+                let port = self.fdb.get(&mac.0).copied().unwrap_or(0);
+                self.dp.set_guest(private, mac.0, port, flags)?
+            }
+            Effect::AddAlias(eip) => self.nl.add_alias(self.ext.index, eip).await?,
+            Effect::DelAlias(eip) => self.nl.del_alias(self.ext.index, eip).await?,
+            Effect::Announce(eip) => {
+                garp::announce(self.ext.index, self.ext.mac, eip).map_err(|source| KernelError::Announce {
+                    eip,
+                    iface: self.ext.name.clone(),
+                    source,
+                })?
+            }
+        }
+        Ok(())
+    }
+
+    async fn view(&mut self) -> Result<KernelView, KernelError> {
+        let pairs = |v: Vec<(Ipv4Addr, eip_common::maps::Binding)>| {
+            v.into_iter()
+                .map(|(k, b)| (k, (Ipv4Addr::from_bits(b.addr), b.slot)))
+                .collect()
+        };
+        Ok(KernelView {
+            dnat: pairs(self.dp.binding_entries(MAP_DNAT)?),
+            snat: pairs(self.dp.binding_entries(MAP_SNAT)?),
+            vms: self
+                .dp
+                .vms()?
+                .into_iter()
+                .map(|(ip, vm)| (ip, (Mac(vm.mac), vm.flags)))
+                .collect(),
+            macs: self
+                .dp
+                .leases()?
+                .into_iter()
+                .map(|(mac, l)| (Mac(mac), (Ipv4Addr::from_bits(l.addr), l.flags)))
+                .collect(),
+            aliases: self.nl.aliases(self.ext.index).await?,
+        })
+    }
+
+    fn eip_stats(&self, slot: u32) -> Result<EipStats, KernelError> {
+        Ok(self.dp.stats(slot)?)
+    }
+
+    fn counters(&self) -> Result<Vec<(Counter, u64)>, KernelError> {
+        Ok(self.dp.counters()?)
+    }
+}

@@ -1,0 +1,346 @@
+//! The dataplane pinned on bpffs, so it forwards while no daemon runs:
+//!
+//! ```text
+//! /sys/fs/bpf/eip/<instance>/maps/EIP_*        every map
+//! /sys/fs/bpf/eip/<instance>/progs/eip_ingress  the programs
+//! /sys/fs/bpf/eip/<instance>/links/xdp          XDP on the external interface (bpf_link)
+//! /sys/fs/bpf/eip/<instance>/links/tc           TCX ingress on the bridge (bpf_link)
+//! ```
+//!
+//! A daemon starting over existing pins reuses the maps (entries and all) and keeps the
+//! attached programs when they are the embedded ones (same kernel tag). When they differ (a
+//! newer `eip`), it swaps the program under each link with `BPF_LINK_UPDATE`: one atomic
+//! pointer change, so no packet goes unprocessed in between.
+
+use std::{
+    io,
+    path::{Path, PathBuf},
+};
+
+use aya::{
+    maps::{HashMap, Map, MapData},
+    programs::{
+        LinkOrder, ProgramInfo, TcAttachType,
+        links::{FdLink, LinkError, PinnedLink},
+        tc::{SchedClassifierLink, TcAttachOptions},
+        xdp::XdpLink,
+    },
+};
+use eip_common::maps::{ALL_MAPS, Binding, MAP_DNAT, PROG_EGRESS, PROG_INGRESS};
+
+use crate::dataplane::{Dataplane, DataplaneError, Sizes, XdpAttachMode};
+
+/// Where bpffs is mounted.
+pub const BPFFS: &str = "/sys/fs/bpf";
+const BPF_FS_MAGIC: i64 = 0xcafe_4a11;
+
+#[derive(Debug, thiserror::Error)]
+pub enum PinError {
+    #[error("{path}: {what}")]
+    Io {
+        path: PathBuf,
+        what: &'static str,
+        #[source]
+        source: io::Error,
+    },
+    #[error("cannot mount bpffs on {BPFFS}")]
+    Mount(#[source] io::Error),
+    #[error(transparent)]
+    Dataplane(#[from] DataplaneError),
+    #[error("{path}: {what}")]
+    Aya {
+        path: PathBuf,
+        what: &'static str,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    #[error("instance name {0:?} must be a single path component (letters, digits, - _ .)")]
+    BadInstance(String),
+}
+
+fn io_err(path: &Path, what: &'static str) -> impl FnOnce(io::Error) -> PinError {
+    let path = path.to_owned();
+    move |source| PinError::Io { path, what, source }
+}
+
+fn aya_err<E: std::error::Error + Send + Sync + 'static>(
+    path: &Path,
+    what: &'static str,
+) -> impl FnOnce(E) -> PinError {
+    let path = path.to_owned();
+    move |e| PinError::Aya {
+        path,
+        what,
+        source: Box::new(e),
+    }
+}
+
+/// How the daemon found the dataplane.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Started {
+    /// Nothing was pinned: loaded and attached now.
+    Fresh(XdpAttachMode),
+    /// The pinned programs are the embedded ones: kept running.
+    Adopted,
+    /// Older programs were pinned: replaced in place.
+    Upgraded,
+}
+
+/// One instance's pin directory.
+#[derive(Debug, Clone)]
+pub struct Pins {
+    root: PathBuf,
+}
+
+impl Pins {
+    pub fn new(instance: &str) -> Result<Pins, PinError> {
+        Self::under(Path::new(BPFFS), instance)
+    }
+
+    pub fn under(base: &Path, instance: &str) -> Result<Pins, PinError> {
+        let ok = !instance.is_empty()
+            && instance != "."
+            && instance != ".."
+            && instance
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b));
+        if !ok {
+            return Err(PinError::BadInstance(instance.to_owned()));
+        }
+        Ok(Pins {
+            root: base.join("eip").join(instance),
+        })
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    pub fn maps(&self) -> PathBuf {
+        self.root.join("maps")
+    }
+
+    fn prog(&self, name: &str) -> PathBuf {
+        self.root.join("progs").join(name)
+    }
+
+    fn link(&self, name: &str) -> PathBuf {
+        self.root.join("links").join(name)
+    }
+
+    pub fn exists(&self) -> bool {
+        self.root.exists()
+    }
+
+    /// Loads the embedded programs over the pinned maps and makes them the ones attached.
+    pub fn start(&self, sizes: Sizes, ext: &str, bridge: &str) -> Result<(Dataplane, Started), PinError> {
+        ensure_bpffs()?;
+        for dir in [self.maps(), self.root.join("progs"), self.root.join("links")] {
+            std::fs::create_dir_all(&dir).map_err(io_err(&dir, "create the pin directory"))?;
+        }
+        let mut dp = Dataplane::load_with(sizes, Some(&self.maps()))?;
+        let xdp = self.start_xdp(&mut dp, ext)?;
+        let tc = self.start_tc(&mut dp, bridge)?;
+        let started = match (xdp, tc) {
+            (Some(mode), _) => Started::Fresh(mode),
+            (None, true) => Started::Upgraded,
+            (None, false) => Started::Adopted,
+        };
+        Ok((dp, started))
+    }
+
+    /// Whether the program under a pinned link is the pinned program and has `tag` (the
+    /// kernel's hash of the instructions, map references left out, so the same code loaded
+    /// twice has the same tag).
+    fn current(&self, link: &FdLink, prog: &str, tag: u64) -> bool {
+        let Ok(pinned) = ProgramInfo::from_pin(self.prog(prog)) else {
+            return false;
+        };
+        let under = link.info().ok().map(|i| i.program_id());
+        pinned.tag() == tag && under == Some(pinned.id())
+    }
+
+    /// XDP: `Some(mode)` when attached now, `None` when a pinned link was kept or updated.
+    fn start_xdp(&self, dp: &mut Dataplane, ext: &str) -> Result<Option<XdpAttachMode>, PinError> {
+        let link_path = self.link("xdp");
+        let prog_path = self.prog(PROG_INGRESS);
+        let tag = dp
+            .ingress()?
+            .info()
+            .map_err(aya_err(&prog_path, "read program info"))?
+            .tag();
+        let attached = match PinnedLink::from_pin(&link_path) {
+            Ok(pinned) => {
+                let pinned = FdLink::from(pinned);
+                if self.current(&pinned, PROG_INGRESS, tag) {
+                    tracing::info!(link = %link_path.display(), "adopted the pinned XDP program");
+                    return Ok(None);
+                }
+                let link = XdpLink::try_from(pinned).map_err(aya_err(&link_path, "not an XDP link"))?;
+                dp.ingress()?
+                    .attach_to_link(link)
+                    .map_err(aya_err(&link_path, "replace the XDP program"))?;
+                tracing::info!(link = %link_path.display(), "replaced the pinned XDP program with this version's");
+                None
+            }
+            Err(e) if not_found(&e) => {
+                let (mode, id) = dp.attach_xdp(ext)?;
+                let link = dp
+                    .ingress()?
+                    .take_link(id)
+                    .map_err(aya_err(&link_path, "take the XDP link"))?;
+                FdLink::try_from(link)
+                    .map_err(aya_err(
+                        &link_path,
+                        "XDP attached without a bpf_link (kernel < 5.9?)",
+                    ))?
+                    .pin(&link_path)
+                    .map_err(aya_err(&link_path, "pin the XDP link"))?;
+                Some(mode)
+            }
+            Err(e) => return Err(aya_err(&link_path, "open the pinned XDP link")(e)),
+        };
+        remove_if_present(&prog_path)?;
+        dp.ingress()?
+            .pin(&prog_path)
+            .map_err(aya_err(&prog_path, "pin the ingress program"))?;
+        Ok(attached)
+    }
+
+    /// TC (TCX link on the bridge's ingress): `true` when a pinned link was updated.
+    fn start_tc(&self, dp: &mut Dataplane, bridge: &str) -> Result<bool, PinError> {
+        let link_path = self.link("tc");
+        let prog_path = self.prog(PROG_EGRESS);
+        let tag = dp
+            .egress()?
+            .info()
+            .map_err(aya_err(&prog_path, "read program info"))?
+            .tag();
+        let updated = match PinnedLink::from_pin(&link_path) {
+            Ok(pinned) => {
+                let pinned = FdLink::from(pinned);
+                if self.current(&pinned, PROG_EGRESS, tag) {
+                    tracing::info!(link = %link_path.display(), "adopted the pinned TC program");
+                    return Ok(false);
+                }
+                let link =
+                    SchedClassifierLink::try_from(pinned).map_err(aya_err(&link_path, "not a TCX link"))?;
+                dp.egress()?
+                    .attach_to_link(link)
+                    .map_err(aya_err(&link_path, "replace the TC program"))?;
+                tracing::info!(link = %link_path.display(), "replaced the pinned TC program with this version's");
+                true
+            }
+            Err(e) if not_found(&e) => {
+                let prog = dp.egress()?;
+                let id = prog
+                    .attach_with_options(
+                        bridge,
+                        TcAttachType::Ingress,
+                        TcAttachOptions::TcxOrder(LinkOrder::default()),
+                    )
+                    .map_err(|source| DataplaneError::Attach {
+                        name: PROG_EGRESS,
+                        iface: bridge.to_owned(),
+                        source: Box::new(source),
+                    })?;
+                let link = prog
+                    .take_link(id)
+                    .map_err(aya_err(&link_path, "take the TC link"))?;
+                FdLink::try_from(link)
+                    .map_err(aya_err(
+                        &link_path,
+                        "TC attached without a TCX link (kernel < 6.6?)",
+                    ))?
+                    .pin(&link_path)
+                    .map_err(aya_err(&link_path, "pin the TC link"))?;
+                tracing::info!(iface = bridge, "attached {PROG_EGRESS} (TCX ingress)");
+                false
+            }
+            Err(e) => return Err(aya_err(&link_path, "open the pinned TC link")(e)),
+        };
+        remove_if_present(&prog_path)?;
+        dp.egress()?
+            .pin(&prog_path)
+            .map_err(aya_err(&prog_path, "pin the egress program"))?;
+        Ok(updated)
+    }
+
+    /// The EIPs the pinned forward map holds (for teardown without a daemon).
+    pub fn bound_eips(&self) -> Result<Vec<std::net::Ipv4Addr>, PinError> {
+        let path = self.maps().join(MAP_DNAT);
+        let data = MapData::from_pin(&path).map_err(aya_err(&path, "open the pinned map"))?;
+        let map: HashMap<MapData, u32, Binding> =
+            HashMap::try_from(Map::HashMap(data)).map_err(aya_err(&path, "not the forward map"))?;
+        Ok(map
+            .keys()
+            .filter_map(Result::ok)
+            .map(std::net::Ipv4Addr::from_bits)
+            .collect())
+    }
+
+    /// Unpins everything: the links go first (that detaches the programs once no process
+    /// holds them), then the programs and maps. Missing pins are fine.
+    pub fn remove(&self) -> Result<(), PinError> {
+        for name in ["xdp", "tc"] {
+            remove_if_present(&self.link(name))?;
+        }
+        for name in [PROG_INGRESS, PROG_EGRESS] {
+            remove_if_present(&self.prog(name))?;
+        }
+        for name in ALL_MAPS {
+            remove_if_present(&self.maps().join(name))?;
+        }
+        for dir in [
+            self.root.join("links"),
+            self.root.join("progs"),
+            self.maps(),
+            self.root.clone(),
+        ] {
+            match std::fs::remove_dir(&dir) {
+                Err(e) if e.kind() != io::ErrorKind::NotFound => {
+                    return Err(io_err(&dir, "remove the pin directory")(e));
+                }
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+}
+
+fn not_found(e: &LinkError) -> bool {
+    matches!(e, LinkError::SyscallError(s) if s.io_error.kind() == io::ErrorKind::NotFound)
+}
+
+fn remove_if_present(path: &Path) -> Result<(), PinError> {
+    match std::fs::remove_file(path) {
+        Err(e) if e.kind() != io::ErrorKind::NotFound => Err(io_err(path, "unpin")(e)),
+        _ => Ok(()),
+    }
+}
+
+/// Mounts bpffs on /sys/fs/bpf unless it is there.
+pub fn ensure_bpffs() -> Result<(), PinError> {
+    let path = std::ffi::CString::new(BPFFS).map_err(|e| PinError::Mount(io::Error::other(e)))?;
+    // SAFETY: statfs into a zeroed struct we own, with a NUL-terminated path.
+    let mut st: libc::statfs = unsafe { std::mem::zeroed() };
+    if unsafe { libc::statfs(path.as_ptr(), &mut st) } == 0 && st.f_type as i64 == BPF_FS_MAGIC {
+        return Ok(());
+    }
+    let fstype = c"bpf";
+    // SAFETY: mount(2) with NUL-terminated strings and no data.
+    let r = unsafe {
+        libc::mount(
+            fstype.as_ptr(),
+            path.as_ptr(),
+            fstype.as_ptr(),
+            0,
+            std::ptr::null(),
+        )
+    };
+    if r != 0 {
+        return Err(PinError::Mount(io::Error::last_os_error()));
+    }
+    tracing::info!("mounted bpffs on {BPFFS}");
+    Ok(())
+}

@@ -1,0 +1,263 @@
+//! What the daemon owns: pools, reservations and elastic IPs, as plain data.
+//!
+//! A change is a list of [`Write`]s. The store commits exactly these writes (with the history
+//! entry) and the in-memory [`State`] applies the same list, so the two cannot drift; the kernel
+//! follows from the difference (see `lifecycle::effects`).
+
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    fmt,
+    net::Ipv4Addr,
+    str::FromStr,
+};
+
+use ipnet::Ipv4Net;
+use serde::{Deserialize, Serialize};
+
+/// A MAC address; parsed from `aa:bb:cc:dd:ee:ff` (or `-` separators), shown lower-case.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct Mac(pub [u8; 6]);
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0:?} is not a MAC address (expected six hex pairs like 52:54:00:12:34:56)")]
+pub struct BadMac(pub String);
+
+impl FromStr for Mac {
+    type Err = BadMac;
+    fn from_str(s: &str) -> Result<Self, BadMac> {
+        let bad = || BadMac(s.to_owned());
+        let mut mac = [0u8; 6];
+        let mut parts = s.split([':', '-']);
+        for byte in &mut mac {
+            let part = parts.next().ok_or_else(bad)?;
+            if part.len() != 2 {
+                return Err(bad());
+            }
+            *byte = u8::from_str_radix(part, 16).map_err(|_| bad())?;
+        }
+        if parts.next().is_some() {
+            return Err(bad());
+        }
+        Ok(Mac(mac))
+    }
+}
+
+impl fmt::Display for Mac {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&crate::dataplane::fmt_mac(self.0))
+    }
+}
+
+impl fmt::Debug for Mac {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(self, f)
+    }
+}
+
+impl TryFrom<String> for Mac {
+    type Error = BadMac;
+    fn try_from(s: String) -> Result<Self, BadMac> {
+        s.parse()
+    }
+}
+
+impl From<Mac> for String {
+    fn from(m: Mac) -> String {
+        m.to_string()
+    }
+}
+
+/// Where a reservation came from: the hosts file owns its lines (a line removed there is a
+/// reservation deleted), the CLI owns the rest.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Source {
+    Cli,
+    File,
+}
+
+/// A reservation: this MAC always gets this private address.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Host {
+    pub mac: Mac,
+    pub name: Option<String>,
+    pub ip: Ipv4Addr,
+    pub source: Source,
+    #[serde(default)]
+    pub quarantined: bool,
+}
+
+/// An allocated elastic IP. `slot` indexes its per-CPU counters in the dataplane and stays
+/// with the address from allocation to release, so moves keep the counts.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Eip {
+    pub addr: Ipv4Addr,
+    pub slot: u32,
+    /// The reservation (by MAC) it is bound to.
+    pub bound: Option<Mac>,
+}
+
+/// One record written to (or removed from) the state.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Write {
+    PutPool(Ipv4Net),
+    DelPool(Ipv4Net),
+    PutHost(Host),
+    DelHost(Mac),
+    PutEip(Eip),
+    DelEip(Ipv4Addr),
+}
+
+/// What the kernel must hold for one bound EIP.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Bound {
+    pub private: Ipv4Addr,
+    pub slot: u32,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct State {
+    pub pools: BTreeSet<Ipv4Net>,
+    pub hosts: BTreeMap<Mac, Host>,
+    pub eips: BTreeMap<Ipv4Addr, Eip>,
+}
+
+impl State {
+    pub fn apply(&mut self, writes: &[Write]) {
+        for w in writes {
+            match w {
+                Write::PutPool(net) => {
+                    self.pools.insert(*net);
+                }
+                Write::DelPool(net) => {
+                    self.pools.remove(net);
+                }
+                Write::PutHost(h) => {
+                    self.hosts.insert(h.mac, h.clone());
+                }
+                Write::DelHost(mac) => {
+                    self.hosts.remove(mac);
+                }
+                Write::PutEip(e) => {
+                    self.eips.insert(e.addr, e.clone());
+                }
+                Write::DelEip(a) => {
+                    self.eips.remove(a);
+                }
+            }
+        }
+    }
+
+    pub fn pool_of(&self, addr: Ipv4Addr) -> Option<Ipv4Net> {
+        self.pools.iter().find(|p| p.contains(&addr)).copied()
+    }
+
+    /// The EIP bound to a reservation, if any (at most one: 1:1 NAT).
+    pub fn eip_of(&self, mac: Mac) -> Option<&Eip> {
+        self.eips.values().find(|e| e.bound == Some(mac))
+    }
+
+    pub fn host_by_ip(&self, ip: Ipv4Addr) -> Option<&Host> {
+        self.hosts.values().find(|h| h.ip == ip)
+    }
+
+    pub fn host_by_name(&self, name: &str) -> Option<&Host> {
+        self.hosts.values().find(|h| h.name.as_deref() == Some(name))
+    }
+
+    /// What the binding maps must hold for `eip`: bound to a reservation that exists.
+    pub fn bound(&self, eip: Ipv4Addr) -> Option<Bound> {
+        let e = self.eips.get(&eip)?;
+        let host = self.hosts.get(&e.bound?)?;
+        Some(Bound {
+            private: host.ip,
+            slot: e.slot,
+        })
+    }
+
+    pub fn bindings(&self) -> BTreeMap<Ipv4Addr, Bound> {
+        self.eips
+            .keys()
+            .filter_map(|&a| self.bound(a).map(|b| (a, b)))
+            .collect()
+    }
+
+    /// The dataplane flags of a reservation's VM entry.
+    pub fn guest_flags(host: &Host) -> u16 {
+        if host.quarantined {
+            eip_common::maps::VM_QUARANTINED
+        } else {
+            0
+        }
+    }
+
+    /// The lowest statistics slot no allocated EIP uses (slot 0 is the dataplane's sink).
+    pub fn free_slot(&self, max: u32) -> Option<u32> {
+        let used: BTreeSet<u32> = self.eips.values().map(|e| e.slot).collect();
+        (1..=max).find(|s| !used.contains(s))
+    }
+}
+
+/// The addresses of a pool that can be handed out: all of them, but the network and broadcast
+/// addresses of a pool wider than /31 (a routed block's first and last address are often
+/// unusable upstream, and an on-link one's always are).
+pub fn usable(net: Ipv4Net) -> impl Iterator<Item = Ipv4Addr> {
+    // ipnet's `hosts` is exactly this rule.
+    net.hosts()
+}
+
+/// Whether `addr` is one of [`usable`]'s addresses, without walking the pool.
+pub fn is_usable(net: Ipv4Net, addr: Ipv4Addr) -> bool {
+    net.contains(&addr) && (net.prefix_len() >= 31 || (addr != net.network() && addr != net.broadcast()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn macs_parse_and_print() {
+        let m: Mac = "52:54:00:AB:cd:01".parse().unwrap();
+        assert_eq!(m.to_string(), "52:54:00:ab:cd:01");
+        assert_eq!("52-54-00-ab-cd-01".parse::<Mac>().unwrap(), m);
+        for bad in [
+            "",
+            "52:54:00:ab:cd",
+            "52:54:00:ab:cd:01:02",
+            "5:54:00:ab:cd:01",
+            "zz:54:00:ab:cd:01",
+        ] {
+            assert!(bad.parse::<Mac>().is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn usable_addresses_skip_network_and_broadcast() {
+        let net: Ipv4Net = "203.0.113.0/30".parse().unwrap();
+        let v: Vec<_> = usable(net).collect();
+        assert_eq!(
+            v,
+            [
+                "203.0.113.1".parse::<Ipv4Addr>().unwrap(),
+                "203.0.113.2".parse().unwrap()
+            ]
+        );
+        let one: Ipv4Net = "203.0.113.7/32".parse().unwrap();
+        assert_eq!(
+            usable(one).collect::<Vec<_>>(),
+            ["203.0.113.7".parse::<Ipv4Addr>().unwrap()]
+        );
+        for net in [
+            net,
+            one,
+            "203.0.113.6/31".parse().unwrap(),
+            "203.0.113.0/24".parse().unwrap(),
+        ] {
+            for last in 0..=255u8 {
+                let a = Ipv4Addr::new(203, 0, 113, last);
+                assert_eq!(is_usable(net, a), usable(net).any(|u| u == a), "{net} {a}");
+            }
+        }
+    }
+}

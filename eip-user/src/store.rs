@@ -1,0 +1,375 @@
+//! Durable state in redb: one ACID write transaction per change, holding the records it writes
+//! and its history entry, committed (fsync) before the kernel is touched.
+//!
+//! Why redb: pure Rust (no C toolchain, no second build system), a single file with a process
+//! lock (a second daemon on the same directory is refused), copy-on-write B-trees that are
+//! crash-safe by construction, and typed tables that fit this small key/value state. SQL would
+//! buy nothing here: every query is by key or a full scan.
+
+use std::{
+    net::Ipv4Addr,
+    path::{Path, PathBuf},
+};
+
+use ipnet::Ipv4Net;
+use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
+use serde::{Deserialize, Serialize};
+
+use crate::state::{Eip, Host, Mac, State, Write};
+
+const POOLS: TableDefinition<&str, ()> = TableDefinition::new("pools");
+const HOSTS: TableDefinition<&str, &str> = TableDefinition::new("hosts");
+const EIPS: TableDefinition<u32, &str> = TableDefinition::new("eips");
+const HISTORY: TableDefinition<u64, &str> = TableDefinition::new("history");
+
+/// One record as the history shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Record {
+    Pool(Ipv4Net),
+    Host(Host),
+    Eip(Eip),
+}
+
+/// One audit-log entry: what the command touched, as it was and as it became.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Entry {
+    pub seq: u64,
+    /// RFC 3339, UTC.
+    pub time: String,
+    pub command: String,
+    pub before: Vec<Record>,
+    pub after: Vec<Record>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("cannot create the state directory {path}")]
+    Dir {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot open the state database {path} (is another daemon using it?)")]
+    Open {
+        path: PathBuf,
+        #[source]
+        source: redb::DatabaseError,
+    },
+    #[error("state database {path}: {what}")]
+    Db {
+        path: PathBuf,
+        what: &'static str,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    #[error("state database {path}: record {key} is corrupt")]
+    Corrupt {
+        path: PathBuf,
+        key: String,
+        #[source]
+        source: serde_json::Error,
+    },
+}
+
+pub struct Store {
+    db: Database,
+    path: PathBuf,
+    next_seq: u64,
+}
+
+impl Store {
+    pub const FILE: &'static str = "eip.redb";
+
+    /// Opens (or creates) the store in `dir`.
+    pub fn open(dir: &Path) -> Result<Store, StoreError> {
+        std::fs::create_dir_all(dir).map_err(|source| StoreError::Dir {
+            path: dir.to_owned(),
+            source,
+        })?;
+        let path = dir.join(Self::FILE);
+        let db = Database::create(&path).map_err(|source| StoreError::Open {
+            path: path.clone(),
+            source,
+        })?;
+        let mut store = Store {
+            db,
+            path,
+            next_seq: 1,
+        };
+        // Create the tables, so reads of a fresh store find them.
+        let txn = store.db.begin_write().map_err(store.err("begin"))?;
+        {
+            txn.open_table(POOLS).map_err(store.err("open pools"))?;
+            txn.open_table(HOSTS).map_err(store.err("open hosts"))?;
+            txn.open_table(EIPS).map_err(store.err("open eips"))?;
+            let history = txn.open_table(HISTORY).map_err(store.err("open history"))?;
+            if let Some((k, _)) = history.last().map_err(store.err("read history"))? {
+                store.next_seq = k.value() + 1;
+            }
+        }
+        txn.commit().map_err(store.err("commit"))?;
+        Ok(store)
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn err<E: std::error::Error + Send + Sync + 'static>(
+        &self,
+        what: &'static str,
+    ) -> impl Fn(E) -> StoreError {
+        let path = self.path.clone();
+        move |e| StoreError::Db {
+            path: path.clone(),
+            what,
+            source: Box::new(e),
+        }
+    }
+
+    fn corrupt(&self, key: String) -> impl FnOnce(serde_json::Error) -> StoreError {
+        let path = self.path.clone();
+        move |source| StoreError::Corrupt { path, key, source }
+    }
+
+    /// Everything but the history.
+    pub fn load(&self) -> Result<State, StoreError> {
+        let txn = self.db.begin_read().map_err(self.err("begin read"))?;
+        let mut state = State::default();
+        let pools = txn.open_table(POOLS).map_err(self.err("open pools"))?;
+        for row in pools.iter().map_err(self.err("read pools"))? {
+            let (k, _) = row.map_err(self.err("read pools"))?;
+            let net: Ipv4Net = k.value().parse().map_err(|_| StoreError::Db {
+                path: self.path.clone(),
+                what: "bad pool key",
+                source: format!("{:?}", k.value()).into(),
+            })?;
+            state.pools.insert(net);
+        }
+        let hosts = txn.open_table(HOSTS).map_err(self.err("open hosts"))?;
+        for row in hosts.iter().map_err(self.err("read hosts"))? {
+            let (k, v) = row.map_err(self.err("read hosts"))?;
+            let h: Host =
+                serde_json::from_str(v.value()).map_err(self.corrupt(format!("host {}", k.value())))?;
+            state.hosts.insert(h.mac, h);
+        }
+        let eips = txn.open_table(EIPS).map_err(self.err("open eips"))?;
+        for row in eips.iter().map_err(self.err("read eips"))? {
+            let (k, v) = row.map_err(self.err("read eips"))?;
+            let addr = Ipv4Addr::from_bits(k.value());
+            let e: Eip = serde_json::from_str(v.value()).map_err(self.corrupt(format!("eip {addr}")))?;
+            state.eips.insert(e.addr, e);
+        }
+        Ok(state)
+    }
+
+    /// Commits `writes` and their history entry in one durable transaction, and returns the
+    /// entry's sequence number.
+    pub fn commit(
+        &mut self,
+        writes: &[Write],
+        command: &str,
+        before: Vec<Record>,
+        after: Vec<Record>,
+    ) -> Result<u64, StoreError> {
+        let entry = Entry {
+            seq: self.next_seq,
+            time: humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string(),
+            command: command.to_owned(),
+            before,
+            after,
+        };
+        let txn = self.db.begin_write().map_err(self.err("begin"))?;
+        {
+            let mut pools = txn.open_table(POOLS).map_err(self.err("open pools"))?;
+            let mut hosts = txn.open_table(HOSTS).map_err(self.err("open hosts"))?;
+            let mut eips = txn.open_table(EIPS).map_err(self.err("open eips"))?;
+            for w in writes {
+                match w {
+                    Write::PutPool(net) => {
+                        pools
+                            .insert(net.to_string().as_str(), ())
+                            .map_err(self.err("write pool"))?;
+                    }
+                    Write::DelPool(net) => {
+                        pools
+                            .remove(net.to_string().as_str())
+                            .map_err(self.err("delete pool"))?;
+                    }
+                    Write::PutHost(h) => {
+                        hosts
+                            .insert(h.mac.to_string().as_str(), json(h).as_str())
+                            .map_err(self.err("write host"))?;
+                    }
+                    Write::DelHost(mac) => {
+                        hosts
+                            .remove(mac.to_string().as_str())
+                            .map_err(self.err("delete host"))?;
+                    }
+                    Write::PutEip(e) => {
+                        eips.insert(e.addr.to_bits(), json(e).as_str())
+                            .map_err(self.err("write eip"))?;
+                    }
+                    Write::DelEip(a) => {
+                        eips.remove(a.to_bits()).map_err(self.err("delete eip"))?;
+                    }
+                }
+            }
+            let mut history = txn.open_table(HISTORY).map_err(self.err("open history"))?;
+            history
+                .insert(entry.seq, json(&entry).as_str())
+                .map_err(self.err("write history"))?;
+        }
+        txn.commit().map_err(self.err("commit"))?;
+        self.next_seq += 1;
+        Ok(entry.seq)
+    }
+
+    /// The history, oldest first; `limit` keeps the newest entries only.
+    pub fn history(&self, limit: Option<usize>) -> Result<Vec<Entry>, StoreError> {
+        let txn = self.db.begin_read().map_err(self.err("begin read"))?;
+        let table = txn.open_table(HISTORY).map_err(self.err("open history"))?;
+        let mut out = Vec::new();
+        for row in table.iter().map_err(self.err("read history"))?.rev() {
+            if limit.is_some_and(|l| out.len() >= l) {
+                break;
+            }
+            let (k, v) = row.map_err(self.err("read history"))?;
+            out.push(
+                serde_json::from_str(v.value()).map_err(self.corrupt(format!("history {}", k.value())))?,
+            );
+        }
+        out.reverse();
+        Ok(out)
+    }
+}
+
+fn json<T: Serialize>(v: &T) -> String {
+    serde_json::to_string(v).expect("plain records (no maps with non-string keys, no floats) serialize")
+}
+
+/// The records a change touches, as `state` holds them: for the history, and (as a partial
+/// state) for computing the change's kernel effects without copying the whole state.
+pub fn excerpt(state: &State, writes: &[Write]) -> State {
+    let mut out = State::default();
+    let mut macs: Vec<Mac> = Vec::new();
+    for w in writes {
+        match w {
+            Write::PutPool(n) | Write::DelPool(n) => {
+                if state.pools.contains(n) {
+                    out.pools.insert(*n);
+                }
+            }
+            Write::PutHost(h) => macs.push(h.mac),
+            Write::DelHost(m) => macs.push(*m),
+            Write::PutEip(e) => {
+                if let Some(e) = state.eips.get(&e.addr) {
+                    out.eips.insert(e.addr, e.clone());
+                }
+            }
+            Write::DelEip(a) => {
+                if let Some(e) = state.eips.get(a) {
+                    out.eips.insert(e.addr, e.clone());
+                }
+            }
+        }
+    }
+    for m in &macs {
+        if let Some(h) = state.hosts.get(m) {
+            out.hosts.insert(*m, h.clone());
+        }
+        if let Some(e) = state.eip_of(*m) {
+            out.eips.insert(e.addr, e.clone());
+        }
+    }
+    // The reservations the touched EIPs are bound to, so `bound()` resolves in the excerpt.
+    let owners: Vec<Mac> = out.eips.values().filter_map(|e| e.bound).collect();
+    for m in owners {
+        if let Some(h) = state.hosts.get(&m) {
+            out.hosts.insert(m, h.clone());
+        }
+    }
+    out
+}
+
+/// The records of an excerpt, for the history.
+pub fn records(s: &State) -> Vec<Record> {
+    s.pools
+        .iter()
+        .map(|p| Record::Pool(*p))
+        .chain(s.hosts.values().map(|h| Record::Host(h.clone())))
+        .chain(s.eips.values().map(|e| Record::Eip(e.clone())))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::state::Source;
+
+    fn host() -> Host {
+        Host {
+            mac: "52:54:00:00:00:01".parse().unwrap(),
+            name: Some("vm1".into()),
+            ip: "192.168.6.10".parse().unwrap(),
+            source: Source::Cli,
+            quarantined: false,
+        }
+    }
+
+    #[test]
+    fn commits_survive_reopening_and_history_is_ordered() {
+        let dir = tempfile::tempdir().unwrap();
+        let eip = Eip {
+            addr: "203.0.113.5".parse().unwrap(),
+            slot: 1,
+            bound: Some(host().mac),
+        };
+        let writes = vec![
+            Write::PutPool("203.0.113.0/24".parse().unwrap()),
+            Write::PutHost(host()),
+            Write::PutEip(eip.clone()),
+        ];
+        let mut expected = State::default();
+        expected.apply(&writes);
+        {
+            let mut store = Store::open(dir.path()).unwrap();
+            assert_eq!(
+                store
+                    .commit(&writes, "first", vec![], records(&expected))
+                    .unwrap(),
+                1
+            );
+            assert_eq!(
+                store
+                    .commit(
+                        &[Write::DelEip(eip.addr)],
+                        "second",
+                        vec![Record::Eip(eip)],
+                        vec![]
+                    )
+                    .unwrap(),
+                2
+            );
+        }
+        expected.eips.clear();
+        let mut store = Store::open(dir.path()).unwrap();
+        assert_eq!(store.load().unwrap(), expected);
+        let h = store.history(None).unwrap();
+        assert_eq!(
+            h.iter().map(|e| e.command.as_str()).collect::<Vec<_>>(),
+            ["first", "second"]
+        );
+        assert_eq!(store.history(Some(1)).unwrap()[0].seq, 2);
+        assert_eq!(store.commit(&[], "third", vec![], vec![]).unwrap(), 3);
+    }
+
+    #[test]
+    fn a_second_store_on_the_same_directory_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let _first = Store::open(dir.path()).unwrap();
+        let err = Store::open(dir.path()).err().expect("second open must fail");
+        assert!(matches!(err, StoreError::Open { .. }), "{err}");
+    }
+}
