@@ -13,7 +13,9 @@
 //! pointer change, so no packet goes unprocessed in between.
 
 use std::{
+    collections::BTreeMap,
     io,
+    net::Ipv4Addr,
     path::{Path, PathBuf},
 };
 
@@ -266,17 +268,21 @@ impl Pins {
         Ok(updated)
     }
 
-    /// The EIPs the pinned forward map holds (for teardown without a daemon).
-    pub fn bound_eips(&self) -> Result<Vec<std::net::Ipv4Addr>, PinError> {
-        let path = self.maps().join(MAP_DNAT);
+    /// A pinned binding map (`MAP_DNAT` or `MAP_SNAT`): key -> (address, slot).
+    pub fn bindings(&self, name: &str) -> Result<BTreeMap<Ipv4Addr, (Ipv4Addr, u32)>, PinError> {
+        let path = self.maps().join(name);
         let data = MapData::from_pin(&path).map_err(aya_err(&path, "open the pinned map"))?;
         let map: HashMap<MapData, u32, Binding> =
-            HashMap::try_from(Map::HashMap(data)).map_err(aya_err(&path, "not the forward map"))?;
-        Ok(map
-            .keys()
-            .filter_map(Result::ok)
-            .map(std::net::Ipv4Addr::from_bits)
-            .collect())
+            HashMap::try_from(Map::HashMap(data)).map_err(aya_err(&path, "not a binding map"))?;
+        map.iter()
+            .map(|r| r.map(|(k, b)| (Ipv4Addr::from_bits(k), (Ipv4Addr::from_bits(b.addr), b.slot))))
+            .collect::<Result<_, _>>()
+            .map_err(aya_err(&path, "read the pinned map"))
+    }
+
+    /// The EIPs the pinned forward map holds (for teardown without a daemon).
+    pub fn bound_eips(&self) -> Result<Vec<Ipv4Addr>, PinError> {
+        Ok(self.bindings(MAP_DNAT)?.into_keys().collect())
     }
 
     /// Unpins everything: the links go first (that detaches the programs once no process

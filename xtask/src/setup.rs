@@ -23,6 +23,7 @@ pub const PACKAGES: &[(&str, &str)] = &[
     ("isc-dhcp-client", "dhclient"),
     ("iperf3", "iperf3"),
     ("socat", "socat"),
+    ("curl", "curl"),
     ("bpftool", "bpftool"),
 ];
 

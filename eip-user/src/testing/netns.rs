@@ -89,11 +89,16 @@ impl NetNs {
 
     /// Moves the calling thread into the namespace until the guard drops.
     pub fn enter(&self) -> io::Result<Entered> {
-        let back = File::open("/proc/thread-self/ns/net")?;
-        let target = File::open(format!("/var/run/netns/{}", self.name))?;
-        setns(&target)?;
-        Ok(Entered { back })
+        enter_by_name(&self.name)
     }
+}
+
+/// Moves the calling thread into the namespace `name` (which someone else owns).
+pub fn enter_by_name(name: &str) -> io::Result<Entered> {
+    let back = File::open("/proc/thread-self/ns/net")?;
+    let target = File::open(format!("/var/run/netns/{name}"))?;
+    setns(&target)?;
+    Ok(Entered { back })
 }
 
 impl Drop for NetNs {

@@ -29,6 +29,34 @@ impl Background {
         self.child.id()
     }
 
+    pub fn try_wait(&mut self) -> io::Result<Option<std::process::ExitStatus>> {
+        self.child.try_wait()
+    }
+
+    /// SIGKILL: the process gets no chance to clean up.
+    pub fn kill9(mut self) -> io::Result<()> {
+        self.child.kill()?;
+        self.child.wait().map(drop)
+    }
+
+    /// SIGTERM, then waits (at most `limit`) and returns the exit status.
+    pub fn terminate_and_wait(mut self, limit: Duration) -> io::Result<std::process::ExitStatus> {
+        self.terminate();
+        let deadline = Instant::now() + limit;
+        loop {
+            if let Some(s) = self.child.try_wait()? {
+                return Ok(s);
+            }
+            if Instant::now() > deadline {
+                return Err(io::Error::other(format!(
+                    "{} did not stop within {limit:?}",
+                    self.what
+                )));
+            }
+            thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     /// SIGTERM (a capture flushes its output), then waits for the process.
     pub fn stop(mut self) -> io::Result<()> {
         self.terminate();
@@ -73,13 +101,31 @@ impl Capture {
     /// Starts capturing inbound IPv4 on `iface` in `ns` (for at most a minute), and waits
     /// until tcpdump says it is listening.
     pub fn start(ns: &NetNs, iface: &str) -> io::Result<Self> {
+        Self::start_filter(ns, iface, "ip")
+    }
+
+    /// As [`Capture::start`], with another capture filter (`arp`, say).
+    pub fn start_filter(ns: &NetNs, iface: &str, filter: &str) -> io::Result<Self> {
         let dir = std::env::temp_dir();
-        let out = dir.join(format!("{}-{iface}.txt", ns.name()));
-        let err = dir.join(format!("{}-{iface}.err", ns.name()));
+        let tag = super::netns::unique("cap");
+        let out = dir.join(format!("{}-{iface}-{tag}.txt", ns.name()));
+        let err = dir.join(format!("{}-{iface}-{tag}.err", ns.name()));
         let mut cmd = ns.command("timeout");
-        cmd.args(["60", "tcpdump", "-l", "-n", "-vv", "-Q", "in", "-i", iface, "ip"])
-            .stdout(fs::File::create(&out)?)
-            .stderr(fs::File::create(&err)?);
+        cmd.args([
+            "60",
+            "tcpdump",
+            "--immediate-mode",
+            "-l",
+            "-n",
+            "-vv",
+            "-Q",
+            "in",
+            "-i",
+            iface,
+            filter,
+        ])
+        .stdout(fs::File::create(&out)?)
+        .stderr(fs::File::create(&err)?);
         let proc = Background::spawn(cmd, "tcpdump")?;
         let deadline = Instant::now() + Duration::from_secs(5);
         while !fs::read_to_string(&err)

@@ -1,0 +1,120 @@
+//! The real `eip` binary in a test topology: a daemon in the hypervisor namespace, the CLI
+//! next to it, and a guard that tears the instance down (pins, aliases, state) on drop.
+//!
+//! The daemon enters the namespace with setns(2) for the network only. `ip netns exec` would
+//! also give it a fresh /sys without the host's bpffs, so its pins would die with it and a
+//! restarted daemon could not adopt them.
+
+use std::{
+    fs::File,
+    io,
+    os::{fd::AsRawFd, unix::process::CommandExt},
+    path::{Path, PathBuf},
+    process::{Command, Output, Stdio},
+    time::{Duration, Instant},
+};
+
+use super::{
+    netns::{NetNs, unique},
+    process::Background,
+};
+
+/// One daemon instance's names and files, removed on drop (after the daemon stops).
+pub struct Instance {
+    pub bin: PathBuf,
+    pub ns_path: PathBuf,
+    pub name: String,
+    pub dir: PathBuf,
+}
+
+impl Instance {
+    pub fn new(bin: &Path, hv: &NetNs) -> io::Result<Self> {
+        let name = unique("eipi");
+        let dir = std::env::temp_dir().join(&name);
+        std::fs::create_dir_all(&dir)?;
+        Ok(Instance {
+            bin: bin.to_owned(),
+            ns_path: PathBuf::from(format!("/var/run/netns/{}", hv.name())),
+            name,
+            dir,
+        })
+    }
+
+    pub fn socket(&self) -> PathBuf {
+        self.dir.join("eip.sock")
+    }
+
+    pub fn state_dir(&self) -> PathBuf {
+        self.dir.join("state")
+    }
+
+    pub fn log(&self) -> PathBuf {
+        self.dir.join("daemon.log")
+    }
+
+    /// A command for the binary, in the hypervisor's network namespace.
+    pub fn command(&self) -> io::Result<Command> {
+        let ns = File::open(&self.ns_path)?;
+        let mut c = Command::new(&self.bin);
+        c.env("EIP_SOCKET", self.socket());
+        // SAFETY: setns(2) is async-signal-safe; the fd stays open until the child execs.
+        unsafe {
+            c.pre_exec(move || {
+                if libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) != 0 {
+                    return Err(io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+        Ok(c)
+    }
+
+    /// Runs the CLI to completion (bounded by `timeout` in the caller's tests).
+    pub fn cli(&self, args: &[&str]) -> io::Result<Output> {
+        self.command()?.args(args).stdin(Stdio::null()).output()
+    }
+
+    /// Starts `eip daemon` with this instance's socket, state and pins, plus `args`, and
+    /// waits until it answers (at most 30 s).
+    pub fn start(&self, args: &[&str]) -> io::Result<Background> {
+        let log = File::options().create(true).append(true).open(self.log())?;
+        let mut c = self.command()?;
+        c.env("EIP_LOG", "info,eip_user=debug")
+            .arg("daemon")
+            .args(["--instance", &self.name])
+            .arg("--state-dir")
+            .arg(self.state_dir())
+            .args(args)
+            .stdout(log.try_clone()?)
+            .stderr(log);
+        let mut daemon = Background::spawn(c, "eip daemon")?;
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if self.cli(&["pool", "list"])?.status.success() {
+                return Ok(daemon);
+            }
+            if let Some(status) = daemon.try_wait()? {
+                return Err(io::Error::other(format!(
+                    "the daemon exited ({status}): {}",
+                    std::fs::read_to_string(self.log()).unwrap_or_default()
+                )));
+            }
+            if Instant::now() > deadline {
+                return Err(io::Error::other(format!(
+                    "the daemon did not answer within 30 s: {}",
+                    std::fs::read_to_string(self.log()).unwrap_or_default()
+                )));
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+impl Drop for Instance {
+    fn drop(&mut self) {
+        // Without a daemon this removes the pins and aliases of the instance.
+        let _ = self.cli(&["teardown", "--instance", &self.name]);
+        let _ = std::fs::remove_dir_all(Path::new(crate::pins::BPFFS).join("eip").join(&self.name));
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}

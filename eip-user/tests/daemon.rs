@@ -1,0 +1,719 @@
+//! The real daemon and CLI in namespaces: binds by name, MAC and IP; traffic follows a move
+//! and never reaches the old VM; aliases and gratuitous ARP on the external side; every
+//! refusal of the CLI; restart with traffic flowing; kill -9 in a burst of binds.
+
+use std::{
+    collections::BTreeMap,
+    net::{Ipv4Addr, UdpSocket},
+    process::Output,
+    sync::{
+        Arc,
+        atomic::{AtomicBool, AtomicU64, Ordering},
+    },
+    thread,
+    time::{Duration, Instant},
+};
+
+use eip_common::maps::{MAP_DNAT, MAP_SNAT};
+use eip_user::{
+    api::{BindReq, Done, EipRow, EipState},
+    client::Client,
+    pins::Pins,
+    testing::{
+        daemon::Instance,
+        netns::{NetNs, enter_by_name},
+        process::{Background, Capture},
+        topology::*,
+    },
+};
+
+const BIN: &str = env!("CARGO_BIN_EXE_eip");
+
+fn mac(n: u8) -> [u8; 6] {
+    [0x52, 0x54, 0, 0, 0, n]
+}
+
+fn vm_ip(n: u8) -> Ipv4Addr {
+    Ipv4Addr::new(192, 168, 6, 10 + n)
+}
+
+fn eip(last: u8) -> Ipv4Addr {
+    Ipv4Addr::new(203, 0, 113, last)
+}
+
+/// `n` VMs with static addresses (.11, .12, ...), a hosts file naming them vm1, vm2, ...,
+/// and a started daemon.
+struct Lab {
+    daemon: Option<Background>,
+    inst: Instance,
+    topo: Topology,
+    hosts: std::path::PathBuf,
+}
+
+impl Lab {
+    fn new(n: u8) -> Lab {
+        let vms: Vec<_> = (1..=n).map(|i| (mac(i), Some(vm_ip(i)))).collect();
+        let topo = Topology::new(&vms).expect("topology");
+        let inst = Instance::new(std::path::Path::new(BIN), &topo.hv).expect("instance");
+        let hosts = inst.dir.join("hosts");
+        let text: String = (1..=n)
+            .map(|i| format!("{},vm{i},{}\n", eip_user::dataplane::fmt_mac(mac(i)), vm_ip(i)))
+            .collect();
+        std::fs::write(&hosts, format!("# test reservations\n{text}")).unwrap();
+        let mut lab = Lab {
+            daemon: None,
+            inst,
+            topo,
+            hosts,
+        };
+        lab.start();
+        lab
+    }
+
+    fn start(&mut self) {
+        let hosts = self.hosts.to_string_lossy().into_owned();
+        let args = [
+            "--ext", EXT_IF, "--bridge", BRIDGE_IF, "--pool", POOL, "--hosts", &hosts,
+        ];
+        self.daemon = Some(self.inst.start(&args).expect("daemon"));
+    }
+
+    fn stop(&mut self) {
+        let d = self.daemon.take().expect("running");
+        let status = d.terminate_and_wait(Duration::from_secs(20)).expect("stop");
+        assert!(status.success(), "daemon exit {status}: {}", self.log());
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.inst.log()).unwrap_or_default()
+    }
+
+    fn cli(&self, args: &[&str]) -> Output {
+        self.inst.cli(args).expect("run eip")
+    }
+
+    /// Runs the CLI and expects success; returns stdout.
+    fn ok(&self, args: &[&str]) -> String {
+        let out = self.cli(args);
+        assert!(
+            out.status.success(),
+            "eip {args:?} failed: {}\n{}",
+            String::from_utf8_lossy(&out.stderr),
+            self.log()
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    fn list(&self) -> Vec<EipRow> {
+        serde_json::from_str(&self.ok(&["list", "--json"])).expect("list --json")
+    }
+
+    /// The /32 addresses on the external interface.
+    fn aliases(&self) -> Vec<Ipv4Addr> {
+        let out = self
+            .topo
+            .hv
+            .ip(&["-j", "-4", "addr", "show", "dev", EXT_IF])
+            .unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        let mut found = Vec::new();
+        for link in v.as_array().into_iter().flatten() {
+            for a in link["addr_info"].as_array().into_iter().flatten() {
+                if a["prefixlen"] == 32 {
+                    found.push(a["local"].as_str().unwrap().parse().unwrap());
+                }
+            }
+        }
+        found
+    }
+
+    fn vm(&self, n: u8) -> &NetNs {
+        &self.topo.vms[usize::from(n) - 1].ns
+    }
+}
+
+/// Pings `addr` from the outside: whether `count` echoes came back.
+fn pings(outside: &NetNs, addr: Ipv4Addr, count: u32) -> bool {
+    outside
+        .command("ping")
+        .args(["-n", "-q", "-c", &count.to_string(), "-i", "0.1", "-W", "1"])
+        .arg(addr.to_string())
+        .output()
+        .map(|o| o.status.success())
+        .unwrap_or(false)
+}
+
+/// Echo requests from the outside host that reached a VM, in a capture.
+fn echoes_from_outside(capture: &str) -> usize {
+    capture
+        .lines()
+        .filter(|l| l.contains(&format!("{OUTSIDE_ADDR} >")) && l.contains("ICMP echo request"))
+        .count()
+}
+
+#[test]
+fn lifecycle_on_real_interfaces() {
+    let lab = Lab::new(2);
+    let arp = Capture::start_filter(&lab.topo.outside, WAN_IF, "arp").unwrap();
+
+    // By name: allocates and binds, the alias appears, traffic reaches vm1.
+    let said = lab.ok(&["bind", "203.0.113.10", "vm1"]);
+    assert_eq!(said.trim(), "bound 203.0.113.10 to vm1 (192.168.6.11)");
+    assert_eq!(lab.aliases(), [eip(10)]);
+    let cap1 = Capture::start(lab.vm(1), VM_IF).unwrap();
+    assert!(pings(&lab.topo.outside, eip(10), 3), "{}", lab.log());
+    assert_eq!(echoes_from_outside(&cap1.finish().unwrap()), 3);
+
+    // By MAC: a move. From then on nothing reaches vm1; vm2 gets it all.
+    let cap1 = Capture::start(lab.vm(1), VM_IF).unwrap();
+    let cap2 = Capture::start(lab.vm(2), VM_IF).unwrap();
+    let said = lab.ok(&["bind", "203.0.113.10", "52:54:00:00:00:02"]);
+    assert_eq!(
+        said.trim(),
+        "moved 203.0.113.10 from vm1 (192.168.6.11) to vm2 (192.168.6.12)"
+    );
+    assert!(pings(&lab.topo.outside, eip(10), 3));
+    assert_eq!(
+        echoes_from_outside(&cap1.finish().unwrap()),
+        0,
+        "the old VM got traffic after the move"
+    );
+    assert_eq!(echoes_from_outside(&cap2.finish().unwrap()), 3);
+    assert_eq!(lab.aliases(), [eip(10)], "a move keeps the one alias");
+
+    // By private IP.
+    lab.ok(&["bind", "203.0.113.11", "192.168.6.11"]);
+    assert!(pings(&lab.topo.outside, eip(11), 2));
+    let mut aliases = lab.aliases();
+    aliases.sort();
+    assert_eq!(aliases, [eip(10), eip(11)]);
+
+    let arp = arp.finish().unwrap();
+    let garps = |a: &str| arp.matches(&format!("Request who-has {a} tell {a}")).count();
+    assert_eq!(
+        garps("203.0.113.10"),
+        2,
+        "one announcement on bind, one on move:\n{arp}"
+    );
+    assert_eq!(garps("203.0.113.11"), 1, "{arp}");
+
+    let rows = lab.list();
+    let row = rows.iter().find(|r| r.eip == eip(10)).expect("listed");
+    assert_eq!(row.state, EipState::Bound);
+    assert_eq!(row.private, Some(vm_ip(2)));
+    assert_eq!(row.name.as_deref(), Some("vm2"));
+    assert_eq!(row.mac.map(|m| m.0), Some(mac(2)));
+    // 6 echoes in, 6 replies out, all through the dataplane (counters survive the move).
+    assert!(row.in_packets >= 6 && row.out_packets >= 6, "{row:?}");
+
+    // Unbind: the alias goes, traffic stops, the address stays allocated.
+    lab.ok(&["unbind", "203.0.113.10"]);
+    assert_eq!(lab.aliases(), [eip(11)]);
+    assert!(!pings(&lab.topo.outside, eip(10), 1));
+    let row = lab
+        .list()
+        .into_iter()
+        .find(|r| r.eip == eip(10))
+        .expect("still allocated");
+    assert_eq!(row.state, EipState::Allocated);
+
+    // Release returns it to the pool: the next alloc may hand it out again.
+    lab.ok(&["release", "203.0.113.10"]);
+    assert!(lab.list().iter().all(|r| r.eip != eip(10)));
+    assert_eq!(lab.ok(&["alloc"]).trim(), "203.0.113.1");
+    assert_eq!(lab.ok(&["alloc", "203.0.113.10"]).trim(), "203.0.113.10");
+
+    // A reservation deleted (here: its hosts-file line) recycles its EIP.
+    std::fs::write(&lab.hosts, "52:54:00:00:00:02,vm2,192.168.6.12\n").unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while lab.list().iter().any(|r| r.eip == eip(11)) {
+        assert!(
+            Instant::now() < deadline,
+            "the EIP of a deleted reservation was not recycled"
+        );
+        thread::sleep(Duration::from_millis(200));
+    }
+    assert_eq!(lab.aliases(), Vec::<Ipv4Addr>::new());
+    let history = lab.ok(&["history", "--json"]);
+    assert!(history.contains("hosts file"), "{history}");
+
+    // Quarantine: the VM's traffic is dropped (and counted), then allowed again.
+    lab.ok(&["bind", "203.0.113.12", "vm2"]);
+    assert!(pings(&lab.topo.outside, eip(12), 1));
+    lab.ok(&["quarantine", "vm2"]);
+    assert!(!pings(&lab.topo.outside, eip(12), 2));
+    lab.ok(&["unquarantine", "vm2"]);
+    assert!(pings(&lab.topo.outside, eip(12), 2));
+    let stats: serde_json::Value = serde_json::from_str(&lab.ok(&["stats", "--json"])).unwrap();
+    let quarantined = stats["counters"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c[0] == "drop_quarantined")
+        .map(|c| c[1].as_u64().unwrap());
+    assert!(quarantined.unwrap_or(0) >= 2, "{stats}");
+}
+
+/// The state as the CLI shows it, to check that a refusal changed nothing.
+fn snapshot(lab: &Lab) -> String {
+    ["list", "host list", "pool list", "history"]
+        .iter()
+        .map(|c| {
+            let mut args: Vec<&str> = c.split(' ').collect();
+            args.push("--json");
+            lab.ok(&args)
+        })
+        .collect()
+}
+
+#[test]
+fn every_refusal_is_one_sentence_and_changes_nothing() {
+    let lab = Lab::new(2);
+    lab.ok(&["bind", "203.0.113.10", "vm1"]);
+    lab.ok(&["alloc", "203.0.113.20"]);
+    let cases: &[(&[&str], u8, &str)] = &[
+        (&["bind", "300.1.1.1", "vm1"], 2, "invalid value '300.1.1.1'"),
+        (&["bind", "192.0.2.1", "vm2"], 1, "192.0.2.1 is not in any pool"),
+        (
+            &["bind", "203.0.113.11", "nosuch"],
+            1,
+            "no reservation matches nosuch",
+        ),
+        (
+            &["bind", "203.0.113.11", "bad name!"],
+            1,
+            "is not a host name, MAC or IPv4 address",
+        ),
+        (
+            &["bind", "203.0.113.11", "vm1"],
+            1,
+            "vm1 (192.168.6.11) already has 203.0.113.10 bound",
+        ),
+        (
+            &["bind", "203.0.113.10", "vm2", "--no-move"],
+            1,
+            "203.0.113.10 is bound to vm1 (192.168.6.11); refusing to move it",
+        ),
+        (&["unbind", "203.0.113.20"], 1, "203.0.113.20 is not bound"),
+        (&["unbind", "203.0.113.30"], 1, "203.0.113.30 is not allocated"),
+        (&["release", "203.0.113.30"], 1, "203.0.113.30 is not allocated"),
+        (&["alloc", "203.0.113.20"], 1, "203.0.113.20 is already allocated"),
+        (&["alloc", "203.0.113.0"], 1, "203.0.113.0 is not in any pool"),
+        (
+            &["host", "add", "52:54:00:00:00:09", "10.0.0.1"],
+            1,
+            "10.0.0.1 is outside the bridge subnet 192.168.6.0/24",
+        ),
+        (
+            &["host", "add", "52:54:00:00:00:09", "192.168.6.11"],
+            1,
+            "192.168.6.11 is already reserved",
+        ),
+        (
+            &["host", "add", "52:54:00:00:00:09", "192.168.6.22"],
+            1,
+            "192.168.6.22 is the bridge's own",
+        ),
+        (
+            &["host", "add", "zz:54:00:00:00:09", "192.168.6.40"],
+            2,
+            "invalid value 'zz:54:00:00:00:09'",
+        ),
+        (&["host", "del", "vm1"], 1, "comes from the hosts file"),
+        (&["host", "del", "nosuch"], 1, "no reservation matches nosuch"),
+        (&["pool", "add", "203.0.113.128/25"], 1, "overlaps 203.0.113.0/24"),
+        (
+            &["pool", "add", "192.168.0.0/16"],
+            1,
+            "overlaps the bridge subnet",
+        ),
+        (
+            &["pool", "del", "203.0.113.0/24"],
+            1,
+            "still has 203.0.113.10 bound",
+        ),
+        (
+            &["pool", "del", "198.51.100.0/24"],
+            1,
+            "pool 198.51.100.0/24 does not exist",
+        ),
+        (&["quarantine", "nosuch"], 1, "no reservation matches nosuch"),
+        (&["unquarantine", "vm1"], 1, "is not quarantined"),
+    ];
+    let before = snapshot(&lab);
+    for (args, code, message) in cases {
+        let out = lab.cli(args);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(
+            out.status.code(),
+            Some(i32::from(*code)),
+            "eip {args:?}: {stderr}"
+        );
+        assert!(
+            stderr.contains(message),
+            "eip {args:?}: {stderr:?} lacks {message:?}"
+        );
+        assert_eq!(
+            stderr.trim().lines().count(),
+            1,
+            "eip {args:?}: not one line: {stderr}"
+        );
+        assert_eq!(snapshot(&lab), before, "eip {args:?} changed something");
+    }
+
+    // The daemon is not running (another socket), and permission denied (not root).
+    let out = lab
+        .inst
+        .command()
+        .unwrap()
+        .args(["--socket", "/nonexistent/eip.sock", "list"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(3));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("the eip daemon is not running"));
+    let out = {
+        use std::os::unix::process::CommandExt;
+        // Not in the namespace: setns needs the privileges this drops, and a socket is a path.
+        std::process::Command::new(BIN)
+            .arg("list")
+            .env("EIP_SOCKET", lab.inst.socket())
+            .uid(65534)
+            .gid(65534)
+            .output()
+            .unwrap()
+    };
+    assert_eq!(
+        out.status.code(),
+        Some(3),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains("permission denied"));
+
+    // A malformed request gets an error and the daemon goes on.
+    let raw = lab
+        .topo
+        .hv
+        .exec(
+            "curl",
+            &[
+                "-s",
+                "--unix-socket",
+                lab.inst.socket().to_str().unwrap(),
+                "-H",
+                "content-type: application/json",
+                "-d",
+                "{\"eip\": 12",
+                "http://eip/v1/bind",
+            ],
+        )
+        .unwrap();
+    assert!(String::from_utf8_lossy(&raw.stdout).contains("\"error\":\"malformed request"));
+    assert_eq!(snapshot(&lab), before);
+}
+
+/// A UDP echo server in a VM namespace (a thread entered into it), stopped on drop.
+struct UdpEcho {
+    stop: Arc<AtomicBool>,
+    thread: Option<thread::JoinHandle<()>>,
+}
+
+impl UdpEcho {
+    fn start(ns: &NetNs, port: u16) -> UdpEcho {
+        let stop = Arc::new(AtomicBool::new(false));
+        let (flag, name) = (stop.clone(), ns.name().to_owned());
+        let (ready_tx, ready) = std::sync::mpsc::channel();
+        let thread = thread::spawn(move || {
+            let _in = enter_by_name(&name).expect("enter");
+            let sock = UdpSocket::bind(("0.0.0.0", port)).expect("bind");
+            sock.set_read_timeout(Some(Duration::from_millis(100))).unwrap();
+            ready_tx.send(()).unwrap();
+            let mut buf = [0u8; 64];
+            while !flag.load(Ordering::Relaxed) {
+                if let Ok((n, from)) = sock.recv_from(&mut buf) {
+                    let _ = sock.send_to(&buf[..n], from);
+                }
+            }
+        });
+        ready.recv().unwrap();
+        UdpEcho {
+            stop,
+            thread: Some(thread),
+        }
+    }
+}
+
+impl Drop for UdpEcho {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// Sends one datagram every 10 ms to `to` from the outside until stopped; counts answers.
+struct UdpFlow {
+    stop: Arc<AtomicBool>,
+    answered: Arc<AtomicU64>,
+    thread: Option<thread::JoinHandle<()>>,
+}
+
+impl UdpFlow {
+    fn start(ns: &NetNs, to: (Ipv4Addr, u16)) -> UdpFlow {
+        let stop = Arc::new(AtomicBool::new(false));
+        let answered = Arc::new(AtomicU64::new(0));
+        let (flag, count, name) = (stop.clone(), answered.clone(), ns.name().to_owned());
+        let thread = thread::spawn(move || {
+            let _in = enter_by_name(&name).expect("enter");
+            let sock = UdpSocket::bind("0.0.0.0:0").expect("bind");
+            sock.connect(to).expect("connect");
+            sock.set_read_timeout(Some(Duration::from_millis(10))).unwrap();
+            let started = Instant::now();
+            let mut buf = [0u8; 64];
+            // Bounded: at most two minutes, whatever happens to the test.
+            while !flag.load(Ordering::Relaxed) && started.elapsed() < Duration::from_secs(120) {
+                let _ = sock.send(b"ping");
+                while sock.recv(&mut buf).is_ok() {
+                    count.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        });
+        UdpFlow {
+            stop,
+            answered,
+            thread: Some(thread),
+        }
+    }
+
+    fn answered(&self) -> u64 {
+        self.answered.load(Ordering::Relaxed)
+    }
+}
+
+impl Drop for UdpFlow {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// Waits until the flow's answer count grows by `n` (at most 5 s).
+fn flows(flow: &UdpFlow, n: u64) -> bool {
+    let start = flow.answered();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while Instant::now() < deadline {
+        if flow.answered() >= start + n {
+            return true;
+        }
+        thread::sleep(Duration::from_millis(20));
+    }
+    false
+}
+
+fn without_counters(rows: Vec<EipRow>) -> Vec<EipRow> {
+    rows.into_iter()
+        .map(|r| EipRow {
+            in_packets: 0,
+            in_bytes: 0,
+            out_packets: 0,
+            out_bytes: 0,
+            ..r
+        })
+        .collect()
+}
+
+#[test]
+fn a_restart_keeps_traffic_flowing_and_the_state() {
+    let mut lab = Lab::new(1);
+    lab.ok(&["bind", "203.0.113.10", "vm1"]);
+    let _echo = UdpEcho::start(lab.vm(1), 7000);
+    let flow = UdpFlow::start(&lab.topo.outside, (eip(10), 7000));
+    assert!(flows(&flow, 20), "no UDP through the EIP: {}", lab.log());
+    let before = without_counters(lab.list());
+
+    lab.stop();
+    assert!(lab.log().contains("the dataplane keeps forwarding"));
+    assert!(flows(&flow, 50), "traffic stopped with the daemon");
+    assert_eq!(
+        lab.aliases(),
+        [eip(10)],
+        "the alias stays while the daemon is stopped"
+    );
+
+    lab.start();
+    assert!(lab.ok(&["list"]).contains("203.0.113.10"));
+    assert_eq!(without_counters(lab.list()), before);
+    assert!(
+        lab.log().contains("adopted the pinned XDP program"),
+        "{}",
+        lab.log()
+    );
+    assert!(flows(&flow, 50), "traffic stopped after the restart");
+    let status: serde_json::Value = serde_json::from_str(&String::from_utf8_lossy(
+        &lab.topo
+            .hv
+            .exec(
+                "curl",
+                &[
+                    "-s",
+                    "--unix-socket",
+                    lab.inst.socket().to_str().unwrap(),
+                    "http://eip/v1/status",
+                ],
+            )
+            .unwrap()
+            .stdout,
+    ))
+    .unwrap();
+    assert_eq!(status["dataplane"], "adopted");
+    drop(flow);
+    lab.stop();
+}
+
+#[test]
+fn kill_9_in_a_burst_of_binds_loses_nothing_committed() {
+    const HOSTS: u32 = 150;
+    let mut lab = Lab::new(1);
+    // 150 reservations (no VMs behind them needed: the maps and aliases are what is checked).
+    let text: String = (0..HOSTS)
+        .map(|i| {
+            format!(
+                "02:00:00:00:{:02x}:{:02x},h{i},192.168.6.{}\n",
+                i / 256,
+                i % 256,
+                30 + i
+            )
+        })
+        .collect();
+    std::fs::write(&lab.hosts, text).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !lab.ok(&["host", "list"]).contains("h149") {
+        assert!(Instant::now() < deadline, "hosts file not loaded");
+        thread::sleep(Duration::from_millis(100));
+    }
+    let history_before = serde_json::from_str::<Vec<serde_json::Value>>(&lab.ok(&["history", "--json"]))
+        .unwrap()
+        .len();
+
+    // The burst runs in its own thread and counts the changes the daemon acknowledged.
+    let socket = lab.inst.socket();
+    let acked = Arc::new(AtomicU64::new(0));
+    let sent = Arc::new(AtomicU64::new(0));
+    let (a, s) = (acked.clone(), sent.clone());
+    let burst = thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let c = Client::new(&socket);
+            for k in 0..1000u32 {
+                let req = BindReq {
+                    eip: Ipv4Addr::new(203, 0, 113, (1 + k % 120) as u8),
+                    target: format!("h{}", (k * 13) % HOSTS),
+                    no_move: false,
+                };
+                s.fetch_add(1, Ordering::Relaxed);
+                match c.post::<_, Done>("/v1/bind", &req).await {
+                    Ok(d) if d.message.starts_with("bound") || d.message.starts_with("moved") => {
+                        a.fetch_add(1, Ordering::Relaxed);
+                    }
+                    Ok(_) => {}
+                    Err(eip_user::client::ClientError::Refused(_)) => {}
+                    Err(_) => return, // the daemon is gone
+                }
+            }
+        });
+    });
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while sent.load(Ordering::Relaxed) < 300 {
+        assert!(
+            Instant::now() < deadline && !burst.is_finished(),
+            "the burst stalled"
+        );
+        thread::sleep(Duration::from_millis(5));
+    }
+    lab.daemon.take().unwrap().kill9().unwrap();
+    burst.join().unwrap();
+    let acked = acked.load(Ordering::Relaxed);
+    assert!(
+        sent.load(Ordering::Relaxed) < 1000,
+        "the kill came after the burst"
+    );
+
+    lab.start();
+    let history = serde_json::from_str::<Vec<serde_json::Value>>(&lab.ok(&["history", "--json"])).unwrap();
+    assert!(
+        (history.len() - history_before) as u64 >= acked,
+        "{acked} acknowledged changes, {} in the history",
+        history.len() - history_before
+    );
+    // Store and kernel agree: the maps and the aliases are exactly the bound rows.
+    let rows = lab.list();
+    let bound: BTreeMap<Ipv4Addr, Ipv4Addr> = rows
+        .iter()
+        .filter(|r| r.state == EipState::Bound)
+        .map(|r| (r.eip, r.private.unwrap()))
+        .collect();
+    assert!(!bound.is_empty());
+    let pins = Pins::new(&lab.inst.name).unwrap();
+    let dnat: BTreeMap<Ipv4Addr, Ipv4Addr> = pins
+        .bindings(MAP_DNAT)
+        .unwrap()
+        .into_iter()
+        .map(|(k, v)| (k, v.0))
+        .collect();
+    let snat: BTreeMap<Ipv4Addr, Ipv4Addr> = pins
+        .bindings(MAP_SNAT)
+        .unwrap()
+        .into_iter()
+        .map(|(p, v)| (v.0, p))
+        .collect();
+    assert_eq!(dnat, bound);
+    assert_eq!(snat, bound);
+    let mut aliases = lab.aliases();
+    aliases.sort();
+    assert_eq!(aliases, bound.keys().copied().collect::<Vec<_>>());
+    lab.stop();
+}
+
+#[test]
+fn teardown_removes_the_dataplane_pins_and_aliases() {
+    let mut lab = Lab::new(1);
+    lab.ok(&["bind", "203.0.113.10", "vm1"]);
+    let pins = Pins::new(&lab.inst.name).unwrap();
+    assert!(pins.exists());
+    // With a daemon: it stops and removes everything.
+    lab.ok(&["teardown"]);
+    let status = lab
+        .daemon
+        .take()
+        .unwrap()
+        .terminate_and_wait(Duration::from_secs(15))
+        .unwrap();
+    assert!(status.success());
+    assert!(!pins.exists(), "pins left behind");
+    assert!(lab.aliases().is_empty());
+    assert!(!pings(&lab.topo.outside, eip(10), 1));
+    let xdp = lab.topo.hv.ip(&["link", "show", EXT_IF]).unwrap();
+    assert!(
+        !String::from_utf8_lossy(&xdp.stdout).contains("xdp"),
+        "XDP still attached"
+    );
+
+    // Without a daemon: start, stop (the dataplane stays), then tear down offline.
+    lab.start();
+    assert!(
+        pings(&lab.topo.outside, eip(10), 1),
+        "the store rebuilt the dataplane"
+    );
+    lab.stop();
+    assert!(pings(&lab.topo.outside, eip(10), 1));
+    let said = lab.ok(&["teardown", "--instance", &lab.inst.name]);
+    assert!(said.contains("1 aliases"), "{said}");
+    assert!(!pins.exists());
+    assert!(lab.aliases().is_empty());
+}
