@@ -88,6 +88,16 @@ pub enum Started {
     Upgraded,
 }
 
+/// What became of one pinned link.
+enum Link {
+    /// Attached now (XDP: in this mode).
+    Attached(Option<XdpAttachMode>),
+    /// Already running the embedded program.
+    Kept,
+    /// Swapped to the embedded program in place.
+    Replaced,
+}
+
 /// One instance's pin directory.
 #[derive(Debug, Clone)]
 pub struct Pins {
@@ -144,9 +154,11 @@ impl Pins {
         let xdp = self.start_xdp(&mut dp, ext)?;
         let tc = self.start_tc(&mut dp, bridge)?;
         let started = match (xdp, tc) {
-            (Some(mode), _) => Started::Fresh(mode),
-            (None, true) => Started::Upgraded,
-            (None, false) => Started::Adopted,
+            (Link::Attached(Some(mode)), _) => Started::Fresh(mode),
+            (Link::Replaced, _) | (_, Link::Replaced) => Started::Upgraded,
+            (Link::Kept, Link::Kept) => Started::Adopted,
+            // One link was pinned and the other not (a half-finished teardown).
+            _ => Started::Upgraded,
         };
         Ok((dp, started))
     }
@@ -162,8 +174,7 @@ impl Pins {
         pinned.tag() == tag && under == Some(pinned.id())
     }
 
-    /// XDP: `Some(mode)` when attached now, `None` when a pinned link was kept or updated.
-    fn start_xdp(&self, dp: &mut Dataplane, ext: &str) -> Result<Option<XdpAttachMode>, PinError> {
+    fn start_xdp(&self, dp: &mut Dataplane, ext: &str) -> Result<Link, PinError> {
         let link_path = self.link("xdp");
         let prog_path = self.prog(PROG_INGRESS);
         let tag = dp
@@ -176,14 +187,14 @@ impl Pins {
                 let pinned = FdLink::from(pinned);
                 if self.current(&pinned, PROG_INGRESS, tag) {
                     tracing::info!(link = %link_path.display(), "adopted the pinned XDP program");
-                    return Ok(None);
+                    return Ok(Link::Kept);
                 }
                 let link = XdpLink::try_from(pinned).map_err(aya_err(&link_path, "not an XDP link"))?;
                 dp.ingress()?
                     .attach_to_link(link)
                     .map_err(aya_err(&link_path, "replace the XDP program"))?;
                 tracing::info!(link = %link_path.display(), "replaced the pinned XDP program with this version's");
-                None
+                Link::Replaced
             }
             Err(e) if not_found(&e) => {
                 let (mode, id) = dp.attach_xdp(ext)?;
@@ -198,7 +209,7 @@ impl Pins {
                     ))?
                     .pin(&link_path)
                     .map_err(aya_err(&link_path, "pin the XDP link"))?;
-                Some(mode)
+                Link::Attached(Some(mode))
             }
             Err(e) => return Err(aya_err(&link_path, "open the pinned XDP link")(e)),
         };
@@ -209,8 +220,8 @@ impl Pins {
         Ok(attached)
     }
 
-    /// TC (TCX link on the bridge's ingress): `true` when a pinned link was updated.
-    fn start_tc(&self, dp: &mut Dataplane, bridge: &str) -> Result<bool, PinError> {
+    /// TC: a TCX link on the bridge's ingress.
+    fn start_tc(&self, dp: &mut Dataplane, bridge: &str) -> Result<Link, PinError> {
         let link_path = self.link("tc");
         let prog_path = self.prog(PROG_EGRESS);
         let tag = dp
@@ -218,12 +229,12 @@ impl Pins {
             .info()
             .map_err(aya_err(&prog_path, "read program info"))?
             .tag();
-        let updated = match PinnedLink::from_pin(&link_path) {
+        let link = match PinnedLink::from_pin(&link_path) {
             Ok(pinned) => {
                 let pinned = FdLink::from(pinned);
                 if self.current(&pinned, PROG_EGRESS, tag) {
                     tracing::info!(link = %link_path.display(), "adopted the pinned TC program");
-                    return Ok(false);
+                    return Ok(Link::Kept);
                 }
                 let link =
                     SchedClassifierLink::try_from(pinned).map_err(aya_err(&link_path, "not a TCX link"))?;
@@ -231,7 +242,7 @@ impl Pins {
                     .attach_to_link(link)
                     .map_err(aya_err(&link_path, "replace the TC program"))?;
                 tracing::info!(link = %link_path.display(), "replaced the pinned TC program with this version's");
-                true
+                Link::Replaced
             }
             Err(e) if not_found(&e) => {
                 let prog = dp.egress()?;
@@ -257,7 +268,7 @@ impl Pins {
                     .pin(&link_path)
                     .map_err(aya_err(&link_path, "pin the TC link"))?;
                 tracing::info!(iface = bridge, "attached {PROG_EGRESS} (TCX ingress)");
-                false
+                Link::Attached(None)
             }
             Err(e) => return Err(aya_err(&link_path, "open the pinned TC link")(e)),
         };
@@ -265,7 +276,7 @@ impl Pins {
         dp.egress()?
             .pin(&prog_path)
             .map_err(aya_err(&prog_path, "pin the egress program"))?;
-        Ok(updated)
+        Ok(link)
     }
 
     /// A pinned binding map (`MAP_DNAT` or `MAP_SNAT`): key -> (address, slot).

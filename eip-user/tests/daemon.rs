@@ -569,6 +569,30 @@ fn a_restart_keeps_traffic_flowing_and_the_state() {
     ))
     .unwrap();
     assert_eq!(status["dataplane"], "adopted");
+
+    // An older program under the XDP link (stood in for by another program pinned where the
+    // ingress program should be): the next daemon swaps its own in with the traffic flowing.
+    lab.stop();
+    let progs = Pins::new(&lab.inst.name).unwrap().root().join("progs");
+    std::fs::remove_file(progs.join("eip_ingress")).unwrap();
+    let pinned = progs.join("eip_egress");
+    let out = std::process::Command::new("bpftool")
+        .args(["prog", "pin", "pinned"])
+        .arg(&pinned)
+        .arg(progs.join("eip_ingress"))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    lab.start();
+    assert!(
+        lab.log()
+            .contains("replaced the pinned XDP program with this version's"),
+        "{}",
+        lab.log()
+    );
+    assert!(flows(&flow, 50), "traffic stopped after the upgrade");
+    assert!(lab.log().contains("started=Upgraded"), "{}", lab.log());
+    assert_eq!(without_counters(lab.list()), before);
     drop(flow);
     lab.stop();
 }
