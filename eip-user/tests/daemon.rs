@@ -72,8 +72,18 @@ impl Lab {
 
     fn start(&mut self) {
         let hosts = self.hosts.to_string_lossy().into_owned();
+        // Loopback is per namespace, so every lab can use the same metrics port.
         let args = [
-            "--ext", EXT_IF, "--bridge", BRIDGE_IF, "--pool", POOL, "--hosts", &hosts,
+            "--ext",
+            EXT_IF,
+            "--bridge",
+            BRIDGE_IF,
+            "--pool",
+            POOL,
+            "--hosts",
+            &hosts,
+            "--metrics",
+            "127.0.0.1:9477",
         ];
         self.daemon = Some(self.inst.start(&args).expect("daemon"));
     }
@@ -205,6 +215,30 @@ fn lifecycle_on_real_interfaces() {
     assert_eq!(row.mac.map(|m| m.0), Some(mac(2)));
     // 6 echoes in, 6 replies out, all through the dataplane (counters survive the move).
     assert!(row.in_packets >= 6 && row.out_packets >= 6, "{row:?}");
+
+    // The same counters as Prometheus metrics.
+    let metrics = lab
+        .topo
+        .hv
+        .exec("curl", &["-sS", "http://127.0.0.1:9477/metrics"])
+        .unwrap_or_else(|e| panic!("{e}\n{}", lab.log()));
+    let metrics = String::from_utf8_lossy(&metrics.stdout);
+    let sample = |name: &str| -> u64 {
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(name).and_then(|v| v.trim().parse().ok()))
+            .unwrap_or_else(|| panic!("no {name} in\n{metrics}"))
+    };
+    assert_eq!(
+        sample("eip_packets_total{eip=\"203.0.113.10\",direction=\"in\"}"),
+        row.in_packets
+    );
+    assert_eq!(sample("eip_bindings"), 2);
+    assert_eq!(sample("eip_reservations"), 2);
+    assert!(
+        metrics.contains("eip_dataplane_packets_total{counter=\"drop_spoofed\"} 0"),
+        "{metrics}"
+    );
 
     // Unbind: the alias goes, traffic stops, the address stays allocated.
     lab.ok(&["unbind", "203.0.113.10"]);
