@@ -45,6 +45,8 @@ fn eip(last: u8) -> Ipv4Addr {
 /// and a started daemon.
 struct Lab {
     daemon: Option<Background>,
+    /// More daemon arguments for the next start.
+    extra: Vec<&'static str>,
     inst: Instance,
     topo: Topology,
     hosts: std::path::PathBuf,
@@ -62,6 +64,7 @@ impl Lab {
         std::fs::write(&hosts, format!("# test reservations\n{text}")).unwrap();
         let mut lab = Lab {
             daemon: None,
+            extra: Vec::new(),
             inst,
             topo,
             hosts,
