@@ -76,7 +76,7 @@ impl Lab {
     fn start(&mut self) {
         let hosts = self.hosts.to_string_lossy().into_owned();
         // Loopback is per namespace, so every lab can use the same metrics port.
-        let args = [
+        let mut args = vec![
             "--ext",
             EXT_IF,
             "--bridge",
@@ -88,6 +88,7 @@ impl Lab {
             "--metrics",
             "127.0.0.1:9477",
         ];
+        args.extend(&self.extra);
         self.daemon = Some(self.inst.start(&args).expect("daemon"));
     }
 
@@ -765,12 +766,28 @@ fn teardown_removes_the_dataplane_pins_and_aliases() {
         "XDP still attached"
     );
 
-    // Without a daemon: start, stop (the dataplane stays), then tear down offline.
+    // Without a daemon: start, stop (the dataplane stays), then tear down offline. This
+    // daemon opens its socket to a group, whose members may use the CLI.
+    lab.extra = vec!["--socket-group", "nogroup"];
     lab.start();
     assert!(
         pings(&lab.topo.outside, eip(10), 1),
         "the store rebuilt the dataplane"
     );
+    let mode = std::fs::metadata(lab.inst.socket()).unwrap().permissions();
+    assert_eq!(std::os::unix::fs::PermissionsExt::mode(&mode) & 0o777, 0o660);
+    let out = {
+        use std::os::unix::process::CommandExt;
+        std::process::Command::new(BIN)
+            .arg("list")
+            .env("EIP_SOCKET", lab.inst.socket())
+            .uid(65534)
+            .gid(65534)
+            .output()
+            .unwrap()
+    };
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("203.0.113.10"));
     lab.stop();
     assert!(pings(&lab.topo.outside, eip(10), 1));
     let said = lab.ok(&["teardown", "--instance", &lab.inst.name]);
