@@ -321,6 +321,10 @@ impl Pins {
                 _ => {}
             }
         }
+        // The shared eip/ directory goes with its last instance (another's keeps it).
+        if let Some(parent) = self.root.parent() {
+            let _ = std::fs::remove_dir(parent);
+        }
         Ok(())
     }
 }
