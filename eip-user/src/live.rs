@@ -34,10 +34,6 @@ impl Live {
         }
     }
 
-    pub fn ext(&self) -> &Link {
-        &self.ext
-    }
-
     /// Re-reads the bridge's forwarding database and points every VM entry at the port its
     /// MAC is on now (0, the kernel path, while unknown). Returns the entries changed.
     pub async fn refresh_ports(&mut self) -> Result<usize, KernelError> {

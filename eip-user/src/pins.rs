@@ -106,10 +106,6 @@ pub struct Pins {
 
 impl Pins {
     pub fn new(instance: &str) -> Result<Pins, PinError> {
-        Self::under(Path::new(BPFFS), instance)
-    }
-
-    pub fn under(base: &Path, instance: &str) -> Result<Pins, PinError> {
         let ok = !instance.is_empty()
             && instance != "."
             && instance != ".."
@@ -120,7 +116,7 @@ impl Pins {
             return Err(PinError::BadInstance(instance.to_owned()));
         }
         Ok(Pins {
-            root: base.join("eip").join(instance),
+            root: Path::new(BPFFS).join("eip").join(instance),
         })
     }
 

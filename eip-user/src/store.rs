@@ -112,10 +112,6 @@ impl Store {
         Ok(store)
     }
 
-    pub fn path(&self) -> &Path {
-        &self.path
-    }
-
     fn err<E: std::error::Error + Send + Sync + 'static>(
         &self,
         what: &'static str,
