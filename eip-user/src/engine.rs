@@ -72,9 +72,6 @@ impl<K: Kernel> Engine<K> {
             store::records(&after),
         )?;
         self.state.apply(&change.writes);
-        // The excerpt's `after` may lack EIPs bound to touched reservations by this very
-        // change; the real state has them.
-        let after = store::excerpt(&self.state, &change.writes);
         let effects = lifecycle::effects(&before, &after, &change.writes);
         self.apply(&effects)
             .await

@@ -400,11 +400,8 @@ pub fn sync_file_hosts(
     for h in &old {
         match next.hosts.get(&h.mac) {
             None => writes.extend(del_host_writes(state, h.mac)),
-            Some(n) if n.ip != h.ip => {
-                // A VM whose reserved address changed keeps its EIP: the binding follows the
-                // reservation (see `effects`).
-                writes.push(Write::PutHost(n.clone()));
-            }
+            // A VM whose reserved address changed keeps its EIP: the binding follows the
+            // reservation (see `effects`).
             Some(n) if n != h => writes.push(Write::PutHost(n.clone())),
             Some(_) => {}
         }

@@ -246,7 +246,8 @@ fn json<T: Serialize>(v: &T) -> String {
 }
 
 /// The records a change touches, as `state` holds them: for the history, and (as a partial
-/// state) for computing the change's kernel effects without copying the whole state.
+/// state) for computing the change's kernel effects without copying the whole state. The
+/// excerpt with the writes applied is the same excerpt of the state after them.
 pub fn excerpt(state: &State, writes: &[Write]) -> State {
     let mut out = State::default();
     let mut macs: Vec<Mac> = Vec::new();
@@ -279,8 +280,13 @@ pub fn excerpt(state: &State, writes: &[Write]) -> State {
             out.eips.insert(e.addr, e.clone());
         }
     }
-    // The reservations the touched EIPs are bound to, so `bound()` resolves in the excerpt.
-    let owners: Vec<Mac> = out.eips.values().filter_map(|e| e.bound).collect();
+    // The reservations the touched EIPs are bound to, before and after the writes, so
+    // `bound()` resolves in the excerpt and in the excerpt with the writes applied.
+    let written = writes.iter().filter_map(|w| match w {
+        Write::PutEip(e) => e.bound,
+        _ => None,
+    });
+    let owners: Vec<Mac> = out.eips.values().filter_map(|e| e.bound).chain(written).collect();
     for m in owners {
         if let Some(h) = state.hosts.get(&m) {
             out.hosts.insert(m, h.clone());
