@@ -88,6 +88,25 @@ pub enum Started {
     Upgraded,
 }
 
+/// A program and the pin name of its link.
+#[derive(Clone, Copy)]
+struct Hook {
+    kind: &'static str,
+    link: &'static str,
+    prog: &'static str,
+}
+
+const XDP: Hook = Hook {
+    kind: "XDP",
+    link: "xdp",
+    prog: PROG_INGRESS,
+};
+const TC: Hook = Hook {
+    kind: "TC",
+    link: "tc",
+    prog: PROG_EGRESS,
+};
+
 /// What became of one pinned link.
 enum Link {
     /// Attached now (XDP: in this mode).
@@ -170,77 +189,87 @@ impl Pins {
         pinned.tag() == tag && under == Some(pinned.id())
     }
 
-    fn start_xdp(&self, dp: &mut Dataplane, ext: &str) -> Result<Link, PinError> {
-        let link_path = self.link("xdp");
-        let prog_path = self.prog(PROG_INGRESS);
+    /// One program's link: kept when the pinned one runs this program, swapped in place when
+    /// it runs another, attached (by `attach`) and pinned when there is none. Then the program
+    /// is pinned (again).
+    fn start_hook(
+        &self,
+        dp: &mut Dataplane,
+        hook: Hook,
+        replace: impl FnOnce(&mut Dataplane, FdLink) -> Result<(), PinError>,
+        attach: impl FnOnce(&mut Dataplane) -> Result<(FdLink, Option<XdpAttachMode>), PinError>,
+    ) -> Result<Link, PinError> {
+        let (kind, link_path, prog_path) = (hook.kind, self.link(hook.link), self.prog(hook.prog));
         let tag = dp
-            .ingress()?
-            .info()
-            .map_err(aya_err(&prog_path, "read program info"))?
-            .tag();
-        let attached = match PinnedLink::from_pin(&link_path) {
-            Ok(pinned) => {
-                let pinned = FdLink::from(pinned);
-                if self.current(&pinned, PROG_INGRESS, tag) {
-                    tracing::info!(link = %link_path.display(), "adopted the pinned XDP program");
-                    return Ok(Link::Kept);
-                }
-                let link = XdpLink::try_from(pinned).map_err(aya_err(&link_path, "not an XDP link"))?;
-                dp.ingress()?
-                    .attach_to_link(link)
-                    .map_err(aya_err(&link_path, "replace the XDP program"))?;
-                tracing::info!(link = %link_path.display(), "replaced the pinned XDP program with this version's");
-                Link::Replaced
-            }
-            Err(e) if not_found(&e) => {
-                let (mode, id) = dp.attach_xdp(ext)?;
-                let link = dp
-                    .ingress()?
-                    .take_link(id)
-                    .map_err(aya_err(&link_path, "take the XDP link"))?;
-                FdLink::try_from(link)
-                    .map_err(aya_err(
-                        &link_path,
-                        "XDP attached without a bpf_link (kernel < 5.9?)",
-                    ))?
-                    .pin(&link_path)
-                    .map_err(aya_err(&link_path, "pin the XDP link"))?;
-                Link::Attached(Some(mode))
-            }
-            Err(e) => return Err(aya_err(&link_path, "open the pinned XDP link")(e)),
-        };
-        remove_if_present(&prog_path)?;
-        dp.ingress()?
-            .pin(&prog_path)
-            .map_err(aya_err(&prog_path, "pin the ingress program"))?;
-        Ok(attached)
-    }
-
-    /// TC: a TCX link on the bridge's ingress.
-    fn start_tc(&self, dp: &mut Dataplane, bridge: &str) -> Result<Link, PinError> {
-        let link_path = self.link("tc");
-        let prog_path = self.prog(PROG_EGRESS);
-        let tag = dp
-            .egress()?
+            .program(hook.prog)?
             .info()
             .map_err(aya_err(&prog_path, "read program info"))?
             .tag();
         let link = match PinnedLink::from_pin(&link_path) {
             Ok(pinned) => {
                 let pinned = FdLink::from(pinned);
-                if self.current(&pinned, PROG_EGRESS, tag) {
-                    tracing::info!(link = %link_path.display(), "adopted the pinned TC program");
+                if self.current(&pinned, hook.prog, tag) {
+                    tracing::info!(link = %link_path.display(), "adopted the pinned {kind} program");
                     return Ok(Link::Kept);
                 }
-                let link =
-                    SchedClassifierLink::try_from(pinned).map_err(aya_err(&link_path, "not a TCX link"))?;
-                dp.egress()?
-                    .attach_to_link(link)
-                    .map_err(aya_err(&link_path, "replace the TC program"))?;
-                tracing::info!(link = %link_path.display(), "replaced the pinned TC program with this version's");
+                replace(dp, pinned)?;
+                tracing::info!(link = %link_path.display(), "replaced the pinned {kind} program with this version's");
                 Link::Replaced
             }
             Err(e) if not_found(&e) => {
+                let (link, mode) = attach(dp)?;
+                link.pin(&link_path)
+                    .map_err(aya_err(&link_path, "pin the link"))?;
+                Link::Attached(mode)
+            }
+            Err(e) => return Err(aya_err(&link_path, "open the pinned link")(e)),
+        };
+        remove_if_present(&prog_path)?;
+        dp.program(hook.prog)?
+            .pin(&prog_path)
+            .map_err(aya_err(&prog_path, "pin the program"))?;
+        Ok(link)
+    }
+
+    fn start_xdp(&self, dp: &mut Dataplane, ext: &str) -> Result<Link, PinError> {
+        let path = self.link(XDP.link);
+        self.start_hook(
+            dp,
+            XDP,
+            |dp, pinned| {
+                let link = XdpLink::try_from(pinned).map_err(aya_err(&path, "not an XDP link"))?;
+                dp.ingress()?
+                    .attach_to_link(link)
+                    .map_err(aya_err(&path, "replace the XDP program"))?;
+                Ok(())
+            },
+            |dp| {
+                let (mode, id) = dp.attach_xdp(ext)?;
+                let link = dp
+                    .ingress()?
+                    .take_link(id)
+                    .map_err(aya_err(&path, "take the XDP link"))?;
+                let link = FdLink::try_from(link)
+                    .map_err(aya_err(&path, "XDP attached without a bpf_link (kernel < 5.9?)"))?;
+                Ok((link, Some(mode)))
+            },
+        )
+    }
+
+    /// TC: a TCX link on the bridge's ingress.
+    fn start_tc(&self, dp: &mut Dataplane, bridge: &str) -> Result<Link, PinError> {
+        let path = self.link(TC.link);
+        self.start_hook(
+            dp,
+            TC,
+            |dp, pinned| {
+                let link = SchedClassifierLink::try_from(pinned).map_err(aya_err(&path, "not a TCX link"))?;
+                dp.egress()?
+                    .attach_to_link(link)
+                    .map_err(aya_err(&path, "replace the TC program"))?;
+                Ok(())
+            },
+            |dp| {
                 let prog = dp.egress()?;
                 let id = prog
                     .attach_with_options(
@@ -253,26 +282,13 @@ impl Pins {
                         iface: bridge.to_owned(),
                         source: Box::new(source),
                     })?;
-                let link = prog
-                    .take_link(id)
-                    .map_err(aya_err(&link_path, "take the TC link"))?;
-                FdLink::try_from(link)
-                    .map_err(aya_err(
-                        &link_path,
-                        "TC attached without a TCX link (kernel < 6.6?)",
-                    ))?
-                    .pin(&link_path)
-                    .map_err(aya_err(&link_path, "pin the TC link"))?;
+                let link = prog.take_link(id).map_err(aya_err(&path, "take the TC link"))?;
+                let link = FdLink::try_from(link)
+                    .map_err(aya_err(&path, "TC attached without a TCX link (kernel < 6.6?)"))?;
                 tracing::info!(iface = bridge, "attached {PROG_EGRESS} (TCX ingress)");
-                Link::Attached(None)
-            }
-            Err(e) => return Err(aya_err(&link_path, "open the pinned TC link")(e)),
-        };
-        remove_if_present(&prog_path)?;
-        dp.egress()?
-            .pin(&prog_path)
-            .map_err(aya_err(&prog_path, "pin the egress program"))?;
-        Ok(link)
+                Ok((link, None))
+            },
+        )
     }
 
     /// A pinned binding map (`MAP_DNAT` or `MAP_SNAT`): key -> (address, slot).
@@ -295,11 +311,11 @@ impl Pins {
     /// Unpins everything: the links go first (that detaches the programs once no process
     /// holds them), then the programs and maps. Missing pins are fine.
     pub fn remove(&self) -> Result<(), PinError> {
-        for name in ["xdp", "tc"] {
-            remove_if_present(&self.link(name))?;
+        for hook in [XDP, TC] {
+            remove_if_present(&self.link(hook.link))?;
         }
-        for name in [PROG_INGRESS, PROG_EGRESS] {
-            remove_if_present(&self.prog(name))?;
+        for hook in [XDP, TC] {
+            remove_if_present(&self.prog(hook.prog))?;
         }
         for name in ALL_MAPS {
             remove_if_present(&self.maps().join(name))?;

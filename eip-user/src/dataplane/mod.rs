@@ -173,6 +173,13 @@ impl Dataplane {
         self.sizes
     }
 
+    /// A program by name, whatever its type (to pin it, or read its kernel info).
+    pub fn program(&mut self, name: &'static str) -> Result<&mut aya::programs::Program, DataplaneError> {
+        self.ebpf
+            .program_mut(name)
+            .ok_or(DataplaneError::MissingProgram { name })
+    }
+
     pub fn ingress(&mut self) -> Result<&mut Xdp, DataplaneError> {
         self.ebpf
             .program_mut(PROG_INGRESS)
