@@ -92,7 +92,8 @@ pub const VM_QUARANTINED: u16 = 1 << 0;
 /// [`Vm::flags`] and [`Lease::flags`]: do not check this VM's source addresses.
 pub const VM_NO_ANTISPOOF: u16 = 1 << 1;
 
-/// Per-binding counters, per CPU.
+/// Per-binding counters, per CPU. Bytes are IPv4 datagram bytes (the total length field),
+/// without the link-layer header.
 #[repr(C)]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct EipStats {
