@@ -15,6 +15,7 @@
 //! | `POST /v1/pools`             | `{"cidr"}`                        | [`Done`]              |
 //! | `DELETE /v1/pools/{addr}/{len}` |                                | [`Done`]              |
 //! | `POST /v1/quarantine`        | `{"target", "on"}`                | [`Done`]              |
+//! | `GET /v1/leases`             |                                   | [`Leases`]            |
 //! | `GET /v1/stats`              |                                   | [`Stats`]             |
 //! | `GET /v1/history?limit=N`    |                                   | `[`[`Entry`]`]`       |
 //! | `POST /v1/shutdown`          | `{"teardown": bool}`              | [`Done`]              |
@@ -40,7 +41,7 @@ use crate::{
     engine::{Engine, EngineError},
     kernel::Kernel,
     lifecycle::{self, Refusal, Target},
-    state::{Host, Mac, State, usable},
+    state::{Declined, Host, Lease, Mac, State, usable},
 };
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -64,6 +65,32 @@ pub struct Status {
     /// How the daemon found the dataplane: fresh, adopted or upgraded.
     pub dataplane: String,
     pub version: String,
+    /// The DHCP server's settings, when it runs.
+    pub dhcp: Option<DhcpStatus>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct DhcpStatus {
+    pub lease_time: u32,
+    /// The dynamic range, or none (reservations only).
+    pub range: Option<String>,
+}
+
+/// The DHCP leases and declined addresses, with the daemon's clock to read expiries against.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Leases {
+    /// Seconds since the Unix epoch.
+    pub now: u64,
+    pub leases: Vec<LeaseRow>,
+    pub declined: Vec<Declined>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct LeaseRow {
+    #[serde(flatten)]
+    pub lease: Lease,
+    /// Whether the address is the MAC's reservation (else it came from the dynamic range).
+    pub reserved: bool,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
@@ -99,6 +126,8 @@ pub struct Stats {
     pub eips: Vec<EipRow>,
     /// Dataplane counters by name (drops by reason among them).
     pub counters: Vec<(String, u64)>,
+    /// The DHCP server's counters, when it runs.
+    pub dhcp: Option<crate::dhcp::Counts>,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -154,6 +183,7 @@ pub struct Shared<K> {
     pub status: Status,
     /// Set to `Some(teardown)` to stop the daemon.
     pub shutdown: watch::Sender<Option<bool>>,
+    pub dhcp: Option<Arc<crate::dhcp::Stats>>,
 }
 
 /// An error answer.
@@ -229,6 +259,7 @@ pub fn router<K: Kernel + Sync>(shared: Arc<Shared<K>>) -> Router {
         .route("/v1/pools", get(pools::<K>).post(pool_add::<K>))
         .route("/v1/pools/{addr}/{len}", delete(pool_del::<K>))
         .route("/v1/quarantine", post(quarantine::<K>))
+        .route("/v1/leases", get(leases::<K>))
         .route("/v1/stats", get(stats::<K>))
         .route("/v1/history", get(history::<K>))
         .route("/v1/shutdown", post(shutdown::<K>))
@@ -329,7 +360,7 @@ async fn host_add<K: Kernel + Sync>(AxState(sh): Sh<K>, Body(r): Body<HostReq>) 
 
 async fn host_del<K: Kernel + Sync>(AxState(sh): Sh<K>, Path(key): Path<String>) -> Answer {
     let mut en = sh.engine.lock().await;
-    let change = lifecycle::host_del(en.state(), &key);
+    let change = lifecycle::host_del(en.state(), &en.limits, &key);
     done(en.run(&format!("host del {key}"), change).await?)
 }
 
@@ -397,7 +428,25 @@ async fn stats<K: Kernel + Sync>(AxState(sh): Sh<K>) -> Result<Json<Stats>, Fail
             .into_iter()
             .map(|(c, v)| (c.name().to_owned(), v))
             .collect(),
+        dhcp: sh.dhcp.as_ref().map(|d| d.counts()),
     }))
+}
+
+async fn leases<K: Kernel + Sync>(AxState(sh): Sh<K>) -> Json<Leases> {
+    let en = sh.engine.lock().await;
+    let s = en.state();
+    Json(Leases {
+        now: crate::dhcp::now(),
+        leases: s
+            .leases
+            .values()
+            .map(|l| LeaseRow {
+                lease: l.clone(),
+                reserved: s.hosts.get(&l.mac).is_some_and(|h| h.ip == l.ip),
+            })
+            .collect(),
+        declined: s.declined.values().cloned().collect(),
+    })
 }
 
 async fn history<K: Kernel + Sync>(

@@ -14,11 +14,11 @@ use ipnet::Ipv4Net;
 
 use crate::{
     api::{
-        AllocReq, BindReq, Done, EipReq, EipRow, EipState, Entry, HostReq, PoolReq, PoolRow, QuarantineReq,
-        ShutdownReq, Stats, Status,
+        AllocReq, BindReq, Done, EipReq, EipRow, EipState, Entry, HostReq, Leases, PoolReq, PoolRow,
+        QuarantineReq, ShutdownReq, Stats, Status,
     },
     client::{Client, ClientError},
-    state::{Host, Mac},
+    state::{Host, Mac, Range},
 };
 
 pub const DEFAULT_SOCKET: &str = "/run/eip/eip.sock";
@@ -41,7 +41,7 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the daemon in the foreground (logs to stderr).
-    Daemon(DaemonArgs),
+    Daemon(Box<DaemonArgs>),
     /// Bind EIP to a VM (host name, MAC or private IP); allocates a free pool address, moves a
     /// bound one.
     Bind {
@@ -70,6 +70,11 @@ pub enum Command {
     Pool(PoolCommand),
     /// Dataplane counters: per EIP, and drops by reason.
     Stats {
+        #[arg(long)]
+        json: bool,
+    },
+    /// The DHCP leases with their expiry, and the addresses clients declined.
+    Leases {
         #[arg(long)]
         json: bool,
     },
@@ -159,6 +164,28 @@ pub struct DaemonArgs {
     /// Binding capacity of the dataplane maps (fixed when the maps are first created).
     #[arg(long, default_value_t = eip_common::maps::DEFAULT_MAX_BINDINGS)]
     pub max_bindings: u32,
+    /// Do not run the DHCP server (for hosts that keep their own on the bridge).
+    #[arg(long)]
+    pub no_dhcp: bool,
+    /// Also lease addresses from START-END (inside the bridge subnet) to MACs without a
+    /// reservation; without it only reserved MACs get an address.
+    #[arg(long, value_name = "START-END")]
+    pub dhcp_range: Option<Range>,
+    /// DNS servers to hand out (repeat or comma-separate); none unless given.
+    #[arg(long, value_name = "IP", value_delimiter = ',')]
+    pub dns: Vec<Ipv4Addr>,
+    /// The domain name to hand out.
+    #[arg(long)]
+    pub domain: Option<String>,
+    /// How long a lease lasts (renewal at half, rebinding at seven eighths).
+    #[arg(long, default_value = "12h", value_name = "DURATION")]
+    pub lease_time: humantime::Duration,
+    /// The interface MTU to hand out.
+    #[arg(long, value_parser = clap::value_parser!(u16).range(68..))]
+    pub mtu: Option<u16>,
+    /// Run `PATH add|old|del MAC IP [HOSTNAME]` on each new, renewed and ended lease.
+    #[arg(long, value_name = "PATH")]
+    pub lease_script: Option<PathBuf>,
 }
 
 /// How a client command ended.
@@ -213,6 +240,37 @@ fn print_rows(rows: &[EipRow]) {
             r.in_bytes,
             r.out_packets,
             r.out_bytes
+        );
+    }
+}
+
+fn print_leases(l: &Leases) {
+    let at = |secs: u64| {
+        humantime::format_rfc3339_seconds(std::time::UNIX_EPOCH + Duration::from_secs(secs)).to_string()
+    };
+    println!(
+        "{:<17} {:<15} {:<16} {:<8} {:<20} LEFT",
+        "MAC", "IP", "HOSTNAME", "KIND", "EXPIRES"
+    );
+    for r in &l.leases {
+        let left = Duration::from_secs(r.lease.expires.saturating_sub(l.now));
+        println!(
+            "{:<17} {:<15} {:<16} {:<8} {:<20} {}",
+            r.lease.mac,
+            r.lease.ip,
+            opt(&r.lease.hostname),
+            if r.reserved { "reserved" } else { "dynamic" },
+            at(r.lease.expires),
+            humantime::format_duration(left)
+        );
+    }
+    for d in &l.declined {
+        println!(
+            "declined: {} by {} at {} (offered again after {})",
+            d.ip,
+            d.mac,
+            at(d.at),
+            at(d.at + crate::lifecycle::DECLINE_BACKOFF)
         );
     }
 }
@@ -297,7 +355,25 @@ pub async fn run(socket: PathBuf, command: Command) -> Result<(), CliError> {
                 for (name, v) in &s.counters {
                     println!("{name:<24} {v:>12}");
                 }
+                if let Some(d) = &s.dhcp {
+                    println!();
+                    println!("{:<30} {:>12}", "DHCP", "MESSAGES");
+                    let all = [
+                        ("received", &d.received),
+                        ("sent", &d.sent),
+                        ("dropped", &d.dropped),
+                    ];
+                    for (what, list) in all {
+                        for (name, v) in list {
+                            println!("{:<30} {v:>12}", format!("{what} {name}"));
+                        }
+                    }
+                }
             }
+        }
+        Command::Leases { json } => {
+            let l: Leases = c.get("/v1/leases").await?;
+            if json { print_json(&l) } else { print_leases(&l) }
         }
         Command::History { json } => {
             let h: Vec<Entry> = c.get("/v1/history").await?;

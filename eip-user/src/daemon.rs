@@ -22,6 +22,7 @@ use crate::{
     api::{self, Shared, Status},
     cli::DaemonArgs,
     dataplane::{DataplaneError, Sizes},
+    dhcp::{self, service::DhcpError},
     engine::{Engine, EngineError},
     hostsfile,
     kernel::KernelError,
@@ -60,6 +61,54 @@ pub enum DaemonError {
     NoGroup(String),
     #[error("pool {0} from the command line: {1}")]
     Pool(Ipv4Net, Refusal),
+    #[error("DHCP settings: {0}")]
+    DhcpSettings(String),
+    #[error(transparent)]
+    Dhcp(#[from] DhcpError),
+}
+
+/// The DHCP server's settings from the command line, checked against the bridge's subnet;
+/// `None` with `--no-dhcp`.
+fn dhcp_settings(
+    args: &DaemonArgs,
+    limits: &lifecycle::Limits,
+) -> Result<Option<dhcp::Settings>, DaemonError> {
+    if args.no_dhcp {
+        return Ok(None);
+    }
+    let bad = |m: String| Err(DaemonError::DhcpSettings(m));
+    let secs = args.lease_time.as_secs();
+    if !(dhcp::MIN_LEASE_TIME..=u64::from(u32::MAX - 1)).contains(&secs) {
+        return bad(format!(
+            "--lease-time {} is out of range ({} s to 136 years)",
+            args.lease_time,
+            dhcp::MIN_LEASE_TIME
+        ));
+    }
+    let net = limits.private;
+    if let Some(r) = args.dhcp_range {
+        for end in [r.start, r.end] {
+            if !net.contains(&end) || end == net.network() || end == net.broadcast() {
+                return bad(format!(
+                    "--dhcp-range {r} is not inside the bridge subnet {net}'s hosts"
+                ));
+            }
+        }
+    }
+    if let Some(d) = &args.domain
+        && !lifecycle::valid_name(d)
+    {
+        return bad(format!("--domain {d:?} is not a valid domain name"));
+    }
+    Ok(Some(dhcp::Settings {
+        server: limits.gateway,
+        net,
+        lease_time: secs as u32,
+        dns: args.dns.clone(),
+        domain: args.domain.clone(),
+        mtu: args.mtu,
+        range: args.dhcp_range,
+    }))
 }
 
 fn io_err(path: &Path, what: &'static str) -> impl FnOnce(std::io::Error) -> DaemonError {
@@ -161,7 +210,9 @@ pub async fn run(args: DaemonArgs, socket: PathBuf) -> Result<(), DaemonError> {
         private: bridge_net.trunc(),
         gateway: bridge_net.addr(),
         max_slots: args.max_bindings,
+        dynamic: if args.no_dhcp { None } else { args.dhcp_range },
     };
+    let dhcp_settings = dhcp_settings(&args, &limits)?;
     tracing::info!(private = %limits.private, gateway = %limits.gateway, "read from {}", bridge.name);
     // The store first: it refuses a second daemon on the same state before anything changes.
     let store = Store::open(&args.state_dir)?;
@@ -185,6 +236,9 @@ pub async fn run(args: DaemonArgs, socket: PathBuf) -> Result<(), DaemonError> {
     let mut live = Live::new(dp, nl.clone(), ext.clone(), bridge.clone());
     live.refresh_ports().await?;
     let mut engine = Engine::new(store, live, limits)?;
+    if let Some(path) = &args.lease_script {
+        engine.events = Some(dhcp::script::spawn(path.clone(), bridge.name.clone()));
+    }
 
     for pool in &args.pools {
         let pool = pool.trunc();
@@ -201,6 +255,24 @@ pub async fn run(args: DaemonArgs, socket: PathBuf) -> Result<(), DaemonError> {
             Err(e) => return Err(e.into()),
         }
     }
+    // Leases the settings no longer back (the range changed) end; expired ones end; the lease
+    // script hears of the rest as "old", as dnsmasq's does at start.
+    let stale = lifecycle::stale_leases(engine.state(), &limits);
+    if !stale.is_empty() {
+        let change = lifecycle::Change {
+            message: format!("{} leases the DHCP settings no longer allow ended", stale.len()),
+            writes: stale,
+        };
+        engine.run("dhcp settings (start)", Ok(change)).await?;
+    }
+    expire(&mut engine).await;
+    let live_leases = engine.state().leases.values().cloned();
+    let old = live_leases.map(|lease| lifecycle::LeaseEvent {
+        verb: lifecycle::LeaseVerb::Old,
+        lease,
+    });
+    engine.emit(old.collect());
+    let dhcp_stats = dhcp_settings.as_ref().map(|_| Arc::new(dhcp::Stats::default()));
     let (stop_tx, mut stop_rx) = watch::channel(None);
     let shared = Arc::new(Shared {
         engine: Mutex::new(engine),
@@ -218,8 +290,13 @@ pub async fn run(args: DaemonArgs, socket: PathBuf) -> Result<(), DaemonError> {
             }
             .into(),
             version: env!("CARGO_PKG_VERSION").into(),
+            dhcp: dhcp_settings.as_ref().map(|d| api::DhcpStatus {
+                lease_time: d.lease_time,
+                range: d.range.map(|r| r.to_string()),
+            }),
         },
         shutdown: stop_tx,
+        dhcp: dhcp_stats.clone(),
     });
     let mut hosts_print = None;
     if let Some(path) = &args.hosts {
@@ -242,6 +319,12 @@ pub async fn run(args: DaemonArgs, socket: PathBuf) -> Result<(), DaemonError> {
             .await
     });
     tracing::info!(socket = %socket.display(), "serving");
+    if let (Some(settings), Some(stats)) = (dhcp_settings, dhcp_stats) {
+        let server = dhcp::service::Server::new(settings, bridge.clone(), stats)?;
+        tokio::spawn(server.run(shared.clone(), stop_rx.clone()));
+    } else {
+        tracing::info!("DHCP server off (--no-dhcp)");
+    }
 
     let mut term = signal(SignalKind::terminate()).map_err(io_err(&socket, "install signal handlers"))?;
     let mut int = signal(SignalKind::interrupt()).map_err(io_err(&socket, "install signal handlers"))?;
@@ -274,6 +357,7 @@ pub async fn run(args: DaemonArgs, socket: PathBuf) -> Result<(), DaemonError> {
                     }
                 }
                 let mut en = shared.engine.lock().await;
+                expire(&mut en).await;
                 en.reconcile_if_dirty().await;
                 if ticks.is_multiple_of(2)
                     && let Err(e) = en.kernel.refresh_ports().await
@@ -313,6 +397,18 @@ pub async fn run(args: DaemonArgs, socket: PathBuf) -> Result<(), DaemonError> {
     }
     let _ = std::fs::remove_file(&socket);
     Ok(())
+}
+
+/// Ends the leases and declines whose time is up.
+async fn expire(engine: &mut Engine<Live>) {
+    let change = lifecycle::expire(engine.state(), dhcp::now());
+    if change.writes.is_empty() {
+        return;
+    }
+    let message = change.message.clone();
+    if let Err(e) = engine.run(&message, Ok(change)).await {
+        tracing::error!(error = %api::error_chain(&e), "lease expiry");
+    }
 }
 
 /// The only pinned instance, for `eip teardown` without a daemon or --instance.

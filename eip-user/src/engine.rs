@@ -6,7 +6,7 @@
 
 use crate::{
     kernel::{Kernel, KernelError, reconcile},
-    lifecycle::{self, Change, Effect, Limits, Refusal},
+    lifecycle::{self, Change, Effect, LeaseEvent, Limits, Refusal},
     state::State,
     store::{self, Store, StoreError},
 };
@@ -31,6 +31,8 @@ pub struct Engine<K> {
     pub limits: Limits,
     /// The kernel may differ from the state (an effect failed): reconcile soon.
     pub dirty: bool,
+    /// Where lease events go (the lease script), if anywhere.
+    pub events: Option<tokio::sync::mpsc::Sender<LeaseEvent>>,
 }
 
 impl<K: Kernel> Engine<K> {
@@ -41,6 +43,7 @@ impl<K: Kernel> Engine<K> {
             kernel,
             limits,
             dirty: true,
+            events: None,
         })
     }
 
@@ -72,12 +75,23 @@ impl<K: Kernel> Engine<K> {
             store::records(&after),
         )?;
         self.state.apply(&change.writes);
+        self.emit(lifecycle::lease_events(&before, &after, &change.writes));
         let effects = lifecycle::effects(&before, &after, &change.writes);
         self.apply(&effects)
             .await
             .map_err(|source| EngineError::Kernel { source })?;
         tracing::info!(command, "{}", change.message);
         Ok(change.message)
+    }
+
+    /// Hands lease events to the lease script without waiting for it.
+    pub fn emit(&self, events: Vec<LeaseEvent>) {
+        let Some(tx) = &self.events else { return };
+        for ev in events {
+            if let Err(e) = tx.try_send(ev) {
+                tracing::warn!(error = %e, "lease script queue full; event not run");
+            }
+        }
     }
 
     async fn apply(&mut self, effects: &[Effect]) -> Result<(), KernelError> {
@@ -124,6 +138,7 @@ mod tests {
             private: "192.168.6.0/24".parse().unwrap(),
             gateway: "192.168.6.22".parse().unwrap(),
             max_slots: 16,
+            dynamic: None,
         }
     }
 

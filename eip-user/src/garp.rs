@@ -1,7 +1,7 @@
 //! Gratuitous ARP: tells the segment that an EIP now lives behind this host's MAC, so the
 //! upstream router updates its ARP cache at once instead of when the entry expires.
 
-use std::{io, net::Ipv4Addr, os::fd::AsRawFd};
+use std::{io, net::Ipv4Addr};
 
 /// The frame RFC 5227 calls an ARP announcement: a broadcast request whose sender and target
 /// protocol addresses are both the announced address.
@@ -24,36 +24,7 @@ pub fn announcement(mac: [u8; 6], addr: Ipv4Addr) -> [u8; 42] {
 
 /// Sends the announcement of `addr` out of interface `ifindex` (whose MAC is `mac`).
 pub fn announce(ifindex: u32, mac: [u8; 6], addr: Ipv4Addr) -> io::Result<()> {
-    let frame = announcement(mac, addr);
-    // SAFETY: a plain socket(2) call; the fd is owned below.
-    let fd = unsafe { libc::socket(libc::AF_PACKET, libc::SOCK_RAW | libc::SOCK_CLOEXEC, 0) };
-    if fd < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: fd is a fresh, valid descriptor that nothing else owns.
-    let sock = unsafe { <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) };
-    // SAFETY: sockaddr_ll is plain old data; zeroed is a valid value.
-    let mut sa: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
-    sa.sll_family = libc::AF_PACKET as u16;
-    sa.sll_protocol = 0x0806u16.to_be();
-    sa.sll_ifindex = ifindex as i32;
-    sa.sll_halen = 6;
-    sa.sll_addr[..6].copy_from_slice(&[0xff; 6]);
-    // SAFETY: the buffer and address are valid for the lengths given.
-    let n = unsafe {
-        libc::sendto(
-            sock.as_raw_fd(),
-            frame.as_ptr().cast(),
-            frame.len(),
-            0,
-            (&sa as *const libc::sockaddr_ll).cast(),
-            std::mem::size_of::<libc::sockaddr_ll>() as u32,
-        )
-    };
-    if n < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(())
+    crate::ether::PacketSocket::open()?.send(ifindex, &announcement(mac, addr))
 }
 
 #[cfg(test)]

@@ -34,10 +34,9 @@ impl KernelView {
     /// The view a state asks for.
     pub fn desired(state: &State) -> KernelView {
         let mut v = KernelView::default();
-        for h in state.hosts.values() {
-            let flags = State::guest_flags(h);
-            v.vms.insert(h.ip, (h.mac, flags));
-            v.macs.insert(h.mac, (h.ip, flags));
+        for (mac, (ip, flags)) in state.guests() {
+            v.vms.insert(ip, (mac, flags));
+            v.macs.insert(mac, (ip, flags));
         }
         for (eip, b) in state.bindings() {
             v.dnat.insert(eip, (b.private, b.slot));

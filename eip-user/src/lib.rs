@@ -3,15 +3,17 @@
 //! What happens to a packet lives in `eip-ebpf` (and `eip-common`'s rewrite); this crate is
 //! the control side: [`lifecycle`] (the operator verbs, pure), [`store`] (durable state),
 //! [`engine`] (store, then kernel), [`kernel`] (the adapter and reconciliation), [`live`] (the
-//! real kernel: pinned dataplane, [`netlink`], [`garp`]), [`api`] and [`client`] (the socket),
-//! [`cli`] and [`daemon`].
+//! real kernel: pinned dataplane, [`netlink`], [`garp`]), [`dhcp`] (the DHCP server on the
+//! bridge), [`api`] and [`client`] (the socket), [`cli`] and [`daemon`].
 
 pub mod api;
 pub mod cli;
 pub mod client;
 pub mod daemon;
 pub mod dataplane;
+pub mod dhcp;
 pub mod engine;
+pub mod ether;
 pub mod garp;
 pub mod hostsfile;
 pub mod kernel;

@@ -8,15 +8,16 @@ use std::{collections::BTreeSet, fmt, net::Ipv4Addr, str::FromStr};
 use ipnet::Ipv4Net;
 use serde::{Deserialize, Serialize};
 
-use crate::state::{Bound, Eip, Host, Mac, Source, State, Write, is_usable, usable};
+use crate::state::{Bound, Eip, Host, Lease, Mac, Range, Source, State, Write, is_usable, usable};
 
-/// What reservations and pools must fit: the bridge's subnet and address, and the number of
-/// statistics slots (the dataplane's binding capacity).
+/// What reservations, leases and pools must fit: the bridge's subnet and address, the number
+/// of statistics slots (the dataplane's binding capacity), and the DHCP dynamic range.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Limits {
     pub private: Ipv4Net,
     pub gateway: Ipv4Addr,
     pub max_slots: u32,
+    pub dynamic: Option<Range>,
 }
 
 /// A VM as the operator names it: a reservation's host name, MAC or private IP.
@@ -312,8 +313,32 @@ pub fn host_add(
     check_host(state, limits, &host)?;
     Ok(Change {
         message: format!("reserved {ip} for {mac}"),
-        writes: vec![Write::PutHost(host)],
+        writes: with_stale_leases(state, limits, vec![Write::PutHost(host)]),
     })
+}
+
+/// The leases a state no longer backs: a reserved MAC's lease of another address (its
+/// reservation changed), and a lease of an address that is neither the MAC's reservation nor
+/// a free address of the dynamic range. Such a client is NAKed on its next renewal.
+pub fn stale_leases(state: &State, limits: &Limits) -> Vec<Write> {
+    let reserved: BTreeSet<Ipv4Addr> = state.hosts.values().map(|h| h.ip).collect();
+    state
+        .leases
+        .values()
+        .filter(|l| match state.hosts.get(&l.mac) {
+            Some(h) => h.ip != l.ip,
+            None => !limits.dynamic.is_some_and(|r| r.contains(l.ip)) || reserved.contains(&l.ip),
+        })
+        .map(|l| Write::DelLease(l.mac))
+        .collect()
+}
+
+/// `writes`, then the lease deletions the state after them calls for.
+fn with_stale_leases(state: &State, limits: &Limits, mut writes: Vec<Write>) -> Vec<Write> {
+    let mut next = state.clone();
+    next.apply(&writes);
+    writes.extend(stale_leases(&next, limits));
+    writes
 }
 
 /// Deleting a reservation recycles its EIP: unbound and returned to the pool.
@@ -325,7 +350,7 @@ fn del_host_writes(state: &State, mac: Mac) -> Vec<Write> {
     writes
 }
 
-pub fn host_del(state: &State, key: &str) -> Result<Change, Refusal> {
+pub fn host_del(state: &State, limits: &Limits, key: &str) -> Result<Change, Refusal> {
     let target = match key.parse::<Mac>() {
         Ok(mac) => Target::Mac(mac),
         Err(_) if valid_name(key) => Target::Name(key.to_owned()),
@@ -335,7 +360,7 @@ pub fn host_del(state: &State, key: &str) -> Result<Change, Refusal> {
     if host.source == Source::File {
         return Err(Refusal::FromFile(host.mac));
     }
-    let writes = del_host_writes(state, host.mac);
+    let writes = with_stale_leases(state, limits, del_host_writes(state, host.mac));
     let mut message = format!("deleted the reservation of {}", host_label(host));
     if let Some(e) = state.eip_of(host.mac) {
         message += &format!("; {} returned to the pool", e.addr);
@@ -411,6 +436,7 @@ pub fn sync_file_hosts(
             writes.push(Write::PutHost(next.hosts[mac].clone()));
         }
     }
+    let writes = with_stale_leases(state, limits, writes);
     let message = format!(
         "hosts file: {} reservations, {} lines skipped",
         in_file.len(),
@@ -488,6 +514,90 @@ pub fn quarantine(state: &State, target: &Target, on: bool) -> Result<Change, Re
     })
 }
 
+/// How long a declined address stays out of offers (dnsmasq's DECLINE_BACKOFF).
+pub const DECLINE_BACKOFF: u64 = 600;
+
+/// What time ends: leases past their expiry, and declined addresses past the back-off.
+pub fn expire(state: &State, now: u64) -> Change {
+    let leases: Vec<&Lease> = state.leases.values().filter(|l| l.expires <= now).collect();
+    let declined: Vec<Ipv4Addr> = state
+        .declined
+        .values()
+        .filter(|d| d.at.saturating_add(DECLINE_BACKOFF) <= now)
+        .map(|d| d.ip)
+        .collect();
+    let mut parts = Vec::new();
+    if !leases.is_empty() {
+        let list: Vec<String> = leases.iter().map(|l| format!("{} ({})", l.ip, l.mac)).collect();
+        parts.push(format!("leases expired: {}", list.join(", ")));
+    }
+    if !declined.is_empty() {
+        let list: Vec<String> = declined.iter().map(Ipv4Addr::to_string).collect();
+        parts.push(format!("declined addresses usable again: {}", list.join(", ")));
+    }
+    Change {
+        writes: leases
+            .iter()
+            .map(|l| Write::DelLease(l.mac))
+            .chain(declined.into_iter().map(Write::DelDeclined))
+            .collect(),
+        message: parts.join("; "),
+    }
+}
+
+/// What a lease script is told (dnsmasq's `--dhcp-script` verbs).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LeaseVerb {
+    Add,
+    Old,
+    Del,
+}
+
+impl LeaseVerb {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LeaseVerb::Add => "add",
+            LeaseVerb::Old => "old",
+            LeaseVerb::Del => "del",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LeaseEvent {
+    pub verb: LeaseVerb,
+    pub lease: Lease,
+}
+
+/// The lease events a change makes, from the leases it touched: a new lease is `add`, a
+/// renewal of the same address `old`, an ended one `del` (an address change is `del`, `add`).
+pub fn lease_events(before: &State, after: &State, writes: &[Write]) -> Vec<LeaseEvent> {
+    let macs: BTreeSet<Mac> = writes
+        .iter()
+        .filter_map(|w| match w {
+            Write::PutLease(l) => Some(l.mac),
+            Write::DelLease(m) => Some(*m),
+            _ => None,
+        })
+        .collect();
+    let mut out = Vec::new();
+    for mac in macs {
+        let (l0, l1) = (before.leases.get(&mac), after.leases.get(&mac));
+        let event = |verb, l: &Lease| LeaseEvent {
+            verb,
+            lease: l.clone(),
+        };
+        match (l0, l1) {
+            (Some(a), Some(b)) if a.ip == b.ip => out.push(event(LeaseVerb::Old, b)),
+            (a, b) => {
+                out.extend(a.map(|a| event(LeaseVerb::Del, a)));
+                out.extend(b.map(|b| event(LeaseVerb::Add, b)));
+            }
+        }
+    }
+    out
+}
+
 /// Kernel work, in the order it must run.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Effect {
@@ -560,13 +670,19 @@ pub fn effects(before: &State, after: &State, writes: &[Write]) -> Vec<Effect> {
             Write::DelHost(m) => {
                 macs.insert(*m);
             }
+            Write::PutLease(l) => {
+                macs.insert(l.mac);
+            }
+            Write::DelLease(m) => {
+                macs.insert(*m);
+            }
             Write::PutEip(e) => {
                 eips.insert(e.addr);
             }
             Write::DelEip(a) => {
                 eips.insert(*a);
             }
-            Write::PutPool(_) | Write::DelPool(_) => {}
+            Write::PutPool(_) | Write::DelPool(_) | Write::PutDeclined(_) | Write::DelDeclined(_) => {}
         }
     }
     for s in [before, after] {
@@ -579,22 +695,21 @@ pub fn effects(before: &State, after: &State, writes: &[Write]) -> Vec<Effect> {
     }
     let mut out = Vec::new();
     for mac in &macs {
-        let (h0, h1) = (before.hosts.get(mac), after.hosts.get(mac));
-        let guest = |h: &Host| (h.ip, State::guest_flags(h));
-        if h0.map(guest) == h1.map(guest) {
+        let (g0, g1) = (before.guest(*mac), after.guest(*mac));
+        if g0 == g1 {
             continue;
         }
-        if let Some(h0) = h0.filter(|h0| h1.is_none_or(|h1| h1.ip != h0.ip)) {
+        if let Some((ip0, _)) = g0.filter(|g0| g1.is_none_or(|g1| g1.0 != g0.0)) {
             out.push(Effect::DelGuest {
-                private: h0.ip,
+                private: ip0,
                 mac: *mac,
             });
         }
-        if let Some(h1) = h1 {
+        if let Some((ip1, flags)) = g1 {
             out.push(Effect::SetGuest {
-                private: h1.ip,
+                private: ip1,
                 mac: *mac,
-                flags: State::guest_flags(h1),
+                flags,
             });
         }
     }

@@ -3,7 +3,7 @@
 
 use std::{collections::HashMap, net::Ipv4Addr};
 
-use eip_common::maps::{Counter, EipStats, MAP_DNAT, MAP_SNAT};
+use eip_common::maps::{Counter, EipStats, MAP_DNAT, MAP_SNAT, Vm};
 
 use crate::{
     dataplane::Dataplane,
@@ -21,6 +21,9 @@ pub struct Live {
     bridge: Link,
     /// MAC -> bridge port, from the last FDB dump.
     fdb: HashMap<[u8; 6], u32>,
+    /// The VM entries as last written or read, so a port refresh compares against memory
+    /// instead of reading every entry back from the kernel. `None` until first read.
+    guests: Option<HashMap<Ipv4Addr, Vm>>,
 }
 
 impl Live {
@@ -31,6 +34,7 @@ impl Live {
             ext,
             bridge,
             fdb: HashMap::new(),
+            guests: None,
         }
     }
 
@@ -38,8 +42,13 @@ impl Live {
     /// MAC is on now (0, the kernel path, while unknown). Returns the entries changed.
     pub async fn refresh_ports(&mut self) -> Result<usize, KernelError> {
         self.fdb = self.nl.fdb(self.bridge.index).await?;
+        let mut guests = match self.guests.take() {
+            Some(g) => g,
+            None => self.dp.vms()?.into_iter().collect(),
+        };
         let mut changed = 0;
-        for (ip, vm) in self.dp.vms()? {
+        let mut result = Ok(());
+        for (&ip, vm) in guests.iter_mut() {
             let port = self.fdb.get(&vm.mac).copied().unwrap_or(0);
             if port != vm.port_ifindex {
                 tracing::info!(
@@ -49,11 +58,26 @@ impl Live {
                     to = port,
                     "VM's bridge port changed"
                 );
-                self.dp.set_guest(ip, vm.mac, port, vm.flags)?;
+                if let Err(e) = self.dp.set_guest(ip, vm.mac, port, vm.flags) {
+                    result = Err(e);
+                    break;
+                }
+                vm.port_ifindex = port;
                 changed += 1;
             }
         }
+        self.guests = Some(guests);
+        result?;
         Ok(changed)
+    }
+
+    /// Makes sure the VM entry of `mac` points at its bridge port: a DHCP client that just
+    /// got its lease has just been learned by the bridge.
+    pub async fn learn_port(&mut self, mac: [u8; 6]) -> Result<(), KernelError> {
+        if !self.fdb.contains_key(&mac) {
+            self.refresh_ports().await?;
+        }
+        Ok(())
     }
 }
 
@@ -64,10 +88,27 @@ impl Kernel for Live {
             Effect::Bind { .. } | Effect::Unbind { .. } | Effect::ForgetSnat { .. } => {
                 apply_binding(&mut self.dp, effect)?
             }
-            Effect::DelGuest { private, mac } => self.dp.del_guest(private, mac.0)?,
+            Effect::DelGuest { private, mac } => {
+                self.dp.del_guest(private, mac.0)?;
+                if let Some(g) = &mut self.guests
+                    && g.get(&private).is_some_and(|vm| vm.mac == mac.0)
+                {
+                    g.remove(&private);
+                }
+            }
             Effect::SetGuest { private, mac, flags } => {
                 let port = self.fdb.get(&mac.0).copied().unwrap_or(0);
-                self.dp.set_guest(private, mac.0, port, flags)?
+                self.dp.set_guest(private, mac.0, port, flags)?;
+                if let Some(g) = &mut self.guests {
+                    g.insert(
+                        private,
+                        Vm {
+                            port_ifindex: port,
+                            mac: mac.0,
+                            flags,
+                        },
+                    );
+                }
             }
             Effect::AddAlias(eip) => self.nl.add_alias(self.ext.index, eip).await?,
             Effect::DelAlias(eip) => self.nl.del_alias(self.ext.index, eip).await?,
@@ -88,14 +129,13 @@ impl Kernel for Live {
                 .map(|(k, b)| (k, (Ipv4Addr::from_bits(b.addr), b.slot)))
                 .collect()
         };
-        Ok(KernelView {
+        let vms = self.dp.vms()?;
+        let view = KernelView {
             dnat: pairs(self.dp.binding_entries(MAP_DNAT)?),
             snat: pairs(self.dp.binding_entries(MAP_SNAT)?),
-            vms: self
-                .dp
-                .vms()?
-                .into_iter()
-                .map(|(ip, vm)| (ip, (Mac(vm.mac), vm.flags)))
+            vms: vms
+                .iter()
+                .map(|(ip, vm)| (*ip, (Mac(vm.mac), vm.flags)))
                 .collect(),
             macs: self
                 .dp
@@ -104,7 +144,9 @@ impl Kernel for Live {
                 .map(|(mac, l)| (Mac(mac), (Ipv4Addr::from_bits(l.addr), l.flags)))
                 .collect(),
             aliases: self.nl.aliases(self.ext.index).await?,
-        })
+        };
+        self.guests = Some(vms.into_iter().collect());
+        Ok(view)
     }
 
     fn eip_stats(&self, slot: u32) -> Result<EipStats, KernelError> {

@@ -38,7 +38,7 @@ fn main() -> ExitCode {
                         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
                 )
                 .init();
-            match runtime.block_on(eip_user::daemon::run(args, cli.socket)) {
+            match runtime.block_on(eip_user::daemon::run(*args, cli.socket)) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     tracing::error!("{}", eip_user::api::error_chain(&e));

@@ -98,6 +98,78 @@ pub struct Eip {
     pub bound: Option<Mac>,
 }
 
+/// A DHCP lease: `mac` holds `ip` until `expires` (seconds since the Unix epoch, wall clock, so
+/// it means the same after a restart).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Lease {
+    pub mac: Mac,
+    pub ip: Ipv4Addr,
+    /// When the lease was last granted or renewed.
+    pub granted: u64,
+    pub expires: u64,
+    /// The reservation's name, else the name the client sent (if it is a valid host name).
+    pub hostname: Option<String>,
+}
+
+/// An address a client declined (RFC 2131 DHCPDECLINE: something else answers on it). It is
+/// not offered again until the back-off has passed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Declined {
+    pub ip: Ipv4Addr,
+    pub mac: Mac,
+    pub at: u64,
+}
+
+/// The addresses `--dhcp-range` hands out to MACs without a reservation, both ends included.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Range {
+    pub start: Ipv4Addr,
+    pub end: Ipv4Addr,
+}
+
+impl Range {
+    pub fn contains(&self, ip: Ipv4Addr) -> bool {
+        self.start <= ip && ip <= self.end
+    }
+
+    /// How many addresses it holds (at least one).
+    pub fn size(&self) -> u32 {
+        (self.end.to_bits() - self.start.to_bits()).saturating_add(1)
+    }
+
+    /// The `i`-th address, wrapping around.
+    pub fn nth(&self, i: u32) -> Ipv4Addr {
+        Ipv4Addr::from_bits(self.start.to_bits() + i % self.size())
+    }
+}
+
+impl fmt::Display for Range {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}-{}", self.start, self.end)
+    }
+}
+
+impl FromStr for Range {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let (a, b) = s.split_once('-').ok_or_else(|| {
+            format!("{s:?} is not a range (expected START-END, like 192.168.6.100-192.168.6.199)")
+        })?;
+        let start: Ipv4Addr = a
+            .trim()
+            .parse()
+            .map_err(|_| format!("{a:?} is not an IPv4 address"))?;
+        let end: Ipv4Addr = b
+            .trim()
+            .parse()
+            .map_err(|_| format!("{b:?} is not an IPv4 address"))?;
+        if start > end {
+            return Err(format!("the range {s} ends before it starts"));
+        }
+        Ok(Range { start, end })
+    }
+}
+
 /// One record written to (or removed from) the state.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Write {
@@ -107,6 +179,10 @@ pub enum Write {
     DelHost(Mac),
     PutEip(Eip),
     DelEip(Ipv4Addr),
+    PutLease(Lease),
+    DelLease(Mac),
+    PutDeclined(Declined),
+    DelDeclined(Ipv4Addr),
 }
 
 /// What the kernel must hold for one bound EIP.
@@ -121,6 +197,8 @@ pub struct State {
     pub pools: BTreeSet<Ipv4Net>,
     pub hosts: BTreeMap<Mac, Host>,
     pub eips: BTreeMap<Ipv4Addr, Eip>,
+    pub leases: BTreeMap<Mac, Lease>,
+    pub declined: BTreeMap<Ipv4Addr, Declined>,
 }
 
 impl State {
@@ -144,6 +222,18 @@ impl State {
                 }
                 Write::DelEip(a) => {
                     self.eips.remove(a);
+                }
+                Write::PutLease(l) => {
+                    self.leases.insert(l.mac, l.clone());
+                }
+                Write::DelLease(m) => {
+                    self.leases.remove(m);
+                }
+                Write::PutDeclined(d) => {
+                    self.declined.insert(d.ip, d.clone());
+                }
+                Write::DelDeclined(a) => {
+                    self.declined.remove(a);
                 }
             }
         }
@@ -181,6 +271,29 @@ impl State {
             .keys()
             .filter_map(|&a| self.bound(a).map(|b| (a, b)))
             .collect()
+    }
+
+    /// The VM entry (address and flags) the dataplane holds for `mac`: its reservation, or else
+    /// its dynamic lease. The lifecycle keeps a dynamic lease off other MACs' reserved
+    /// addresses (see `lifecycle::stale_leases`), so no two MACs claim one address.
+    pub fn guest(&self, mac: Mac) -> Option<(Ipv4Addr, u16)> {
+        match self.hosts.get(&mac) {
+            Some(h) => Some((h.ip, State::guest_flags(h))),
+            None => self.leases.get(&mac).map(|l| (l.ip, 0)),
+        }
+    }
+
+    /// Every VM entry the dataplane holds, by MAC.
+    pub fn guests(&self) -> BTreeMap<Mac, (Ipv4Addr, u16)> {
+        self.hosts
+            .keys()
+            .chain(self.leases.keys())
+            .filter_map(|m| self.guest(*m).map(|g| (*m, g)))
+            .collect()
+    }
+
+    pub fn lease_by_ip(&self, ip: Ipv4Addr) -> Option<&Lease> {
+        self.leases.values().find(|l| l.ip == ip)
     }
 
     /// The dataplane flags of a reservation's VM entry.

@@ -15,11 +15,13 @@ use ipnet::Ipv4Net;
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 use serde::{Deserialize, Serialize};
 
-use crate::state::{Eip, Host, Mac, State, Write};
+use crate::state::{Declined, Eip, Host, Lease, Mac, State, Write};
 
 const POOLS: TableDefinition<&str, ()> = TableDefinition::new("pools");
 const HOSTS: TableDefinition<&str, &str> = TableDefinition::new("hosts");
 const EIPS: TableDefinition<u32, &str> = TableDefinition::new("eips");
+const LEASES: TableDefinition<&str, &str> = TableDefinition::new("leases");
+const DECLINED: TableDefinition<u32, &str> = TableDefinition::new("declined");
 const HISTORY: TableDefinition<u64, &str> = TableDefinition::new("history");
 
 /// One record as the history shows it.
@@ -29,6 +31,8 @@ pub enum Record {
     Pool(Ipv4Net),
     Host(Host),
     Eip(Eip),
+    Lease(Lease),
+    Declined(Declined),
 }
 
 /// One audit-log entry: what the command touched, as it was and as it became.
@@ -103,6 +107,8 @@ impl Store {
             txn.open_table(POOLS).map_err(store.err("open pools"))?;
             txn.open_table(HOSTS).map_err(store.err("open hosts"))?;
             txn.open_table(EIPS).map_err(store.err("open eips"))?;
+            txn.open_table(LEASES).map_err(store.err("open leases"))?;
+            txn.open_table(DECLINED).map_err(store.err("open declined"))?;
             let history = txn.open_table(HISTORY).map_err(store.err("open history"))?;
             if let Some((k, _)) = history.last().map_err(store.err("read history"))? {
                 store.next_seq = k.value() + 1;
@@ -157,6 +163,21 @@ impl Store {
             let e: Eip = serde_json::from_str(v.value()).map_err(self.corrupt(format!("eip {addr}")))?;
             state.eips.insert(e.addr, e);
         }
+        let leases = txn.open_table(LEASES).map_err(self.err("open leases"))?;
+        for row in leases.iter().map_err(self.err("read leases"))? {
+            let (k, v) = row.map_err(self.err("read leases"))?;
+            let l: Lease =
+                serde_json::from_str(v.value()).map_err(self.corrupt(format!("lease {}", k.value())))?;
+            state.leases.insert(l.mac, l);
+        }
+        let declined = txn.open_table(DECLINED).map_err(self.err("open declined"))?;
+        for row in declined.iter().map_err(self.err("read declined"))? {
+            let (k, v) = row.map_err(self.err("read declined"))?;
+            let addr = Ipv4Addr::from_bits(k.value());
+            let d: Declined =
+                serde_json::from_str(v.value()).map_err(self.corrupt(format!("declined {addr}")))?;
+            state.declined.insert(d.ip, d);
+        }
         Ok(state)
     }
 
@@ -181,6 +202,8 @@ impl Store {
             let mut pools = txn.open_table(POOLS).map_err(self.err("open pools"))?;
             let mut hosts = txn.open_table(HOSTS).map_err(self.err("open hosts"))?;
             let mut eips = txn.open_table(EIPS).map_err(self.err("open eips"))?;
+            let mut leases = txn.open_table(LEASES).map_err(self.err("open leases"))?;
+            let mut declined = txn.open_table(DECLINED).map_err(self.err("open declined"))?;
             for w in writes {
                 match w {
                     Write::PutPool(net) => {
@@ -209,6 +232,26 @@ impl Store {
                     }
                     Write::DelEip(a) => {
                         eips.remove(a.to_bits()).map_err(self.err("delete eip"))?;
+                    }
+                    Write::PutLease(l) => {
+                        leases
+                            .insert(l.mac.to_string().as_str(), json(l).as_str())
+                            .map_err(self.err("write lease"))?;
+                    }
+                    Write::DelLease(mac) => {
+                        leases
+                            .remove(mac.to_string().as_str())
+                            .map_err(self.err("delete lease"))?;
+                    }
+                    Write::PutDeclined(d) => {
+                        declined
+                            .insert(d.ip.to_bits(), json(d).as_str())
+                            .map_err(self.err("write declined"))?;
+                    }
+                    Write::DelDeclined(a) => {
+                        declined
+                            .remove(a.to_bits())
+                            .map_err(self.err("delete declined"))?;
                     }
                 }
             }
@@ -260,6 +303,18 @@ pub fn excerpt(state: &State, writes: &[Write]) -> State {
             }
             Write::PutHost(h) => macs.push(h.mac),
             Write::DelHost(m) => macs.push(*m),
+            Write::PutLease(l) => macs.push(l.mac),
+            Write::DelLease(m) => macs.push(*m),
+            Write::PutDeclined(d) => {
+                if let Some(d) = state.declined.get(&d.ip) {
+                    out.declined.insert(d.ip, d.clone());
+                }
+            }
+            Write::DelDeclined(a) => {
+                if let Some(d) = state.declined.get(a) {
+                    out.declined.insert(d.ip, d.clone());
+                }
+            }
             Write::PutEip(e) => {
                 if let Some(e) = state.eips.get(&e.addr) {
                     out.eips.insert(e.addr, e.clone());
@@ -275,6 +330,9 @@ pub fn excerpt(state: &State, writes: &[Write]) -> State {
     for m in &macs {
         if let Some(h) = state.hosts.get(m) {
             out.hosts.insert(*m, h.clone());
+        }
+        if let Some(l) = state.leases.get(m) {
+            out.leases.insert(*m, l.clone());
         }
         if let Some(e) = state.eip_of(*m) {
             out.eips.insert(e.addr, e.clone());
@@ -302,6 +360,8 @@ pub fn records(s: &State) -> Vec<Record> {
         .map(|p| Record::Pool(*p))
         .chain(s.hosts.values().map(|h| Record::Host(h.clone())))
         .chain(s.eips.values().map(|e| Record::Eip(e.clone())))
+        .chain(s.leases.values().map(|l| Record::Lease(l.clone())))
+        .chain(s.declined.values().map(|d| Record::Declined(d.clone())))
         .collect()
 }
 

@@ -18,6 +18,7 @@ fn limits() -> Limits {
         private: "192.168.6.0/24".parse().unwrap(),
         gateway: ip("192.168.6.22"),
         max_slots: 8,
+        dynamic: None,
     }
 }
 
@@ -219,7 +220,7 @@ fn deleting_a_reservation_recycles_its_eip() {
     let l = limits();
     let e = ip("203.0.113.3");
     step(&mut s, |s| bind(s, &l, e, &name("vm2"), false));
-    let c = host_del(&s, "vm2").unwrap();
+    let c = host_del(&s, &limits(), "vm2").unwrap();
     assert!(
         c.message.contains("203.0.113.3 returned to the pool"),
         "{}",
@@ -241,7 +242,10 @@ fn deleting_a_reservation_recycles_its_eip() {
         ]
     );
     assert!(!s.eips.contains_key(&e));
-    assert_eq!(host_del(&s, "vm2"), Err(Refusal::UnknownTarget("vm2".into())));
+    assert_eq!(
+        host_del(&s, &limits(), "vm2"),
+        Err(Refusal::UnknownTarget("vm2".into()))
+    );
 }
 
 #[test]
@@ -366,7 +370,7 @@ fn the_hosts_file_owns_its_lines() {
     step(&mut s, |_| Ok(c));
     assert_eq!(s.hosts.len(), 3);
     assert_eq!(s.hosts[&mac(9)].source, Source::Cli);
-    assert_eq!(host_del(&s, "a"), Err(Refusal::FromFile(mac(1))));
+    assert_eq!(host_del(&s, &limits(), "a"), Err(Refusal::FromFile(mac(1))));
 
     let e = ip("203.0.113.1");
     step(&mut s, |s| bind(s, &l, e, &name("a"), false));
@@ -471,7 +475,7 @@ mod sequences {
                         Op::Unbind(a) => unbind(&s, eip(*a)),
                         Op::Release(a) => release(&s, eip(*a)),
                         Op::HostAdd(m, a) => host_add(&s, &l, mac(*m), priv_ip(*a), None),
-                        Op::HostDel(m) => host_del(&s, &mac(*m).to_string()),
+                        Op::HostDel(m) => host_del(&s, &limits(), &mac(*m).to_string()),
                         Op::Quarantine(m, on) => quarantine(&s, &Target::Mac(mac(*m)), *on),
                         Op::File(lines) => {
                             let lines: Vec<FileHost> = lines
