@@ -18,7 +18,7 @@ use aya_ebpf::{
 };
 use eip_common::{
     Packet,
-    maps::{CONFIG_ANTISPOOF, CONFIG_NO_FAST_PATH, Counter, VM_NO_ANTISPOOF, VM_QUARANTINED, Vm},
+    maps::{CONFIG_ANTISPOOF, CONFIG_NO_FAST_PATH, Config, Counter, VM_NO_ANTISPOOF, VM_QUARANTINED, Vm},
     parse::{ETH_P_IP, EthInfo, IP_SRC, IPPROTO_UDP, Ipv4Info, parse_eth, parse_ipv4},
     rewrite::{Field, apply, decrement_ttl, plan},
 };
@@ -56,14 +56,17 @@ fn try_egress(ctx: &TcContext) -> Result<i32, Counter> {
     };
     let lease = lease(src_mac);
     let lease_flags = lease.map(|l| l.flags).unwrap_or(0);
-    if lease_flags & VM_QUARANTINED != 0 && !is_dhcp_to_server(&pkt, &eth) {
-        return Err(Counter::DropQuarantined);
-    }
+    let quarantined = lease_flags & VM_QUARANTINED != 0;
     if eth.ethertype != ETH_P_IP {
-        return Ok(TC_ACT_OK);
+        return if quarantined {
+            Err(Counter::DropQuarantined)
+        } else {
+            Ok(TC_ACT_OK)
+        };
     }
     let ip = match parse_ipv4(&pkt, eth.l3_off) {
         Ok(ip) => ip,
+        Err(_) if quarantined => return Err(Counter::DropQuarantined),
         // Malformed from a bound address: dropped rather than forwarded untranslated, which
         // would leak the private address. Others are the kernel's to judge.
         Err(_) => {
@@ -75,6 +78,16 @@ fn try_egress(ctx: &TcContext) -> Result<i32, Counter> {
     };
 
     let cfg = config();
+    // DHCP to this host's server passes untouched, whatever its source: a client renewing an
+    // address it no longer holds (its reservation changed) must reach the server to be told
+    // so, and a quarantined VM still gets its address. Only to the bridge subnet or the
+    // broadcast address, which are never translated, so this opens no way out.
+    if is_dhcp_to_server(&pkt, &ip, &cfg) {
+        return Ok(TC_ACT_OK);
+    }
+    if quarantined {
+        return Err(Counter::DropQuarantined);
+    }
     let binding = snat(ip.src);
     if cfg.flags & CONFIG_ANTISPOOF != 0 {
         match lease {
@@ -202,15 +215,12 @@ fn dont_fragment(pkt: &TcFrame, ip: &Ipv4Info) -> bool {
     pkt.u8_at(ip.l3_off + 6).is_some_and(|b| b & 0x40 != 0)
 }
 
-/// A DHCP client's message to a server (UDP to port 67): the one thing a quarantined VM may
-/// still send, so that it keeps its address while isolated.
+/// A DHCP client's message to this host's server: UDP to port 67 of the bridge subnet or of
+/// the broadcast address.
 #[inline(always)]
-fn is_dhcp_to_server(pkt: &TcFrame, eth: &EthInfo) -> bool {
-    if eth.ethertype != ETH_P_IP {
-        return false;
-    }
-    let Ok(ip) = parse_ipv4(pkt, eth.l3_off) else {
-        return false;
-    };
-    ip.proto == IPPROTO_UDP && !ip.later_fragment && pkt.u16_at(ip.l4_off() + 2) == Some(DHCP_SERVER_PORT)
+fn is_dhcp_to_server(pkt: &TcFrame, ip: &Ipv4Info, cfg: &Config) -> bool {
+    ip.proto == IPPROTO_UDP
+        && !ip.later_fragment
+        && (ip.dst == u32::MAX || cfg.is_private(ip.dst))
+        && pkt.u16_at(ip.l4_off() + 2) == Some(DHCP_SERVER_PORT)
 }

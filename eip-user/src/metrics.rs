@@ -6,8 +6,8 @@ use axum::{Router, extract::State, http::header, response::IntoResponse, routing
 
 use crate::{api::Shared, engine::Engine, kernel::Kernel};
 
-/// The metrics page for the engine's state and the dataplane's counters.
-pub fn render<K: Kernel>(en: &Engine<K>) -> String {
+/// The metrics page for the engine's state, the dataplane's counters and the DHCP server's.
+pub fn render<K: Kernel>(en: &Engine<K>, dhcp: Option<&crate::dhcp::Stats>) -> String {
     let mut out = String::new();
     let s = en.state();
     let mut family = |name: &str, kind: &str, help: &str| {
@@ -60,14 +60,48 @@ pub fn render<K: Kernel>(en: &Engine<K>) -> String {
             "DHCP reservations (MAC -> private IP).",
             s.hosts.len(),
         ),
+        ("eip_dhcp_leases", "DHCP leases held.", s.leases.len()),
+        (
+            "eip_dhcp_declined",
+            "Addresses clients declined, out of offers until the back-off passes.",
+            s.declined.len(),
+        ),
     ] {
         let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {v}");
+    }
+    if let Some(d) = dhcp {
+        let c = d.counts();
+        for (name, help, label, list) in [
+            (
+                "eip_dhcp_received_total",
+                "DHCP messages received, by type.",
+                "type",
+                &c.received,
+            ),
+            (
+                "eip_dhcp_sent_total",
+                "DHCP replies sent, by type.",
+                "type",
+                &c.sent,
+            ),
+            (
+                "eip_dhcp_dropped_total",
+                "DHCP messages dropped, by reason.",
+                "reason",
+                &c.dropped,
+            ),
+        ] {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
+            for (k, v) in list {
+                let _ = writeln!(out, "{name}{{{label}=\"{k}\"}} {v}");
+            }
+        }
     }
     out
 }
 
 async fn page<K: Kernel + Sync>(State(sh): State<Arc<Shared<K>>>) -> impl IntoResponse {
-    let body = render(&*sh.engine.lock().await);
+    let body = render(&*sh.engine.lock().await, sh.dhcp.as_deref());
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], body)
 }
 

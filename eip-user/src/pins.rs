@@ -303,6 +303,18 @@ impl Pins {
             .map_err(aya_err(&path, "read the pinned map"))
     }
 
+    /// The pinned anti-spoofing map: MAC -> the address it may use.
+    pub fn macs(&self) -> Result<BTreeMap<[u8; 6], Ipv4Addr>, PinError> {
+        let path = self.maps().join(eip_common::maps::MAP_MACS);
+        let data = MapData::from_pin(&path).map_err(aya_err(&path, "open the pinned map"))?;
+        let map: HashMap<MapData, eip_common::maps::MacKey, eip_common::maps::Lease> =
+            HashMap::try_from(Map::HashMap(data)).map_err(aya_err(&path, "not the MAC map"))?;
+        map.iter()
+            .map(|r| r.map(|(k, l)| (k.mac, Ipv4Addr::from_bits(l.addr))))
+            .collect::<Result<_, _>>()
+            .map_err(aya_err(&path, "read the pinned map"))
+    }
+
     /// The EIPs the pinned forward map holds (for teardown without a daemon).
     pub fn bound_eips(&self) -> Result<Vec<Ipv4Addr>, PinError> {
         Ok(self.bindings(MAP_DNAT)?.into_keys().collect())

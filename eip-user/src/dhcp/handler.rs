@@ -329,7 +329,7 @@ impl Client<'_> {
         let old = self.state.leases.get(&self.mac).filter(|l| l.ip == ip);
         // A client repeating a request within seconds (lost ACK, a retransmission) gets the
         // lease it has, without another durable write.
-        let coalesce = u64::from(self.cfg.lease_time / 4).min(10);
+        let coalesce = 2;
         let (writes, command, secs) = match old {
             Some(l) if self.now.saturating_sub(l.granted) < coalesce && l.hostname == hostname => {
                 (vec![], String::new(), l.expires.saturating_sub(self.now) as u32)

@@ -660,6 +660,36 @@ pub fn egress_rows() -> Vec<Row> {
         dhcp,
         None,
     ));
+    // A renewal from an address the MAC no longer holds (its reservation changed) reaches
+    // the server, which NAKs it; the same source to port 67 of an outside host is a spoof.
+    let stale = Ipv4::new([192, 168, 6, 250], [192, 168, 6, 22], udp(68, 67, true));
+    let renewal = from_vm(&VM1, &stale);
+    rows.push(row(
+        "egress DHCP renewal from a stale address passes",
+        E,
+        renewal.clone(),
+        TC_ACT_OK,
+        renewal,
+        None,
+    ));
+    let out = from_vm(&VM1, &Ipv4::new([192, 168, 6, 250], OUTSIDE, udp(68, 67, true)));
+    rows.push(row(
+        "egress spoofed source to an outside port 67",
+        E,
+        out.clone(),
+        TC_ACT_SHOT,
+        out,
+        Some(DropSpoofed),
+    ));
+    let q_out = from_vm(&VM3, &Ipv4::new(VM3.private, OUTSIDE, udp(68, 67, true)));
+    rows.push(row(
+        "egress from a quarantined VM to an outside port 67",
+        E,
+        q_out.clone(),
+        TC_ACT_SHOT,
+        q_out,
+        Some(DropQuarantined),
+    ));
     let q_arp = ethernet([0xff; 6], VM3.mac, None, ETH_P_ARP, &[0; 28]);
     rows.push(row(
         "egress ARP from a quarantined VM",
