@@ -19,7 +19,7 @@ use aya_ebpf::{
 use eip_common::{
     Packet,
     maps::{CONFIG_ANTISPOOF, CONFIG_NO_FAST_PATH, Config, Counter, VM_NO_ANTISPOOF, VM_QUARANTINED, Vm},
-    parse::{ETH_P_IP, EthInfo, IP_SRC, IPPROTO_UDP, Ipv4Info, parse_eth, parse_ipv4},
+    parse::{ETH_P_IP, IP_SRC, IPPROTO_UDP, Ipv4Info, parse_eth, parse_ipv4},
     rewrite::{Field, apply, decrement_ttl, plan},
 };
 
