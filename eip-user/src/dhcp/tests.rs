@@ -108,6 +108,11 @@ fn run(cfg: &Settings, s: &State, offers: &mut Offers, now: u64, bytes: &[u8]) -
     handle(cfg, s, offers, now, bytes)
 }
 
+/// The default settings, no offers outstanding, at `NOW`.
+fn ask(s: &State, bytes: &[u8]) -> Outcome {
+    run(&settings(), s, &mut Offers::default(), NOW, bytes)
+}
+
 fn answer(o: &Outcome) -> &Reply {
     match &o.verdict {
         Verdict::Answer(r) => r,
@@ -132,13 +137,7 @@ fn codes(r: &Reply) -> Vec<u8> {
 
 #[test]
 fn discover_from_a_reserved_mac_is_offered_its_address_with_every_option() {
-    let o = run(
-        &settings(),
-        &world(),
-        &mut Offers::default(),
-        NOW,
-        &client(mac(1), MessageType::Discover, |_| {}),
-    );
+    let o = ask(&world(), &client(mac(1), MessageType::Discover, |_| {}));
     assert_eq!(o.kind, Some("discover"));
     assert!(o.writes.is_empty(), "an offer stores nothing");
     let r = answer(&o);
@@ -210,13 +209,7 @@ fn the_parameter_request_list_is_honoured_and_dns_is_never_assumed() {
             OptionCode::Router,
         ]));
     };
-    let o = run(
-        &settings(),
-        &world(),
-        &mut Offers::default(),
-        NOW,
-        &client(mac(1), MessageType::Discover, prl),
-    );
+    let o = ask(&world(), &client(mac(1), MessageType::Discover, prl));
     // Type, server id, lease times always; then only what was asked for.
     assert_eq!(codes(answer(&o)), [1, 3, 51, 53, 54, 58, 59]);
     let none = Settings {
@@ -240,20 +233,14 @@ fn the_broadcast_flag_makes_the_offer_broadcast() {
     let b = client(mac(1), MessageType::Discover, |m| {
         m.set_flags(Flags::default().set_broadcast());
     });
-    let o = run(&settings(), &world(), &mut Offers::default(), NOW, &b);
+    let o = ask(&world(), &b);
     assert_eq!(answer(&o).to, Dest::Broadcast);
     assert!(answer(&o).msg.flags().broadcast());
 }
 
 #[test]
 fn an_unknown_mac_gets_nothing_without_a_range() {
-    let o = run(
-        &settings(),
-        &world(),
-        &mut Offers::default(),
-        NOW,
-        &client(mac(9), MessageType::Discover, |_| {}),
-    );
+    let o = ask(&world(), &client(mac(9), MessageType::Discover, |_| {}));
     assert_eq!(dropped(&o), Drop::UnknownMac);
     assert_eq!(o.mac, Some(mac(9)));
     assert!(o.writes.is_empty());
@@ -326,7 +313,7 @@ fn the_range_offers_each_unknown_mac_its_own_address_and_holds_it() {
 #[test]
 fn selecting_our_offer_is_acked_and_stored() {
     let b = client(mac(1), MessageType::Request, selecting(VM1, SERVER));
-    let o = run(&settings(), &world(), &mut Offers::default(), NOW, &b);
+    let o = ask(&world(), &b);
     assert_eq!(o.writes, [Write::PutLease(lease(mac(1), VM1, NOW))]);
     assert_eq!(o.command, "dhcp: leased 192.168.6.11 to 52:54:00:00:00:01");
     let r = answer(&o);
@@ -377,7 +364,7 @@ fn selecting_an_address_that_is_not_the_clients_is_naked_by_broadcast() {
         MessageType::Request,
         selecting(ip("192.168.6.12"), SERVER),
     );
-    let o = run(&settings(), &world(), &mut Offers::default(), NOW, &b);
+    let o = ask(&world(), &b);
     assert!(o.writes.is_empty());
     let r = answer(&o);
     assert_eq!(
@@ -395,10 +382,7 @@ fn selecting_an_address_that_is_not_the_clients_is_naked_by_broadcast() {
     let b = client(mac(1), MessageType::Request, |m| {
         m.opts_mut().insert(DhcpOption::ServerIdentifier(SERVER));
     });
-    assert_eq!(
-        dropped(&run(&settings(), &world(), &mut Offers::default(), NOW, &b)),
-        Drop::BadRequest
-    );
+    assert_eq!(dropped(&ask(&world(), &b)), Drop::BadRequest);
 }
 
 #[test]
@@ -441,13 +425,7 @@ fn init_reboot_acks_the_right_address_naks_a_wrong_one_and_ignores_strangers() {
 fn renewing_is_acked_to_ciaddr_and_extends_the_lease() {
     let mut s = world();
     s.apply(&[Write::PutLease(lease(mac(1), VM1, NOW - 21_600))]);
-    let o = run(
-        &settings(),
-        &s,
-        &mut Offers::default(),
-        NOW,
-        &client(mac(1), MessageType::Request, ciaddr(VM1)),
-    );
+    let o = ask(&s, &client(mac(1), MessageType::Request, ciaddr(VM1)));
     assert_eq!(o.writes, [Write::PutLease(lease(mac(1), VM1, NOW))]);
     assert_eq!(o.command, "dhcp: renewed 192.168.6.11 to 52:54:00:00:00:01");
     let r = answer(&o);
@@ -471,13 +449,7 @@ fn renewing_is_acked_to_ciaddr_and_extends_the_lease() {
 fn a_repeated_request_within_seconds_is_acked_without_another_write() {
     let mut s = world();
     s.apply(&[Write::PutLease(lease(mac(1), VM1, NOW - 1))]);
-    let o = run(
-        &settings(),
-        &s,
-        &mut Offers::default(),
-        NOW,
-        &client(mac(1), MessageType::Request, ciaddr(VM1)),
-    );
+    let o = ask(&s, &client(mac(1), MessageType::Request, ciaddr(VM1)));
     assert!(o.writes.is_empty());
     assert_eq!(
         opt(answer(&o), OptionCode::AddressLeaseTime),
@@ -491,20 +463,14 @@ fn rebinding_an_address_that_is_not_the_clients_is_naked() {
         m.set_ciaddr(ip("192.168.6.50"));
         m.set_flags(Flags::default().set_broadcast());
     });
-    let o = run(&settings(), &world(), &mut Offers::default(), NOW, &b);
+    let o = ask(&world(), &b);
     assert_eq!(
         opt(answer(&o), OptionCode::MessageType),
         Some(&DhcpOption::MessageType(MessageType::Nak))
     );
     assert_eq!(answer(&o).to, Dest::Broadcast);
     // No server id, no requested address, no ciaddr: no state fits.
-    let o = run(
-        &settings(),
-        &world(),
-        &mut Offers::default(),
-        NOW,
-        &client(mac(1), MessageType::Request, |_| {}),
-    );
+    let o = ask(&world(), &client(mac(1), MessageType::Request, |_| {}));
     assert_eq!(dropped(&o), Drop::BadRequest);
 }
 
@@ -540,24 +506,12 @@ fn a_changed_reservation_naks_the_renewal_then_offers_the_new_address() {
     file.apply(&change.writes);
     let ev = lifecycle::lease_events(&before, &file, &change.writes);
     assert_eq!((ev[0].verb, ev[0].lease.ip), (LeaseVerb::Del, VM1));
-    let o = run(
-        &settings(),
-        &file,
-        &mut Offers::default(),
-        NOW,
-        &client(mac(1), MessageType::Request, ciaddr(VM1)),
-    );
+    let o = ask(&file, &client(mac(1), MessageType::Request, ciaddr(VM1)));
     assert_eq!(
         opt(answer(&o), OptionCode::MessageType),
         Some(&DhcpOption::MessageType(MessageType::Nak))
     );
-    let o = run(
-        &settings(),
-        &file,
-        &mut Offers::default(),
-        NOW,
-        &client(mac(1), MessageType::Discover, |_| {}),
-    );
+    let o = ask(&file, &client(mac(1), MessageType::Discover, |_| {}));
     assert_eq!(answer(&o).msg.yiaddr(), ip("192.168.6.15"));
 }
 
@@ -565,23 +519,11 @@ fn a_changed_reservation_naks_the_renewal_then_offers_the_new_address() {
 fn release_ends_the_lease_and_only_the_clients_own() {
     let mut s = world();
     s.apply(&[Write::PutLease(lease(mac(1), VM1, NOW - 100))]);
-    let o = run(
-        &settings(),
-        &s,
-        &mut Offers::default(),
-        NOW,
-        &client(mac(1), MessageType::Release, ciaddr(VM1)),
-    );
+    let o = ask(&s, &client(mac(1), MessageType::Release, ciaddr(VM1)));
     assert_eq!(o.verdict, Verdict::Quiet);
     assert_eq!(o.writes, [Write::DelLease(mac(1))]);
     // Another MAC cannot release vm1's lease.
-    let o = run(
-        &settings(),
-        &s,
-        &mut Offers::default(),
-        NOW,
-        &client(mac(2), MessageType::Release, ciaddr(VM1)),
-    );
+    let o = ask(&s, &client(mac(2), MessageType::Release, ciaddr(VM1)));
     assert_eq!(dropped(&o), Drop::BadRequest);
     assert!(o.writes.is_empty());
 }
@@ -591,7 +533,7 @@ fn decline_marks_the_address_unusable_until_the_back_off_passes() {
     let mut s = world();
     s.apply(&[Write::PutLease(lease(mac(1), VM1, NOW - 5))]);
     let b = client(mac(1), MessageType::Decline, selecting(VM1, SERVER));
-    let o = run(&settings(), &s, &mut Offers::default(), NOW, &b);
+    let o = ask(&s, &b);
     assert_eq!(o.verdict, Verdict::Quiet);
     assert_eq!(
         o.writes,
@@ -631,7 +573,7 @@ fn decline_marks_the_address_unusable_until_the_back_off_passes() {
 #[test]
 fn inform_is_acked_without_a_lease_to_ciaddr() {
     let b = client(mac(5), MessageType::Inform, ciaddr(ip("192.168.6.77")));
-    let o = run(&settings(), &world(), &mut Offers::default(), NOW, &b);
+    let o = ask(&world(), &b);
     assert!(o.writes.is_empty());
     let r = answer(&o);
     assert_eq!(
@@ -652,10 +594,7 @@ fn inform_is_acked_without_a_lease_to_ciaddr() {
         }
     );
     let b = client(mac(5), MessageType::Inform, ciaddr(ip("10.1.1.1")));
-    assert_eq!(
-        dropped(&run(&settings(), &world(), &mut Offers::default(), NOW, &b)),
-        Drop::BadRequest
-    );
+    assert_eq!(dropped(&ask(&world(), &b)), Drop::BadRequest);
 }
 
 #[test]
@@ -664,7 +603,7 @@ fn the_client_identifier_is_echoed() {
         m.opts_mut()
             .insert(DhcpOption::ClientIdentifier(vec![1, 0x52, 0x54, 0, 0, 0, 1]));
     });
-    let o = run(&settings(), &world(), &mut Offers::default(), NOW, &b);
+    let o = ask(&world(), &b);
     assert_eq!(
         opt(answer(&o), OptionCode::ClientIdentifier),
         Some(&DhcpOption::ClientIdentifier(vec![1, 0x52, 0x54, 0, 0, 0, 1]))
@@ -676,15 +615,9 @@ fn relayed_and_server_messages_are_dropped() {
     let b = client(mac(1), MessageType::Discover, |m| {
         m.set_giaddr(ip("10.0.0.1"));
     });
-    assert_eq!(
-        dropped(&run(&settings(), &world(), &mut Offers::default(), NOW, &b)),
-        Drop::Relayed
-    );
+    assert_eq!(dropped(&ask(&world(), &b)), Drop::Relayed);
     let b = client(mac(1), MessageType::Offer, |_| {});
-    assert_eq!(
-        dropped(&run(&settings(), &world(), &mut Offers::default(), NOW, &b)),
-        Drop::NotClientMessage
-    );
+    assert_eq!(dropped(&ask(&world(), &b)), Drop::NotClientMessage);
 }
 
 #[test]
@@ -737,7 +670,7 @@ fn malformed_datagrams_are_dropped_by_reason() {
         ),
     ];
     for (name, bytes, why) in rows {
-        let o = run(&settings(), &world(), &mut Offers::default(), NOW, &bytes);
+        let o = ask(&world(), &bytes);
         assert_eq!(o.verdict, Verdict::Drop(why), "{name}");
         assert!(o.writes.is_empty(), "{name}");
     }
@@ -745,13 +678,7 @@ fn malformed_datagrams_are_dropped_by_reason() {
 
 #[test]
 fn a_reply_frame_has_exact_headers_and_valid_checksums() {
-    let o = run(
-        &settings(),
-        &world(),
-        &mut Offers::default(),
-        NOW,
-        &client(mac(1), MessageType::Discover, |_| {}),
-    );
+    let o = ask(&world(), &client(mac(1), MessageType::Discover, |_| {}));
     let r = answer(&o);
     let payload = wire::encode(&r.msg);
     assert!(payload.len() >= wire::MIN_REPLY);
