@@ -91,13 +91,30 @@ pub struct Outcome {
 }
 
 impl Outcome {
-    fn drop(kind: Option<&'static str>, mac: Option<Mac>, why: Drop) -> Outcome {
+    fn verdict(verdict: Verdict) -> Outcome {
         Outcome {
-            kind,
-            mac,
+            kind: None,
+            mac: None,
             writes: vec![],
             command: String::new(),
-            verdict: Verdict::Drop(why),
+            verdict,
+        }
+    }
+
+    fn drop(why: Drop) -> Outcome {
+        Outcome::verdict(Verdict::Drop(why))
+    }
+
+    fn answer(reply: Reply) -> Outcome {
+        Outcome::verdict(Verdict::Answer(reply))
+    }
+
+    /// `self`, with records to commit first (named `command` in the history).
+    fn writing(self, writes: Vec<Write>, command: String) -> Outcome {
+        Outcome {
+            writes,
+            command,
+            ..self
         }
     }
 }
@@ -106,7 +123,7 @@ impl Outcome {
 pub fn handle(cfg: &Settings, state: &State, offers: &mut Offers, now: u64, bytes: &[u8]) -> Outcome {
     match wire::decode(bytes) {
         Ok(msg) => handle_message(cfg, state, offers, now, &msg),
-        Err(why) => Outcome::drop(None, None, why),
+        Err(why) => Outcome::drop(why),
     }
 }
 
@@ -131,10 +148,6 @@ pub fn handle_message(
     let mut mac = [0u8; 6];
     mac.copy_from_slice(&msg.chaddr()[..6]);
     let t = msg.opts().msg_type();
-    let kind = t.and_then(kind_of);
-    let Some(kind) = kind else {
-        return Outcome::drop(None, Some(Mac(mac)), Drop::NotClientMessage);
-    };
     let c = Client {
         cfg,
         state,
@@ -142,18 +155,16 @@ pub fn handle_message(
         msg,
         mac: Mac(mac),
     };
-    let mut out = if !msg.giaddr().is_unspecified() {
-        Outcome::drop(None, None, Drop::Relayed)
-    } else {
-        match kind {
-            "discover" => c.discover(offers),
-            "request" => c.request(offers),
-            "decline" => c.decline(),
-            "release" => c.release(),
-            _ => c.inform(),
-        }
+    let mut out = match t {
+        _ if t.and_then(kind_of).is_none() => Outcome::drop(Drop::NotClientMessage),
+        _ if !msg.giaddr().is_unspecified() => Outcome::drop(Drop::Relayed),
+        Some(MessageType::Discover) => c.discover(offers),
+        Some(MessageType::Request) => c.request(offers),
+        Some(MessageType::Decline) => c.decline(),
+        Some(MessageType::Release) => c.release(),
+        _ => c.inform(),
     };
-    out.kind = Some(kind);
+    out.kind = t.and_then(kind_of);
     out.mac = Some(Mac(mac));
     out
 }
@@ -191,14 +202,12 @@ impl Client<'_> {
             .is_some_and(|d| d.at.saturating_add(DECLINE_BACKOFF) > self.now)
     }
 
-    /// Whether `ip` may be this client's dynamic address: in the range, not the server's,
-    /// nobody's reservation, no other MAC's lease, not declined.
+    /// Whether `ip` may be this client's dynamic address: in the range (which the daemon
+    /// checked lies among the subnet's hosts), not the server's, nobody's reservation, no
+    /// other MAC's lease, not declined.
     fn dynamic_ok(&self, ip: Ipv4Addr, taken: &BTreeSet<Ipv4Addr>) -> bool {
         self.cfg.range.is_some_and(|r| r.contains(ip))
             && ip != self.cfg.server
-            && self.cfg.net.contains(&ip)
-            && ip != self.cfg.net.network()
-            && ip != self.cfg.net.broadcast()
             && !taken.contains(&ip)
             && !self.declined(ip)
     }
@@ -278,13 +287,9 @@ impl Client<'_> {
                 if !self.state.hosts.contains_key(&self.mac) {
                     offers.hold(ip, self.mac, self.now);
                 }
-                self.answer(
-                    vec![],
-                    String::new(),
-                    self.reply(MessageType::Offer, ip, Some(self.cfg.lease_time)),
-                )
+                Outcome::answer(self.reply(MessageType::Offer, ip, Some(self.cfg.lease_time)))
             }
-            Err(why) => Outcome::drop(None, None, why),
+            Err(why) => Outcome::drop(why),
         }
     }
 
@@ -296,11 +301,11 @@ impl Client<'_> {
             // SELECTING: the client picked an offer.
             if self.for_other_server() {
                 offers.forget(self.mac);
-                return Outcome::drop(None, None, Drop::OtherServer);
+                return Outcome::drop(Drop::OtherServer);
             }
             match self.requested() {
                 Some(ip) => self.decide(offers, ip),
-                None => Outcome::drop(None, None, Drop::BadRequest),
+                None => Outcome::drop(Drop::BadRequest),
             }
         } else if let Some(ip) = self.requested() {
             // INIT-REBOOT: the client remembers an address.
@@ -308,7 +313,7 @@ impl Client<'_> {
             if !self.cfg.net.contains(&ip) {
                 self.nak("the address is not on this network")
             } else if !known && self.cfg.range.is_none() {
-                Outcome::drop(None, None, Drop::NoRecord)
+                Outcome::drop(Drop::NoRecord)
             } else {
                 self.decide(offers, ip)
             }
@@ -316,7 +321,7 @@ impl Client<'_> {
             // RENEWING (unicast) or REBINDING (broadcast): the same answer either way.
             self.decide(offers, ciaddr)
         } else {
-            Outcome::drop(None, None, Drop::BadRequest)
+            Outcome::drop(Drop::BadRequest)
         }
     }
 
@@ -350,21 +355,21 @@ impl Client<'_> {
                 )
             }
         };
-        self.answer(writes, command, self.reply(MessageType::Ack, ip, Some(secs)))
+        Outcome::answer(self.reply(MessageType::Ack, ip, Some(secs))).writing(writes, command)
     }
 
     fn decline(&self) -> Outcome {
         if self.for_other_server() {
-            return Outcome::drop(None, None, Drop::OtherServer);
+            return Outcome::drop(Drop::OtherServer);
         }
         let Some(ip) = self.requested() else {
-            return Outcome::drop(None, None, Drop::BadRequest);
+            return Outcome::drop(Drop::BadRequest);
         };
         let leased = self.state.leases.get(&self.mac).is_some_and(|l| l.ip == ip);
         let reserved = self.state.hosts.get(&self.mac).is_some_and(|h| h.ip == ip);
         // Only the address this server gave the client: a client cannot take others' away.
         if !leased && !reserved && !self.dynamic_ok(ip, &self.taken()) {
-            return Outcome::drop(None, None, Drop::BadRequest);
+            return Outcome::drop(Drop::BadRequest);
         }
         let mut writes = Vec::new();
         if leased {
@@ -375,54 +380,56 @@ impl Client<'_> {
             mac: self.mac,
             at: self.now,
         }));
-        Outcome {
-            kind: None,
-            mac: None,
+        Outcome::verdict(Verdict::Quiet).writing(
             writes,
-            command: format!("dhcp: {} declined {ip} (another host answers on it)", self.mac),
-            verdict: Verdict::Quiet,
-        }
+            format!("dhcp: {} declined {ip} (another host answers on it)", self.mac),
+        )
     }
 
     fn release(&self) -> Outcome {
         if self.for_other_server() {
-            return Outcome::drop(None, None, Drop::OtherServer);
+            return Outcome::drop(Drop::OtherServer);
         }
         let ip = self.msg.ciaddr();
         if self.state.leases.get(&self.mac).is_none_or(|l| l.ip != ip) {
-            return Outcome::drop(None, None, Drop::BadRequest);
+            return Outcome::drop(Drop::BadRequest);
         }
-        Outcome {
-            kind: None,
-            mac: None,
-            writes: vec![Write::DelLease(self.mac)],
-            command: format!("dhcp: {} released {ip}", self.mac),
-            verdict: Verdict::Quiet,
-        }
+        Outcome::verdict(Verdict::Quiet).writing(
+            vec![Write::DelLease(self.mac)],
+            format!("dhcp: {} released {ip}", self.mac),
+        )
     }
 
     /// DHCPINFORM: the client has an address and wants the rest; no lease (RFC 2131 3.4).
+    /// The ACK goes to ciaddr, as every ACK to a client with one does.
     fn inform(&self) -> Outcome {
         let ciaddr = self.msg.ciaddr();
         if !self.cfg.net.contains(&ciaddr) || ciaddr.is_unspecified() {
-            return Outcome::drop(None, None, Drop::BadRequest);
+            return Outcome::drop(Drop::BadRequest);
         }
-        let mut reply = self.reply(MessageType::Ack, Ipv4Addr::UNSPECIFIED, None);
-        reply.to = Dest::Unicast {
-            mac: self.mac.0,
-            ip: ciaddr,
-        };
-        self.answer(vec![], String::new(), reply)
+        Outcome::answer(self.reply(MessageType::Ack, Ipv4Addr::UNSPECIFIED, None))
     }
 
-    fn answer(&self, writes: Vec<Write>, command: String, reply: Reply) -> Outcome {
-        Outcome {
-            kind: None,
-            mac: None,
-            writes,
-            command,
-            verdict: Verdict::Answer(reply),
+    /// A reply's fixed fields (RFC 2131 table 3) and the options every reply carries: its
+    /// type, the server identifier, and the client identifier echoed (RFC 6842).
+    fn header(&self, t: MessageType, ciaddr: Ipv4Addr, yiaddr: Ipv4Addr) -> v4::Message {
+        let req = self.msg;
+        let mut m = v4::Message::new_with_id(
+            req.xid(),
+            ciaddr,
+            yiaddr,
+            Ipv4Addr::UNSPECIFIED,
+            req.giaddr(),
+            &self.mac.0,
+        );
+        m.set_opcode(v4::Opcode::BootReply).set_flags(req.flags());
+        let o = m.opts_mut();
+        o.insert(DhcpOption::MessageType(t));
+        o.insert(DhcpOption::ServerIdentifier(self.cfg.server));
+        if let Some(DhcpOption::ClientIdentifier(id)) = req.opts().get(OptionCode::ClientIdentifier) {
+            o.insert(DhcpOption::ClientIdentifier(id.clone()));
         }
+        m
     }
 
     /// The name the lease carries: the reservation's, else the client's if it is valid.
@@ -436,9 +443,8 @@ impl Client<'_> {
         }
     }
 
-    /// The reply's fixed fields (RFC 2131 table 3) and options: the ones every reply of its
-    /// type carries, then those the client's parameter request list asks for (all of them if
-    /// it sent none).
+    /// An OFFER or ACK: the header, the lease times, then the options the client's
+    /// parameter request list asks for (all of them if it sent none).
     fn reply(&self, t: MessageType, yiaddr: Ipv4Addr, lease: Option<u32>) -> Reply {
         let req = self.msg;
         let ciaddr = if t == MessageType::Ack {
@@ -446,26 +452,12 @@ impl Client<'_> {
         } else {
             Ipv4Addr::UNSPECIFIED
         };
-        let mut m = v4::Message::new_with_id(
-            req.xid(),
-            ciaddr,
-            yiaddr,
-            Ipv4Addr::UNSPECIFIED,
-            req.giaddr(),
-            &self.mac.0,
-        );
-        m.set_opcode(v4::Opcode::BootReply).set_flags(req.flags());
+        let mut m = self.header(t, ciaddr, yiaddr);
         let o = m.opts_mut();
-        o.insert(DhcpOption::MessageType(t));
-        o.insert(DhcpOption::ServerIdentifier(self.cfg.server));
         if let Some(secs) = lease {
             o.insert(DhcpOption::AddressLeaseTime(secs));
             o.insert(DhcpOption::Renewal(secs / 2));
             o.insert(DhcpOption::Rebinding((u64::from(secs) * 7 / 8) as u32));
-        }
-        if let Some(DhcpOption::ClientIdentifier(id)) = req.opts().get(OptionCode::ClientIdentifier) {
-            // RFC 6842: echo the client identifier.
-            o.insert(DhcpOption::ClientIdentifier(id.clone()));
         }
         let asked: Option<&Vec<OptionCode>> = match req.opts().get(OptionCode::ParameterRequestList) {
             Some(DhcpOption::ParameterRequestList(list)) => Some(list),
@@ -513,30 +505,12 @@ impl Client<'_> {
 
     /// A NAK is broadcast (RFC 2131 4.1, no relay): the client may have no usable address.
     fn nak(&self, why: &str) -> Outcome {
-        let req = self.msg;
-        let mut m = v4::Message::new_with_id(
-            req.xid(),
-            Ipv4Addr::UNSPECIFIED,
-            Ipv4Addr::UNSPECIFIED,
-            Ipv4Addr::UNSPECIFIED,
-            req.giaddr(),
-            &self.mac.0,
-        );
-        m.set_opcode(v4::Opcode::BootReply).set_flags(req.flags());
-        let o = m.opts_mut();
-        o.insert(DhcpOption::MessageType(MessageType::Nak));
-        o.insert(DhcpOption::ServerIdentifier(self.cfg.server));
-        o.insert(DhcpOption::Message(why.to_owned()));
-        if let Some(DhcpOption::ClientIdentifier(id)) = req.opts().get(OptionCode::ClientIdentifier) {
-            o.insert(DhcpOption::ClientIdentifier(id.clone()));
-        }
-        self.answer(
-            vec![],
-            String::new(),
-            Reply {
-                msg: m,
-                to: Dest::Broadcast,
-            },
-        )
+        let unspecified = Ipv4Addr::UNSPECIFIED;
+        let mut m = self.header(MessageType::Nak, unspecified, unspecified);
+        m.opts_mut().insert(DhcpOption::Message(why.to_owned()));
+        Outcome::answer(Reply {
+            msg: m,
+            to: Dest::Broadcast,
+        })
     }
 }
