@@ -659,6 +659,15 @@ fn malformed_datagrams_are_dropped_by_reason() {
             }),
             Drop::BadOptions,
         ),
+        (
+            // Two pieces of one option are one value (RFC 3396): 8 bytes where 4 belong.
+            "a fixed-length option split in two",
+            with(&|b| {
+                b.truncate(end);
+                b.extend_from_slice(&[152, 4, 0, 0, 0, 1, 152, 4, 0, 0, 0, 2, 255]);
+            }),
+            Drop::BadOptions,
+        ),
         ("no options", with(&|b| b.truncate(240)), Drop::BadOptions),
         (
             "no message type",
@@ -794,12 +803,28 @@ mod arbitrary {
             }
         }
 
-        /// A valid header with arbitrary options, so the option walk and the state machine
-        /// see hostile content too.
+        /// A valid header with arbitrary options: raw bytes (the walk), and well-framed
+        /// options of any code and content, repeated codes among them (dhcproto's typed
+        /// decoders and the state machine).
         #[test]
         fn a_valid_header_with_any_options(
             t in 1u8..20,
-            opts in proptest::collection::vec(any::<u8>(), 0..400),
+            opts in prop_oneof![
+                proptest::collection::vec(any::<u8>(), 0..200),
+                proptest::collection::vec(
+                    (
+                        prop_oneof![1u8..254, Just(50u8), Just(54u8), Just(60u8), Just(61u8), Just(152u8), Just(152u8)],
+                        proptest::collection::vec(any::<u8>(), 0..6),
+                    ),
+                    0..8,
+                )
+                .prop_map(|framed| {
+                    framed
+                        .into_iter()
+                        .flat_map(|(code, data)| [code, data.len() as u8].into_iter().chain(data))
+                        .collect()
+                }),
+            ],
             ci in any::<u32>(),
             flags in any::<u16>(),
         ) {

@@ -48,17 +48,28 @@ pub fn decode(b: &[u8]) -> Result<v4::Message, Drop> {
     if b[236..240] != v4::MAGIC {
         return Err(Drop::BadCookie);
     }
+    // The code and total length of the run of options ending here: dhcproto joins adjacent
+    // options of one code into one value (RFC 3396), so the rules apply to the whole run.
+    let mut run: Option<(u8, usize)> = None;
     let mut i = HEADER;
     loop {
         match b.get(i) {
             None => return Err(Drop::BadOptions),
-            Some(0) => i += 1,
+            Some(0) => {
+                run = None;
+                i += 1;
+            }
             Some(255) => break,
             Some(&code) => {
                 let len = *b.get(i + 1).ok_or(Drop::BadOptions)? as usize;
-                if i + 2 + len > b.len() || !length_ok(code, len) {
+                let total = match run {
+                    Some((c, n)) if c == code => n + len,
+                    _ => len,
+                };
+                if i + 2 + len > b.len() || !length_ok(code, total) {
                     return Err(Drop::BadOptions);
                 }
+                run = Some((code, total));
                 i += 2 + len;
             }
         }
