@@ -93,13 +93,11 @@ impl Lab {
     }
 
     fn stop(&mut self) {
-        let d = self.daemon.take().expect("running");
-        let status = d.terminate_and_wait(Duration::from_secs(20)).expect("stop");
-        assert!(status.success(), "daemon exit {status}: {}", self.log());
+        self.inst.stop(self.daemon.take().expect("running"));
     }
 
     fn log(&self) -> String {
-        std::fs::read_to_string(self.inst.log()).unwrap_or_default()
+        self.inst.log_text()
     }
 
     fn cli(&self, args: &[&str]) -> Output {
@@ -108,14 +106,7 @@ impl Lab {
 
     /// Runs the CLI and expects success; returns stdout.
     fn ok(&self, args: &[&str]) -> String {
-        let out = self.cli(args);
-        assert!(
-            out.status.success(),
-            "eip {args:?} failed: {}\n{}",
-            String::from_utf8_lossy(&out.stderr),
-            self.log()
-        );
-        String::from_utf8_lossy(&out.stdout).into_owned()
+        self.inst.ok(args)
     }
 
     fn list(&self) -> Vec<EipRow> {

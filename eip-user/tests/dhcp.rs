@@ -7,7 +7,6 @@ use std::{
     net::{Ipv4Addr, UdpSocket},
     os::unix::fs::PermissionsExt,
     path::{Path, PathBuf},
-    process::Output,
     time::{Duration, Instant},
 };
 
@@ -95,24 +94,16 @@ impl Lab {
     }
 
     fn stop(&mut self) {
-        let d = self.daemon.take().expect("running");
-        let status = d.terminate_and_wait(Duration::from_secs(20)).expect("stop");
-        assert!(status.success(), "daemon exit {status}: {}", self.log());
+        self.inst.stop(self.daemon.take().expect("running"));
     }
 
     fn log(&self) -> String {
-        std::fs::read_to_string(self.inst.log()).unwrap_or_default()
+        self.inst.log_text()
     }
 
+    /// Runs the CLI and expects success; returns stdout.
     fn ok(&self, args: &[&str]) -> String {
-        let out: Output = self.inst.cli(args).expect("run eip");
-        assert!(
-            out.status.success(),
-            "eip {args:?} failed: {}\n{}",
-            String::from_utf8_lossy(&out.stderr),
-            self.log()
-        );
-        String::from_utf8_lossy(&out.stdout).into_owned()
+        self.inst.ok(args)
     }
 
     fn leases(&self) -> Leases {

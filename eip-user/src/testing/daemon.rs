@@ -74,6 +74,32 @@ impl Instance {
         self.command()?.args(args).stdin(Stdio::null()).output()
     }
 
+    /// What the daemon logged so far.
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(self.log()).unwrap_or_default()
+    }
+
+    /// Runs the CLI and returns its stdout; panics (with its stderr and the daemon's log)
+    /// unless it succeeds.
+    pub fn ok(&self, args: &[&str]) -> String {
+        let out = self.cli(args).expect("run eip");
+        assert!(
+            out.status.success(),
+            "eip {args:?} failed: {}\n{}",
+            String::from_utf8_lossy(&out.stderr),
+            self.log_text()
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// Stops `daemon` (SIGTERM); panics (with its log) unless it exits 0 within 20 s.
+    pub fn stop(&self, daemon: Background) {
+        let status = daemon
+            .terminate_and_wait(Duration::from_secs(20))
+            .expect("stop the daemon");
+        assert!(status.success(), "daemon exit {status}: {}", self.log_text());
+    }
+
     /// Starts `eip daemon` with this instance's socket, state and pins, plus `args`, and
     /// waits until it answers (at most 30 s).
     pub fn start(&self, args: &[&str]) -> io::Result<Background> {
