@@ -11,7 +11,7 @@ use std::{
 use dhcproto::v4::{self, DhcpOption, MessageType, OptionCode};
 
 use super::{
-    Drop, Settings,
+    DropReason, Settings,
     wire::{self, Dest},
 };
 use crate::{
@@ -75,7 +75,7 @@ pub enum Verdict {
     Answer(Reply),
     /// Handled, and the protocol wants no answer (RELEASE, DECLINE).
     Quiet,
-    Drop(Drop),
+    Drop(DropReason),
 }
 
 /// A message's outcome: the records to commit before answering, what the history calls them,
@@ -101,7 +101,7 @@ impl Outcome {
         }
     }
 
-    fn drop(why: Drop) -> Outcome {
+    fn drop(why: DropReason) -> Outcome {
         Outcome::verdict(Verdict::Drop(why))
     }
 
@@ -156,8 +156,8 @@ pub fn handle_message(
         mac: Mac(mac),
     };
     let mut out = match t {
-        _ if t.and_then(kind_of).is_none() => Outcome::drop(Drop::NotClientMessage),
-        _ if !msg.giaddr().is_unspecified() => Outcome::drop(Drop::Relayed),
+        _ if t.and_then(kind_of).is_none() => Outcome::drop(DropReason::NotClientMessage),
+        _ if !msg.giaddr().is_unspecified() => Outcome::drop(DropReason::Relayed),
         Some(MessageType::Discover) => c.discover(offers),
         Some(MessageType::Request) => c.request(offers),
         Some(MessageType::Decline) => c.decline(),
@@ -240,16 +240,16 @@ impl Client<'_> {
     /// The address to offer: the reservation; else the client's lease, the address it asks
     /// for, or a free one of the range, starting at a point its MAC picks (so a client tends
     /// to get the same address back).
-    fn address(&self, offers: &Offers) -> Result<Ipv4Addr, Drop> {
+    fn address(&self, offers: &Offers) -> Result<Ipv4Addr, DropReason> {
         if let Some(h) = self.state.hosts.get(&self.mac) {
             return if self.declined(h.ip) {
-                Err(Drop::AddressDeclined)
+                Err(DropReason::AddressDeclined)
             } else {
                 Ok(h.ip)
             };
         }
         let Some(range) = self.cfg.range else {
-            return Err(Drop::UnknownMac);
+            return Err(DropReason::UnknownMac);
         };
         let taken = self.taken();
         let free = |ip: Ipv4Addr| self.dynamic_ok(ip, &taken);
@@ -278,7 +278,7 @@ impl Client<'_> {
                 }
             }
         }
-        oldest.map(|(_, ip)| ip).ok_or(Drop::RangeFull)
+        oldest.map(|(_, ip)| ip).ok_or(DropReason::RangeFull)
     }
 
     fn discover(&self, offers: &mut Offers) -> Outcome {
@@ -301,11 +301,11 @@ impl Client<'_> {
             // SELECTING: the client picked an offer.
             if self.for_other_server() {
                 offers.forget(self.mac);
-                return Outcome::drop(Drop::OtherServer);
+                return Outcome::drop(DropReason::OtherServer);
             }
             match self.requested() {
                 Some(ip) => self.decide(offers, ip),
-                None => Outcome::drop(Drop::BadRequest),
+                None => Outcome::drop(DropReason::BadRequest),
             }
         } else if let Some(ip) = self.requested() {
             // INIT-REBOOT: the client remembers an address.
@@ -313,7 +313,7 @@ impl Client<'_> {
             if !self.cfg.net.contains(&ip) {
                 self.nak("the address is not on this network")
             } else if !known && self.cfg.range.is_none() {
-                Outcome::drop(Drop::NoRecord)
+                Outcome::drop(DropReason::NoRecord)
             } else {
                 self.decide(offers, ip)
             }
@@ -321,7 +321,7 @@ impl Client<'_> {
             // RENEWING (unicast) or REBINDING (broadcast): the same answer either way.
             self.decide(offers, ciaddr)
         } else {
-            Outcome::drop(Drop::BadRequest)
+            Outcome::drop(DropReason::BadRequest)
         }
     }
 
@@ -360,16 +360,16 @@ impl Client<'_> {
 
     fn decline(&self) -> Outcome {
         if self.for_other_server() {
-            return Outcome::drop(Drop::OtherServer);
+            return Outcome::drop(DropReason::OtherServer);
         }
         let Some(ip) = self.requested() else {
-            return Outcome::drop(Drop::BadRequest);
+            return Outcome::drop(DropReason::BadRequest);
         };
         let leased = self.state.leases.get(&self.mac).is_some_and(|l| l.ip == ip);
         let reserved = self.state.hosts.get(&self.mac).is_some_and(|h| h.ip == ip);
         // Only the address this server gave the client: a client cannot take others' away.
         if !leased && !reserved && !self.dynamic_ok(ip, &self.taken()) {
-            return Outcome::drop(Drop::BadRequest);
+            return Outcome::drop(DropReason::BadRequest);
         }
         let mut writes = Vec::new();
         if leased {
@@ -388,11 +388,11 @@ impl Client<'_> {
 
     fn release(&self) -> Outcome {
         if self.for_other_server() {
-            return Outcome::drop(Drop::OtherServer);
+            return Outcome::drop(DropReason::OtherServer);
         }
         let ip = self.msg.ciaddr();
         if self.state.leases.get(&self.mac).is_none_or(|l| l.ip != ip) {
-            return Outcome::drop(Drop::BadRequest);
+            return Outcome::drop(DropReason::BadRequest);
         }
         Outcome::verdict(Verdict::Quiet).writing(
             vec![Write::DelLease(self.mac)],
@@ -405,7 +405,7 @@ impl Client<'_> {
     fn inform(&self) -> Outcome {
         let ciaddr = self.msg.ciaddr();
         if !self.cfg.net.contains(&ciaddr) || ciaddr.is_unspecified() {
-            return Outcome::drop(Drop::BadRequest);
+            return Outcome::drop(DropReason::BadRequest);
         }
         Outcome::answer(self.reply(MessageType::Ack, Ipv4Addr::UNSPECIFIED, None))
     }

@@ -41,7 +41,7 @@ pub struct Settings {
 
 /// Why a datagram got no answer. Each has a counter (`eip stats`, `/metrics`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Drop {
+pub enum DropReason {
     /// Shorter than a BOOTP header and the magic cookie.
     Truncated,
     /// Longer than [`wire::MAX_MESSAGE`].
@@ -76,44 +76,44 @@ pub enum Drop {
     StoreFailed,
 }
 
-impl Drop {
-    pub const ALL: [Drop; 16] = [
-        Drop::Truncated,
-        Drop::Oversized,
-        Drop::NotRequest,
-        Drop::NotEthernet,
-        Drop::BadCookie,
-        Drop::BadOptions,
-        Drop::NoMessageType,
-        Drop::NotClientMessage,
-        Drop::Relayed,
-        Drop::UnknownMac,
-        Drop::RangeFull,
-        Drop::AddressDeclined,
-        Drop::OtherServer,
-        Drop::NoRecord,
-        Drop::BadRequest,
-        Drop::StoreFailed,
+impl DropReason {
+    pub const ALL: [DropReason; 16] = [
+        DropReason::Truncated,
+        DropReason::Oversized,
+        DropReason::NotRequest,
+        DropReason::NotEthernet,
+        DropReason::BadCookie,
+        DropReason::BadOptions,
+        DropReason::NoMessageType,
+        DropReason::NotClientMessage,
+        DropReason::Relayed,
+        DropReason::UnknownMac,
+        DropReason::RangeFull,
+        DropReason::AddressDeclined,
+        DropReason::OtherServer,
+        DropReason::NoRecord,
+        DropReason::BadRequest,
+        DropReason::StoreFailed,
     ];
 
     pub const fn name(self) -> &'static str {
         match self {
-            Drop::Truncated => "truncated",
-            Drop::Oversized => "oversized",
-            Drop::NotRequest => "not_request",
-            Drop::NotEthernet => "not_ethernet",
-            Drop::BadCookie => "bad_cookie",
-            Drop::BadOptions => "bad_options",
-            Drop::NoMessageType => "no_message_type",
-            Drop::NotClientMessage => "not_client_message",
-            Drop::Relayed => "relayed",
-            Drop::UnknownMac => "unknown_mac",
-            Drop::RangeFull => "range_full",
-            Drop::AddressDeclined => "address_declined",
-            Drop::OtherServer => "other_server",
-            Drop::NoRecord => "no_record",
-            Drop::BadRequest => "bad_request",
-            Drop::StoreFailed => "store_failed",
+            DropReason::Truncated => "truncated",
+            DropReason::Oversized => "oversized",
+            DropReason::NotRequest => "not_request",
+            DropReason::NotEthernet => "not_ethernet",
+            DropReason::BadCookie => "bad_cookie",
+            DropReason::BadOptions => "bad_options",
+            DropReason::NoMessageType => "no_message_type",
+            DropReason::NotClientMessage => "not_client_message",
+            DropReason::Relayed => "relayed",
+            DropReason::UnknownMac => "unknown_mac",
+            DropReason::RangeFull => "range_full",
+            DropReason::AddressDeclined => "address_declined",
+            DropReason::OtherServer => "other_server",
+            DropReason::NoRecord => "no_record",
+            DropReason::BadRequest => "bad_request",
+            DropReason::StoreFailed => "store_failed",
         }
     }
 }
@@ -127,7 +127,7 @@ pub const SENT: [&str; 3] = ["offer", "ack", "nak"];
 pub struct Stats {
     received: [AtomicU64; RECEIVED.len()],
     sent: [AtomicU64; SENT.len()],
-    dropped: [AtomicU64; Drop::ALL.len()],
+    dropped: [AtomicU64; DropReason::ALL.len()],
 }
 
 /// A snapshot of [`Stats`], by name.
@@ -151,8 +151,8 @@ impl Stats {
         }
     }
 
-    pub fn dropped(&self, why: Drop) {
-        if let Some(i) = Drop::ALL.iter().position(|d| *d == why) {
+    pub fn dropped(&self, why: DropReason) {
+        if let Some(i) = DropReason::ALL.iter().position(|d| *d == why) {
             self.dropped[i].fetch_add(1, Ordering::Relaxed);
         }
     }
@@ -167,7 +167,7 @@ impl Stats {
         Counts {
             received: read(&mut RECEIVED.iter().copied(), &self.received),
             sent: read(&mut SENT.iter().copied(), &self.sent),
-            dropped: read(&mut Drop::ALL.iter().map(|d| d.name()), &self.dropped),
+            dropped: read(&mut DropReason::ALL.iter().map(|d| d.name()), &self.dropped),
         }
     }
 }

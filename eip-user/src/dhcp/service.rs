@@ -13,7 +13,7 @@ use std::{
 use tokio::sync::watch;
 
 use super::{
-    Drop, Settings, Stats,
+    DropReason, Settings, Stats,
     handler::{self, Offers, Verdict},
     now, wire,
 };
@@ -206,7 +206,7 @@ impl Server {
                 Ok(_) | Err(EngineError::Kernel { .. }) => {}
                 Err(e) => {
                     tracing::error!(error = %crate::api::error_chain(&e), "DHCP: lease not stored; not answering");
-                    self.stats.dropped(Drop::StoreFailed);
+                    self.stats.dropped(DropReason::StoreFailed);
                     return;
                 }
             }
@@ -243,7 +243,10 @@ impl Server {
             Verdict::Drop(why) => {
                 self.stats.dropped(why);
                 match (why, out.mac) {
-                    (Drop::UnknownMac | Drop::AddressDeclined | Drop::RangeFull, Some(mac)) => {
+                    (
+                        DropReason::UnknownMac | DropReason::AddressDeclined | DropReason::RangeFull,
+                        Some(mac),
+                    ) => {
                         if self.quiet.should_log(mac, now) {
                             tracing::warn!(%mac, reason = why.name(), "DHCP: no address for this MAC; not answering");
                         }

@@ -5,7 +5,7 @@ use std::net::Ipv4Addr;
 use dhcproto::v4::{self, DhcpOption, Flags, MessageType, OptionCode};
 
 use super::{
-    Drop, Settings,
+    DropReason, Settings,
     handler::{Offers, Outcome, Reply, Verdict, handle},
     wire::{self, Dest},
 };
@@ -120,7 +120,7 @@ fn answer(o: &Outcome) -> &Reply {
     }
 }
 
-fn dropped(o: &Outcome) -> Drop {
+fn dropped(o: &Outcome) -> DropReason {
     match o.verdict {
         Verdict::Drop(d) => d,
         ref v => panic!("expected a drop, got {v:?}"),
@@ -242,7 +242,7 @@ fn the_broadcast_flag_makes_the_offer_broadcast() {
 #[test]
 fn an_unknown_mac_gets_nothing_without_a_range() {
     let o = ask(&world(), &client(mac(9), MessageType::Discover, |_| {}));
-    assert_eq!(dropped(&o), Drop::UnknownMac);
+    assert_eq!(dropped(&o), DropReason::UnknownMac);
     assert_eq!(o.mac, Some(mac(9)));
     assert!(o.writes.is_empty());
 }
@@ -308,7 +308,7 @@ fn the_range_offers_each_unknown_mac_its_own_address_and_holds_it() {
         NOW,
         &client(mac(6), MessageType::Discover, |_| {}),
     );
-    assert_eq!(dropped(&o), Drop::RangeFull);
+    assert_eq!(dropped(&o), DropReason::RangeFull);
 }
 
 #[test]
@@ -345,7 +345,7 @@ fn selecting_another_servers_offer_is_ignored_and_frees_ours() {
         selecting(ip("192.168.6.100"), ip("192.168.6.1")),
     );
     let o = run(&cfg, &world(), &mut offers, NOW, &b);
-    assert_eq!(dropped(&o), Drop::OtherServer);
+    assert_eq!(dropped(&o), DropReason::OtherServer);
     assert!(offers.is_empty());
 }
 
@@ -371,7 +371,7 @@ fn selecting_an_address_that_is_not_the_clients_is_naked_by_broadcast() {
     let b = client(mac(1), MessageType::Request, |m| {
         m.opts_mut().insert(DhcpOption::ServerIdentifier(SERVER));
     });
-    assert_eq!(dropped(&ask(&world(), &b)), Drop::BadRequest);
+    assert_eq!(dropped(&ask(&world(), &b)), DropReason::BadRequest);
 }
 
 #[test]
@@ -403,7 +403,7 @@ fn init_reboot_acks_the_right_address_naks_a_wrong_one_and_ignores_strangers() {
         NOW,
         &client(mac(9), MessageType::Request, requested(VM1)),
     );
-    assert_eq!(dropped(&o), Drop::NoRecord);
+    assert_eq!(dropped(&o), DropReason::NoRecord);
 }
 
 #[test]
@@ -447,7 +447,7 @@ fn rebinding_an_address_that_is_not_the_clients_is_naked() {
     assert_eq!(answer(&o).to, Dest::Broadcast);
     // No server id, no requested address, no ciaddr: no state fits.
     let o = ask(&world(), &client(mac(1), MessageType::Request, |_| {}));
-    assert_eq!(dropped(&o), Drop::BadRequest);
+    assert_eq!(dropped(&o), DropReason::BadRequest);
 }
 
 #[test]
@@ -497,7 +497,7 @@ fn release_ends_the_lease_and_only_the_clients_own() {
     assert_eq!(o.writes, [Write::DelLease(mac(1))]);
     // Another MAC cannot release vm1's lease.
     let o = ask(&s, &client(mac(2), MessageType::Release, ciaddr(VM1)));
-    assert_eq!(dropped(&o), Drop::BadRequest);
+    assert_eq!(dropped(&o), DropReason::BadRequest);
     assert!(o.writes.is_empty());
 }
 
@@ -523,7 +523,7 @@ fn decline_marks_the_address_unusable_until_the_back_off_passes() {
     let disc = client(mac(1), MessageType::Discover, |_| {});
     assert_eq!(
         dropped(&run(&settings(), &s, &mut Offers::default(), NOW + 1, &disc)),
-        Drop::AddressDeclined
+        DropReason::AddressDeclined
     );
     let later = NOW + DECLINE_BACKOFF;
     let expire = lifecycle::expire(&s, later);
@@ -539,7 +539,7 @@ fn decline_marks_the_address_unusable_until_the_back_off_passes() {
     let b = client(mac(2), MessageType::Decline, selecting(VM1, SERVER));
     assert_eq!(
         dropped(&run(&settings(), &s, &mut Offers::default(), later, &b)),
-        Drop::BadRequest
+        DropReason::BadRequest
     );
 }
 
@@ -564,7 +564,7 @@ fn inform_is_acked_without_a_lease_to_ciaddr() {
         }
     );
     let b = client(mac(5), MessageType::Inform, ciaddr(ip("10.1.1.1")));
-    assert_eq!(dropped(&ask(&world(), &b)), Drop::BadRequest);
+    assert_eq!(dropped(&ask(&world(), &b)), DropReason::BadRequest);
 }
 
 #[test]
@@ -585,9 +585,9 @@ fn relayed_and_server_messages_are_dropped() {
     let b = client(mac(1), MessageType::Discover, |m| {
         m.set_giaddr(ip("10.0.0.1"));
     });
-    assert_eq!(dropped(&ask(&world(), &b)), Drop::Relayed);
+    assert_eq!(dropped(&ask(&world(), &b)), DropReason::Relayed);
     let b = client(mac(1), MessageType::Offer, |_| {});
-    assert_eq!(dropped(&ask(&world(), &b)), Drop::NotClientMessage);
+    assert_eq!(dropped(&ask(&world(), &b)), DropReason::NotClientMessage);
 }
 
 #[test]
@@ -599,27 +599,27 @@ fn malformed_datagrams_are_dropped_by_reason() {
         f(&mut b);
         b
     };
-    let rows: Vec<(&str, Vec<u8>, Drop)> = vec![
-        ("empty", vec![], Drop::Truncated),
-        ("header only", good[..239].to_vec(), Drop::Truncated),
+    let rows: Vec<(&str, Vec<u8>, DropReason)> = vec![
+        ("empty", vec![], DropReason::Truncated),
+        ("header only", good[..239].to_vec(), DropReason::Truncated),
         (
             "oversized",
             with(&|b| b.resize(wire::MAX_MESSAGE + 1, 0)),
-            Drop::Oversized,
+            DropReason::Oversized,
         ),
-        ("a reply", with(&|b| b[0] = 2), Drop::NotRequest),
-        ("unknown op", with(&|b| b[0] = 7), Drop::NotRequest),
-        ("not ethernet", with(&|b| b[1] = 6), Drop::NotEthernet),
-        ("hlen 16", with(&|b| b[2] = 16), Drop::NotEthernet),
-        ("bad cookie", with(&|b| b[236] = 0), Drop::BadCookie),
-        ("no end", with(&|b| b.truncate(end)), Drop::BadOptions),
+        ("a reply", with(&|b| b[0] = 2), DropReason::NotRequest),
+        ("unknown op", with(&|b| b[0] = 7), DropReason::NotRequest),
+        ("not ethernet", with(&|b| b[1] = 6), DropReason::NotEthernet),
+        ("hlen 16", with(&|b| b[2] = 16), DropReason::NotEthernet),
+        ("bad cookie", with(&|b| b[236] = 0), DropReason::BadCookie),
+        ("no end", with(&|b| b.truncate(end)), DropReason::BadOptions),
         (
             "option past the end",
             with(&|b| {
                 b.truncate(end);
                 b.extend_from_slice(&[12, 40, b'x']);
             }),
-            Drop::BadOptions,
+            DropReason::BadOptions,
         ),
         (
             "requested address of 3 bytes",
@@ -627,7 +627,7 @@ fn malformed_datagrams_are_dropped_by_reason() {
                 b.truncate(end);
                 b.extend_from_slice(&[50, 3, 1, 2, 3, 255]);
             }),
-            Drop::BadOptions,
+            DropReason::BadOptions,
         ),
         (
             // Two pieces of one option are one value (RFC 3396): 8 bytes where 4 belong.
@@ -636,16 +636,16 @@ fn malformed_datagrams_are_dropped_by_reason() {
                 b.truncate(end);
                 b.extend_from_slice(&[152, 4, 0, 0, 0, 1, 152, 4, 0, 0, 0, 2, 255]);
             }),
-            Drop::BadOptions,
+            DropReason::BadOptions,
         ),
-        ("no options", with(&|b| b.truncate(240)), Drop::BadOptions),
+        ("no options", with(&|b| b.truncate(240)), DropReason::BadOptions),
         (
             "no message type",
             with(&|b| {
                 b.truncate(240);
                 b.push(255);
             }),
-            Drop::NoMessageType,
+            DropReason::NoMessageType,
         ),
     ];
     for (name, bytes, why) in rows {

@@ -8,7 +8,7 @@ use std::net::Ipv4Addr;
 use dhcproto::{Decodable, Decoder, Encodable, Encoder, v4};
 use eip_common::checksum;
 
-use super::Drop;
+use super::DropReason;
 
 /// The BOOTP header (236 bytes) and the magic cookie.
 pub const HEADER: usize = 240;
@@ -32,21 +32,21 @@ fn length_ok(code: u8, len: usize) -> bool {
 /// Checks the fixed header and walks the options, then decodes with dhcproto. dhcproto stops
 /// decoding options at the first one it cannot read and keeps the rest; decoding each option
 /// on its own first makes that a drop instead.
-pub fn decode(b: &[u8]) -> Result<v4::Message, Drop> {
+pub fn decode(b: &[u8]) -> Result<v4::Message, DropReason> {
     if b.len() > MAX_MESSAGE {
-        return Err(Drop::Oversized);
+        return Err(DropReason::Oversized);
     }
     if b.len() < HEADER {
-        return Err(Drop::Truncated);
+        return Err(DropReason::Truncated);
     }
     if b[0] != 1 {
-        return Err(Drop::NotRequest);
+        return Err(DropReason::NotRequest);
     }
     if b[1] != 1 || b[2] != 6 {
-        return Err(Drop::NotEthernet);
+        return Err(DropReason::NotEthernet);
     }
     if b[236..240] != v4::MAGIC {
-        return Err(Drop::BadCookie);
+        return Err(DropReason::BadCookie);
     }
     // The code and total length of the run of options ending here: dhcproto joins adjacent
     // options of one code into one value (RFC 3396), so the rules apply to the whole run.
@@ -54,20 +54,20 @@ pub fn decode(b: &[u8]) -> Result<v4::Message, Drop> {
     let mut i = HEADER;
     loop {
         match b.get(i) {
-            None => return Err(Drop::BadOptions),
+            None => return Err(DropReason::BadOptions),
             Some(0) => {
                 run = None;
                 i += 1;
             }
             Some(255) => break,
             Some(&code) => {
-                let len = *b.get(i + 1).ok_or(Drop::BadOptions)? as usize;
+                let len = *b.get(i + 1).ok_or(DropReason::BadOptions)? as usize;
                 let total = match run {
                     Some((c, n)) if c == code => n + len,
                     _ => len,
                 };
                 if i + 2 + len > b.len() || !length_ok(code, total) {
-                    return Err(Drop::BadOptions);
+                    return Err(DropReason::BadOptions);
                 }
                 run = Some((code, total));
                 i += 2 + len;
@@ -79,12 +79,12 @@ pub fn decode(b: &[u8]) -> Result<v4::Message, Drop> {
         match v4::DhcpOption::decode(&mut opts) {
             Ok(v4::DhcpOption::End) => break,
             Ok(_) => {}
-            Err(_) => return Err(Drop::BadOptions),
+            Err(_) => return Err(DropReason::BadOptions),
         }
     }
-    let msg = v4::Message::decode(&mut Decoder::new(b)).map_err(|_| Drop::BadOptions)?;
+    let msg = v4::Message::decode(&mut Decoder::new(b)).map_err(|_| DropReason::BadOptions)?;
     if msg.opts().msg_type().is_none() {
-        return Err(Drop::NoMessageType);
+        return Err(DropReason::NoMessageType);
     }
     Ok(msg)
 }
