@@ -237,7 +237,8 @@ pub async fn run(args: DaemonArgs, socket: PathBuf) -> Result<(), DaemonError> {
     live.refresh_ports().await?;
     let mut engine = Engine::new(store, live, limits)?;
     if let Some(path) = &args.lease_script {
-        engine.events = Some(dhcp::script::spawn(path.clone(), bridge.name.clone()));
+        let leases = engine.state().leases.len();
+        engine.events = Some(dhcp::script::spawn(path.clone(), bridge.name.clone(), leases));
     }
 
     for pool in &args.pools {

@@ -9,14 +9,16 @@ use tokio::sync::mpsc;
 
 use crate::lifecycle::LeaseEvent;
 
-/// Events waiting for the script; past this, new events are logged and dropped.
+/// Events that may wait for the script beyond the leases held at start (each of which is
+/// told `old` then); past this, new events are logged and dropped.
 pub const QUEUE: usize = 4096;
 /// A run taking longer is killed.
 pub const TIMEOUT: Duration = Duration::from_secs(30);
 
-/// Starts the runner; events sent to the returned sender run the script at `path`.
-pub fn spawn(path: PathBuf, interface: String) -> mpsc::Sender<LeaseEvent> {
-    let (tx, mut rx) = mpsc::channel::<LeaseEvent>(QUEUE);
+/// Starts the runner; events sent to the returned sender run the script at `path`. `leases`:
+/// how many leases the daemon starts with, so their `old` events all fit.
+pub fn spawn(path: PathBuf, interface: String, leases: usize) -> mpsc::Sender<LeaseEvent> {
+    let (tx, mut rx) = mpsc::channel::<LeaseEvent>(QUEUE + leases);
     tokio::spawn(async move {
         while let Some(ev) = rx.recv().await {
             run(&path, &interface, &ev).await;
