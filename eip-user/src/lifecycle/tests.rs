@@ -431,6 +431,12 @@ mod sequences {
         HostDel(u8),
         Quarantine(u8, bool),
         File(Vec<(u8, u8)>),
+        /// A DHCP client (MAC) asks for an address (INIT-REBOOT) through the real handler.
+        Dhcp(u8, u8),
+        /// The DHCP client lets its lease go.
+        DhcpRelease(u8),
+        /// The clock moves on this many seconds and leases expire.
+        Expire(u16),
     }
 
     fn op() -> impl Strategy<Value = Op> {
@@ -444,8 +450,27 @@ mod sequences {
             (m.clone(), 10u8..16).prop_map(|(a, b)| Op::HostAdd(a, b)),
             m.clone().prop_map(Op::HostDel),
             (m.clone(), any::<bool>()).prop_map(|(a, b)| Op::Quarantine(a, b)),
-            proptest::collection::vec((m, 10u8..16), 0..4).prop_map(Op::File),
+            proptest::collection::vec((m.clone(), 10u8..16), 0..4).prop_map(Op::File),
+            (m.clone(), 10u8..16).prop_map(|(a, b)| Op::Dhcp(a, b)),
+            m.prop_map(Op::DhcpRelease),
+            (0u16..3000).prop_map(Op::Expire),
         ]
+    }
+
+    /// A client message of type `t` from `mac(m)` with `requested` (or ciaddr for a release).
+    fn dhcp(m: u8, t: dhcproto::v4::MessageType, addr: Ipv4Addr) -> Vec<u8> {
+        use dhcproto::v4::{DhcpOption, Message, MessageType};
+        let release = t == MessageType::Release;
+        let ciaddr = if release { addr } else { Ipv4Addr::UNSPECIFIED };
+        let u = Ipv4Addr::UNSPECIFIED;
+        let mut msg = Message::new_with_id(7, ciaddr, u, u, u, &mac(m).0);
+        msg.opts_mut().insert(DhcpOption::MessageType(t));
+        if !release {
+            msg.opts_mut().insert(DhcpOption::RequestedIpAddress(addr));
+        }
+        let mut buf = Vec::new();
+        dhcproto::Encodable::encode(&msg, &mut dhcproto::Encoder::new(&mut buf)).unwrap();
+        buf
     }
 
     fn eip(n: u8) -> Ipv4Addr {
@@ -463,7 +488,20 @@ mod sequences {
             let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
             rt.block_on(async {
                 let dir = tempfile::tempdir().unwrap();
-                let l = limits();
+                // Dynamic leases from .13-.15, inside the addresses reservations take too.
+                let range = crate::state::Range { start: priv_ip(13), end: priv_ip(15) };
+                let l = Limits { dynamic: Some(range), ..limits() };
+                let cfg = crate::dhcp::Settings {
+                    server: l.gateway,
+                    net: l.private,
+                    lease_time: 1000,
+                    dns: vec![],
+                    domain: None,
+                    mtu: None,
+                    range: Some(range),
+                };
+                let mut offers = crate::dhcp::handler::Offers::default();
+                let mut now = 1_800_000_000u64;
                 let mut en = Engine::new(Store::open(dir.path()).unwrap(), MemKernel::default(), l).unwrap();
                 let c = pool_add(en.state(), &l, "203.0.113.0/29".parse().unwrap());
                 en.run("pool", c).await.unwrap();
@@ -475,7 +513,7 @@ mod sequences {
                         Op::Unbind(a) => unbind(&s, eip(*a)),
                         Op::Release(a) => release(&s, eip(*a)),
                         Op::HostAdd(m, a) => host_add(&s, &l, mac(*m), priv_ip(*a), None),
-                        Op::HostDel(m) => host_del(&s, &limits(), &mac(*m).to_string()),
+                        Op::HostDel(m) => host_del(&s, &l, &mac(*m).to_string()),
                         Op::Quarantine(m, on) => quarantine(&s, &Target::Mac(mac(*m)), *on),
                         Op::File(lines) => {
                             let lines: Vec<FileHost> = lines
@@ -484,6 +522,21 @@ mod sequences {
                                 .map(|(i, (m, a))| FileHost { line: i + 1, mac: mac(*m), name: None, ip: priv_ip(*a) })
                                 .collect();
                             Ok(sync_file_hosts(&s, &l, &lines).0)
+                        }
+                        Op::Dhcp(m, a) | Op::DhcpRelease(m @ a) => {
+                            let (t, addr) = match &op {
+                                Op::Dhcp(..) => (dhcproto::v4::MessageType::Request, priv_ip(*a)),
+                                _ => (
+                                    dhcproto::v4::MessageType::Release,
+                                    s.leases.get(&mac(*m)).map_or(priv_ip(10), |l| l.ip),
+                                ),
+                            };
+                            let o = crate::dhcp::handler::handle(&cfg, &s, &mut offers, now, &dhcp(*m, t, addr));
+                            Ok(Change { writes: o.writes, message: o.command })
+                        }
+                        Op::Expire(secs) => {
+                            now += u64::from(*secs);
+                            Ok(expire(&s, now))
                         }
                     };
                     let refused = c.is_err();
@@ -503,6 +556,14 @@ mod sequences {
                     dedup.sort();
                     dedup.dedup();
                     prop_assert_eq!(bound.len(), dedup.len());
+                    // Every lease is backed: its MAC's reservation, or a dynamic address in the
+                    // range that nobody has reserved.
+                    prop_assert!(stale_leases(en.state(), &l).is_empty(), "after {:?}: {:?}", op, en.state().leases);
+                    let mut ips: Vec<Ipv4Addr> = en.state().guests().values().map(|g| g.0).collect();
+                    let n = ips.len();
+                    ips.sort();
+                    ips.dedup();
+                    prop_assert_eq!(n, ips.len(), "two VM entries claim one address");
                 }
                 Ok(())
             })?;
