@@ -4,9 +4,9 @@
 mod setup;
 mod summary;
 
-use std::{path::PathBuf, process::Command};
+use std::{os::unix::process::CommandExt, path::PathBuf, process::Command, time::Instant};
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 use setup::{Needs, run};
 
@@ -21,7 +21,7 @@ struct Cli {
 enum Cmd {
     /// Install what is missing (toolchain parts, Debian packages) and check the kernel.
     Setup,
-    /// Build the eBPF programs and the `eip` binary (release).
+    /// Build the eBPF programs, the `eip` binary and the lab (release).
     Build,
     /// Every test: formatting and lints, unit and property tests, in-kernel packet tests.
     Test {
@@ -65,6 +65,28 @@ fn packages(cmd: &mut Command) -> &mut Command {
     cmd
 }
 
+fn target_dir() -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| root().join("target"), PathBuf::from)
+}
+
+/// The `eip` binary with its programs embedded, and the lab (`eip-lab`), in release mode. The
+/// first build takes minutes; cargo shows its progress.
+fn build_release() -> Result<()> {
+    eprintln!("[build] eip and eip-lab (release)");
+    let started = Instant::now();
+    run(cargo().args([
+        "build",
+        "--release",
+        "-p",
+        "eip-user",
+        "--features",
+        "testing",
+        "--bins",
+    ]))?;
+    eprintln!("[build] done in {:.0} s", started.elapsed().as_secs_f64());
+    Ok(())
+}
+
 fn lint() -> Result<()> {
     eprintln!("[test] cargo fmt --check");
     run(cargo().args(["fmt", "--all", "--", "--check"]))?;
@@ -106,7 +128,7 @@ fn real_main() -> Result<()> {
         Cmd::Setup => setup::ensure(Needs::Everything),
         Cmd::Build => {
             setup::ensure(Needs::Toolchain)?;
-            run(cargo().args(["build", "--release", "-p", "eip-user"]))
+            build_release()
         }
         Cmd::Test { no_lint, args } => {
             setup::ensure(Needs::Everything)?;
@@ -121,10 +143,29 @@ fn real_main() -> Result<()> {
             summary::run_and_count(&mut test)
         }
         Cmd::Run { args } => {
-            setup::ensure(Needs::Everything)?;
-            anyhow::bail!(
-                "not yet: `eip daemon` and the lab arrive with the daemon and lab issues (args given: {args:?})"
-            )
+            // The lab needs the test tools (DHCP clients, ethtool, curl); the daemon on real
+            // interfaces only root and the kernel.
+            setup::ensure(if args.is_empty() {
+                Needs::Everything
+            } else {
+                Needs::Kernel
+            })?;
+            build_release()?;
+            let bin = target_dir().join("release");
+            let mut cmd = if args.is_empty() {
+                eprintln!(
+                    "[run] the lab: {} (Ctrl-C stops it)",
+                    bin.join("eip-lab").display()
+                );
+                Command::new(bin.join("eip-lab"))
+            } else {
+                eprintln!("[run] {} daemon {}", bin.join("eip").display(), args.join(" "));
+                let mut c = Command::new(bin.join("eip"));
+                c.arg("daemon").args(&args);
+                c
+            };
+            // exec, so that Ctrl-C and the exit status go straight to the lab or the daemon.
+            Err(cmd.exec()).with_context(|| format!("could not start {cmd:?}"))
         }
         Cmd::Bench { quick } => {
             setup::ensure(Needs::Toolchain)?;

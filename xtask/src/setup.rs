@@ -29,20 +29,24 @@ pub const PACKAGES: &[(&str, &str)] = &[
 
 const NIGHTLY: &str = "nightly";
 
-/// What a command needs: the toolchain alone (build), or also root, the kernel features and
-/// the Debian packages (test, run, bench).
-#[derive(Clone, Copy, PartialEq, Eq)]
+/// What a command needs: the toolchain alone (build); also root and the kernel features (the
+/// daemon on real interfaces); or also the Debian packages and namespaces (test, the lab,
+/// bench).
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Needs {
     Toolchain,
+    Kernel,
     Everything,
 }
 
 pub fn ensure(needs: Needs) -> Result<()> {
     step("nightly toolchain with rust-src", ensure_rust_src)?;
     step("bpf-linker (against the nightly's LLVM)", ensure_bpf_linker)?;
-    if needs == Needs::Everything {
+    if needs >= Needs::Kernel {
         step("root", ensure_root)?;
         step("kernel with BTF and BPF", ensure_kernel)?;
+    }
+    if needs == Needs::Everything {
         step("Debian packages", ensure_packages)?;
         step("network namespaces", ensure_netns)?;
     }

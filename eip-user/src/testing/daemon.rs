@@ -28,9 +28,15 @@ pub struct Instance {
 }
 
 impl Instance {
+    /// An instance with a unique name, its files in a new directory under the temp dir.
     pub fn new(bin: &Path, hv: &NetNs) -> io::Result<Self> {
         let name = unique("eipi");
         let dir = std::env::temp_dir().join(&name);
+        Self::at(bin, hv, name, dir)
+    }
+
+    /// An instance named `name` with its files in `dir` (created; removed on drop).
+    pub fn at(bin: &Path, hv: &NetNs, name: String, dir: PathBuf) -> io::Result<Self> {
         std::fs::create_dir_all(&dir)?;
         Ok(Instance {
             bin: bin.to_owned(),
@@ -38,6 +44,11 @@ impl Instance {
             name,
             dir,
         })
+    }
+
+    /// Where the instance's programs and maps are pinned.
+    pub fn pins(&self) -> PathBuf {
+        Path::new(crate::pins::BPFFS).join("eip").join(&self.name)
     }
 
     pub fn socket(&self) -> PathBuf {
@@ -82,14 +93,23 @@ impl Instance {
     /// Runs the CLI and returns its stdout; panics (with its stderr and the daemon's log)
     /// unless it succeeds.
     pub fn ok(&self, args: &[&str]) -> String {
-        let out = self.cli(args).expect("run eip");
-        assert!(
-            out.status.success(),
-            "eip {args:?} failed: {}\n{}",
-            String::from_utf8_lossy(&out.stderr),
-            self.log_text()
-        );
-        String::from_utf8_lossy(&out.stdout).into_owned()
+        match self.try_ok(args) {
+            Ok(out) => out,
+            Err(e) => panic!("{e}\n{}", self.log_text()),
+        }
+    }
+
+    /// Runs the CLI and returns its stdout, or an error with its stderr unless it succeeds.
+    pub fn try_ok(&self, args: &[&str]) -> io::Result<String> {
+        let out = self.cli(args)?;
+        if !out.status.success() {
+            return Err(io::Error::other(format!(
+                "eip {} failed: {}",
+                args.join(" "),
+                String::from_utf8_lossy(&out.stderr).trim()
+            )));
+        }
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
     }
 
     /// Stops `daemon` (SIGTERM); panics (with its log) unless it exits 0 within 20 s.
@@ -140,7 +160,7 @@ impl Drop for Instance {
     fn drop(&mut self) {
         // Without a daemon this removes the pins and aliases of the instance.
         let _ = self.cli(&["teardown", "--instance", &self.name]);
-        let _ = std::fs::remove_dir_all(Path::new(crate::pins::BPFFS).join("eip").join(&self.name));
+        let _ = std::fs::remove_dir_all(self.pins());
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }

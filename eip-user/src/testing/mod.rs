@@ -1,8 +1,12 @@
-//! What the tests, the benchmarks and the lab share (feature `testing`): namespace guards and
-//! the dataplane's packet fixtures.
+//! What the tests, the benchmarks and the lab share (feature `testing`): namespace guards, the
+//! reference topology, the real daemon and DHCP clients in it, small servers inside
+//! namespaces, the lab, and the dataplane's packet fixtures.
 
+pub mod clients;
 pub mod daemon;
 pub mod fixtures;
+pub mod lab;
 pub mod netns;
 pub mod process;
+pub mod services;
 pub mod topology;

@@ -42,8 +42,13 @@ pub struct NetNs {
 }
 
 impl NetNs {
+    /// A namespace with a name no other run uses (see [`unique`]).
     pub fn new(prefix: &str) -> io::Result<Self> {
-        let name = unique(prefix);
+        Self::named(unique(prefix))
+    }
+
+    /// A namespace with exactly this name (the lab's, which people type); fails if it exists.
+    pub fn named(name: String) -> io::Result<Self> {
         run("ip", &["netns", "add", &name])?;
         let ns = NetNs { name };
         ns.ip(&["link", "set", "lo", "up"])?;

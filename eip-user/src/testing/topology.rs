@@ -25,6 +25,23 @@ pub const WAN_IF: &str = "wan0";
 /// In each VM namespace.
 pub const VM_IF: &str = "eth0";
 
+/// How the namespaces are named: uniquely per run (tests, benchmarks, so that runs never
+/// collide), or `PREFIX-out`, `PREFIX-hv`, `PREFIX-vm1`... (the lab, whose names people type).
+#[derive(Clone, Copy, Debug)]
+pub enum Naming<'a> {
+    Unique,
+    Fixed(&'a str),
+}
+
+impl Naming<'_> {
+    fn create(&self, role: &str, short: &str) -> io::Result<NetNs> {
+        match self {
+            Naming::Unique => NetNs::new(short),
+            Naming::Fixed(prefix) => NetNs::named(format!("{prefix}-{role}")),
+        }
+    }
+}
+
 pub struct VmNs {
     pub ns: NetNs,
     /// The VM's bridge port, in the hypervisor namespace.
@@ -43,8 +60,13 @@ impl Topology {
     /// Builds the namespaces and links. Each VM gets `mac` and, when given, a static address
     /// with the bridge as its gateway (the DHCP tests leave it to a DHCP client).
     pub fn new(vms: &[([u8; 6], Option<Ipv4Addr>)]) -> io::Result<Self> {
-        let outside = NetNs::new("eipo")?;
-        let hv = NetNs::new("eiph")?;
+        Self::build(Naming::Unique, vms)
+    }
+
+    /// As [`Topology::new`], with the namespaces named as `naming` says.
+    pub fn build(naming: Naming, vms: &[([u8; 6], Option<Ipv4Addr>)]) -> io::Result<Self> {
+        let outside = naming.create("out", "eipo")?;
+        let hv = naming.create("hv", "eiph")?;
         hv.ip(&[
             "link",
             "add",
@@ -82,7 +104,7 @@ impl Topology {
 
         let mut out = Vec::new();
         for (i, (mac, addr)) in vms.iter().enumerate() {
-            let ns = NetNs::new("eipv")?;
+            let ns = naming.create(&format!("vm{}", i + 1), "eipv")?;
             let port = format!("port{i}");
             hv.ip(&[
                 "link",
@@ -116,6 +138,15 @@ impl Topology {
             hv,
             outside,
         })
+    }
+
+    /// Every namespace's name, the outside's first.
+    pub fn names(&self) -> Vec<String> {
+        [&self.outside, &self.hv]
+            .into_iter()
+            .chain(self.vms.iter().map(|v| &v.ns))
+            .map(|n| n.name().to_owned())
+            .collect()
     }
 
     pub fn bridge_mac(&self) -> io::Result<[u8; 6]> {
