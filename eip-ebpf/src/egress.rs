@@ -19,7 +19,7 @@ use aya_ebpf::{
 use eip_common::{
     Packet,
     maps::{CONFIG_ANTISPOOF, CONFIG_NO_FAST_PATH, Config, Counter, VM_NO_ANTISPOOF, VM_QUARANTINED, Vm},
-    parse::{ETH_P_IP, IP_SRC, IPPROTO_UDP, Ipv4Info, parse_eth, parse_ipv4},
+    parse::{ETH_P_IP, IP_SRC, IPPROTO_TCP, IPPROTO_UDP, Ipv4Info, parse_eth, parse_ipv4},
     rewrite::{Field, apply, decrement_ttl, plan},
 };
 
@@ -199,7 +199,7 @@ fn lookup(ctx: &TcContext, pkt: &TcFrame, ip: &Ipv4Info, eip: u32) -> (i64, bpf_
     let mut p: bpf_fib_lookup = unsafe { mem::zeroed() };
     p.family = AF_INET;
     p.l4_protocol = ip.proto;
-    p.__bindgen_anon_1.tot_len = ip.total_len as u16;
+    p.__bindgen_anon_1.tot_len = mtu_len(ctx, pkt, ip);
     p.__bindgen_anon_2.tos = pkt.u8_at(ip.l3_off + 1).unwrap_or(0);
     // SAFETY: reading the skb's ifindex from the context the program was given.
     p.ifindex = unsafe { (*ctx.skb.skb).ifindex };
@@ -208,6 +208,27 @@ fn lookup(ctx: &TcContext, pkt: &TcFrame, ip: &Ipv4Info, eip: u32) -> (i64, bpf_
     // SAFETY: the context pointer and a parameter struct of the size passed.
     let rc = unsafe { fib_lookup(ctx.as_ptr(), &mut p, mem::size_of::<bpf_fib_lookup>() as i32, 0) };
     (rc, p)
+}
+
+/// The length the kernel's forwarding would hold against the egress MTU, so that the lookup's
+/// "fragmentation needed" agrees with what the kernel does with a packet passed to it
+/// untranslated: the IP length, or for a GSO super-frame (a VM's TSO), the length of each
+/// segment it will be cut into, network and transport headers plus `gso_size`
+/// (`skb_gso_network_seglen`).
+#[inline(always)]
+fn mtu_len(ctx: &TcContext, pkt: &TcFrame, ip: &Ipv4Info) -> u16 {
+    // SAFETY: reading a field of the context the program was given.
+    let gso_size = unsafe { (*ctx.skb.skb).gso_size } as usize;
+    if gso_size == 0 {
+        return ip.total_len as u16;
+    }
+    let l4_hlen = match ip.proto {
+        IPPROTO_TCP => pkt
+            .u8_at(ip.l4_off() + 12)
+            .map_or(20, |b| ((b >> 4) as usize) * 4),
+        _ => 8,
+    };
+    (ip.hlen + l4_hlen + gso_size) as u16
 }
 
 #[inline(always)]

@@ -63,11 +63,6 @@ fn opaque_len(start: usize, end: usize) -> usize {
 macro_rules! direct_access {
     () => {
         #[inline(always)]
-        fn len(&self) -> usize {
-            opaque_len(self.0.data(), self.0.data_end())
-        }
-
-        #[inline(always)]
         fn load<const N: usize>(&self, off: usize) -> Option<[u8; N]> {
             load(self.0.data(), self.0.data_end(), off)
         }
@@ -88,6 +83,12 @@ pub struct XdpFrame<'a>(pub &'a XdpContext);
 
 impl Packet for XdpFrame<'_> {
     direct_access!();
+
+    /// An XDP frame is linear (the program does not take multi-buffer frames).
+    #[inline(always)]
+    fn len(&self) -> usize {
+        opaque_len(self.0.data(), self.0.data_end())
+    }
 }
 
 /// An skb. The checksums go through the kernel's helpers: a VM's packets reach the bridge
@@ -98,6 +99,15 @@ pub struct TcFrame<'a>(pub &'a TcContext);
 
 impl Packet for TcFrame<'_> {
     direct_access!();
+
+    /// The whole skb, `skb->len`, not the linear area: a VM's bulk TCP arrives as GSO
+    /// super-frames, and even a plain 1,500-byte frame may carry its payload in page
+    /// fragments. Only the headers need to be linear (the program pulls them in); the lengths
+    /// in them are checked against the real packet.
+    #[inline(always)]
+    fn len(&self) -> usize {
+        self.0.len() as usize
+    }
 
     #[inline(always)]
     fn l4_pseudo_replace32(&mut self, off: usize, old: u32, new: u32, udp: bool) -> Option<()> {

@@ -197,6 +197,40 @@ pub fn http_get(ns: &NetNs, to: SocketAddrV4) -> io::Result<(String, SocketAddr)
     })
 }
 
+/// Sends `bytes` bytes over TCP from inside `ns` to a [`Service::sink`] at `to` and returns
+/// how many the sink says it got; an error if that takes more than 20 s.
+pub fn upload(ns: &NetNs, to: SocketAddrV4, bytes: usize) -> io::Result<u64> {
+    const LIMIT: Duration = Duration::from_secs(20);
+    within(ns, || {
+        let started = Instant::now();
+        let mut c = TcpStream::connect_timeout(&to.into(), Duration::from_secs(3))?;
+        c.set_write_timeout(Some(Duration::from_secs(1)))?;
+        c.set_read_timeout(Some(LIMIT))?;
+        let chunk = [0x5a; 16384];
+        let mut left = bytes;
+        while left > 0 {
+            if started.elapsed() > LIMIT {
+                return Err(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    format!("{} of {bytes} bytes sent in {LIMIT:?}", bytes - left),
+                ));
+            }
+            match c.write(&chunk[..left.min(chunk.len())]) {
+                Ok(n) => left -= n,
+                Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        c.shutdown(std::net::Shutdown::Write)?;
+        let mut answer = String::new();
+        c.read_to_string(&mut answer)?;
+        answer
+            .trim()
+            .parse()
+            .map_err(|_| io::Error::other(format!("the sink answered {answer:?}")))
+    })
+}
+
 /// The sequence numbers a UDP echo heard.
 #[derive(Default)]
 pub struct Heard(Mutex<Vec<u64>>);
