@@ -174,13 +174,16 @@ fn print_try_this(lab: &Lab, bin: &Path, took: Duration) {
          \x20 ip netns exec {out} curl -s http://{e1}/\n\
          \x20 ip netns exec {vm1} curl -s http://{OUTSIDE_ADDR}/\n\
          \x20 {eip} list\n\
+         \x20 {eip} unbind {e2}\n\
          \x20 {eip} bind {e1} vm-002\n\
          \x20 ip netns exec {out} curl -s http://{e1}/\n\
          \x20 watch -n 1 {eip} stats\n\
          The first curl is answered by vm-001, which sees the outside's own address; the second\n\
-         shows that the outside sees vm-001 as {e1}; after the bind (a move), vm-002 answers.\n\
+         shows that the outside sees vm-001 as {e1}. A VM holds one EIP: vm-002 gives up {e2},\n\
+         then {e1} moves to it, and vm-002 answers the last curl.\n\
          Ctrl-C stops the lab and removes its namespaces, pins, files and processes.\n",
         e1 = EIPS[0],
+        e2 = EIPS[1],
     );
     print!("{s}");
 }

@@ -39,9 +39,24 @@ impl Background {
         self.child.wait().map(drop)
     }
 
+    /// The child's stdout, when the command piped it.
+    pub fn take_stdout(&mut self) -> Option<std::process::ChildStdout> {
+        self.child.stdout.take()
+    }
+
     /// SIGTERM, then waits (at most `limit`) and returns the exit status.
-    pub fn terminate_and_wait(mut self, limit: Duration) -> io::Result<std::process::ExitStatus> {
-        self.terminate();
+    pub fn terminate_and_wait(self, limit: Duration) -> io::Result<std::process::ExitStatus> {
+        self.signal_and_wait(libc::SIGTERM, limit)
+    }
+
+    /// SIGINT (Ctrl-C), then waits (at most `limit`) and returns the exit status.
+    pub fn interrupt_and_wait(self, limit: Duration) -> io::Result<std::process::ExitStatus> {
+        self.signal_and_wait(libc::SIGINT, limit)
+    }
+
+    fn signal_and_wait(mut self, sig: i32, limit: Duration) -> io::Result<std::process::ExitStatus> {
+        // SAFETY: kill(2) on the PID of a child this guard spawned and has not reaped.
+        unsafe { libc::kill(self.child.id() as i32, sig) };
         let deadline = Instant::now() + limit;
         loop {
             if let Some(s) = self.child.try_wait()? {
