@@ -4,11 +4,11 @@
 
 use std::{
     collections::BTreeMap,
-    net::{Ipv4Addr, UdpSocket},
+    net::{Ipv4Addr, SocketAddrV4},
     process::Output,
     sync::{
         Arc,
-        atomic::{AtomicBool, AtomicU64, Ordering},
+        atomic::{AtomicU64, Ordering},
     },
     thread,
     time::{Duration, Instant},
@@ -21,8 +21,9 @@ use eip_user::{
     pins::Pins,
     testing::{
         daemon::Instance,
-        netns::{NetNs, enter_by_name},
+        netns::NetNs,
         process::{Background, Capture},
+        services::{Service, Stream},
         topology::*,
     },
 };
@@ -447,96 +448,8 @@ fn every_refusal_is_one_sentence_and_changes_nothing() {
     assert_eq!(snapshot(&lab), before);
 }
 
-/// A UDP echo server in a VM namespace (a thread entered into it), stopped on drop.
-struct UdpEcho {
-    stop: Arc<AtomicBool>,
-    thread: Option<thread::JoinHandle<()>>,
-}
-
-impl UdpEcho {
-    fn start(ns: &NetNs, port: u16) -> UdpEcho {
-        let stop = Arc::new(AtomicBool::new(false));
-        let (flag, name) = (stop.clone(), ns.name().to_owned());
-        let (ready_tx, ready) = std::sync::mpsc::channel();
-        let thread = thread::spawn(move || {
-            let _in = enter_by_name(&name).expect("enter");
-            let sock = UdpSocket::bind(("0.0.0.0", port)).expect("bind");
-            sock.set_read_timeout(Some(Duration::from_millis(100))).unwrap();
-            ready_tx.send(()).unwrap();
-            let mut buf = [0u8; 64];
-            while !flag.load(Ordering::Relaxed) {
-                if let Ok((n, from)) = sock.recv_from(&mut buf) {
-                    let _ = sock.send_to(&buf[..n], from);
-                }
-            }
-        });
-        ready.recv().unwrap();
-        UdpEcho {
-            stop,
-            thread: Some(thread),
-        }
-    }
-}
-
-impl Drop for UdpEcho {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-    }
-}
-
-/// Sends one datagram every 10 ms to `to` from the outside until stopped; counts answers.
-struct UdpFlow {
-    stop: Arc<AtomicBool>,
-    answered: Arc<AtomicU64>,
-    thread: Option<thread::JoinHandle<()>>,
-}
-
-impl UdpFlow {
-    fn start(ns: &NetNs, to: (Ipv4Addr, u16)) -> UdpFlow {
-        let stop = Arc::new(AtomicBool::new(false));
-        let answered = Arc::new(AtomicU64::new(0));
-        let (flag, count, name) = (stop.clone(), answered.clone(), ns.name().to_owned());
-        let thread = thread::spawn(move || {
-            let _in = enter_by_name(&name).expect("enter");
-            let sock = UdpSocket::bind("0.0.0.0:0").expect("bind");
-            sock.connect(to).expect("connect");
-            sock.set_read_timeout(Some(Duration::from_millis(10))).unwrap();
-            let started = Instant::now();
-            let mut buf = [0u8; 64];
-            // Bounded: at most two minutes, whatever happens to the test.
-            while !flag.load(Ordering::Relaxed) && started.elapsed() < Duration::from_secs(120) {
-                let _ = sock.send(b"ping");
-                while sock.recv(&mut buf).is_ok() {
-                    count.fetch_add(1, Ordering::Relaxed);
-                }
-            }
-        });
-        UdpFlow {
-            stop,
-            answered,
-            thread: Some(thread),
-        }
-    }
-
-    fn answered(&self) -> u64 {
-        self.answered.load(Ordering::Relaxed)
-    }
-}
-
-impl Drop for UdpFlow {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-    }
-}
-
 /// Waits until the flow's answer count grows by `n` (at most 5 s).
-fn flows(flow: &UdpFlow, n: u64) -> bool {
+fn flows(flow: &Stream, n: usize) -> bool {
     let start = flow.answered();
     let deadline = Instant::now() + Duration::from_secs(5);
     while Instant::now() < deadline {
@@ -564,8 +477,13 @@ fn without_counters(rows: Vec<EipRow>) -> Vec<EipRow> {
 fn a_restart_keeps_traffic_flowing_and_the_state() {
     let mut lab = Lab::new(1);
     lab.ok(&["bind", "203.0.113.10", "vm1"]);
-    let _echo = UdpEcho::start(lab.vm(1), 7000);
-    let flow = UdpFlow::start(&lab.topo.outside, (eip(10), 7000));
+    let _echo = Service::udp_echo(lab.vm(1), "vm1", 7000, Default::default()).expect("echo");
+    let flow = Stream::start(
+        &lab.topo.outside,
+        SocketAddrV4::new(eip(10), 7000),
+        Duration::from_millis(10),
+    )
+    .expect("stream");
     assert!(flows(&flow, 20), "no UDP through the EIP: {}", lab.log());
     let before = without_counters(lab.list());
 

@@ -5,7 +5,6 @@
 
 use std::{
     net::{Ipv4Addr, UdpSocket},
-    os::unix::fs::PermissionsExt,
     path::{Path, PathBuf},
     time::{Duration, Instant},
 };
@@ -14,6 +13,7 @@ use eip_user::{
     api::{Leases, Stats},
     pins::Pins,
     testing::{
+        clients::{self, Dhclient},
         daemon::Instance,
         netns::NetNs,
         process::{Background, Capture},
@@ -139,8 +139,7 @@ impl Lab {
 }
 
 fn write_script(path: &Path, body: &str) {
-    std::fs::write(path, format!("#!/bin/sh\n{body}")).unwrap();
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755)).unwrap();
+    clients::write_script(path, body).expect("write a script");
 }
 
 /// Waits (at most 20 s) until `f` holds; panics with `what` and the daemon's log otherwise.
@@ -173,31 +172,10 @@ fn vm_addrs(ns: &NetNs) -> String {
     String::from_utf8_lossy(&ns.ip(&["-4", "-o", "addr", "show", "dev", VM_IF]).unwrap().stdout).into_owned()
 }
 
-/// busybox udhcpc in the foreground, asking for the MTU too (it does not by default); its hook
-/// logs every event with the options it got and configures the interface as the stock
-/// script does.
+/// busybox udhcpc (see `testing::clients::udhcpc`), logging to `DIR/TAG.log`.
 fn udhcpc(lab: &Lab, vm: usize, log: &str) -> Background {
-    let hook = lab.file(&format!("{log}.sh"));
-    write_script(
-        &hook,
-        &format!(
-            "echo \"$1 ip=$ip router=$router lease=$lease subnet=$subnet dns=$dns domain=$domain hostname=$hostname mtu=$mtu\" >> {}\n\
-             case \"$1\" in\n\
-               bound|renew) ip addr flush dev \"$interface\"; ip addr add \"$ip/$subnet\" dev \"$interface\";\n\
-                 ip route replace default via \"${{router%% *}}\" dev \"$interface\" ;;\n\
-               deconfig) ip addr flush dev \"$interface\" ;;\n\
-             esac\n",
-            lab.file(log).display()
-        ),
-    );
-    let mut c = lab.vm(vm).command("udhcpc");
-    c.args([
-        "-f", "-i", VM_IF, "-t", "10", "-T", "1", "-A", "1", "-O", "mtu", "-s",
-    ])
-    .arg(&hook);
-    c.stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null());
-    Background::spawn(c, "udhcpc").expect("udhcpc")
+    let tag = log.strip_suffix(".log").expect("a .log name");
+    clients::udhcpc(lab.vm(vm), &lab.inst.dir, tag).expect("udhcpc")
 }
 
 #[test]
@@ -364,32 +342,8 @@ fn a_changed_reservation_moves_the_client_on_renewal() {
 fn dhclient_gets_its_reservation_renews_and_releases() {
     let lab = Lab::new(&[1], 1, &["--lease-time", "6s"]);
     let log = lab.file("dhclient.log");
-    let hook = lab.file("dhclient.sh");
-    write_script(
-        &hook,
-        &format!(
-            "echo \"$reason ip=$new_ip_address router=$new_routers lease=$new_dhcp_lease_time mask=$new_subnet_mask\" >> {}\n\
-             case \"$reason\" in\n\
-               BOUND|RENEW|REBIND|REBOOT) ip addr flush dev \"$interface\"; ip addr add \"$new_ip_address/$new_subnet_mask\" dev \"$interface\" ;;\n\
-             esac\n",
-            log.display()
-        ),
-    );
-    let (leases, pid) = (lab.file("dhclient.leases"), lab.file("dhclient.pid"));
-    let args = |extra: &[&str]| {
-        let mut v: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
-        for (flag, p) in [("-sf", &hook), ("-lf", &leases), ("-pf", &pid)] {
-            v.push(flag.into());
-            v.push(p.to_string_lossy().into_owned());
-        }
-        v.push(VM_IF.into());
-        v
-    };
-    let mut c = lab.vm(0).command("dhclient");
-    c.args(args(&["-4", "-d"]));
-    c.stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null());
-    let client = Background::spawn(c, "dhclient").expect("dhclient");
+    let dhclient = Dhclient::new(&lab.inst.dir, "dhclient").expect("dhclient files");
+    let client = dhclient.spawn(lab.vm(0)).expect("dhclient");
     wait_for(&lab, "a lease", || {
         lines(&log).iter().any(|l| l.starts_with("BOUND"))
     });
@@ -404,11 +358,7 @@ fn dhclient_gets_its_reservation_renews_and_releases() {
         lines(&log).iter().any(|l| l.starts_with("RENEW ip=192.168.6.11"))
     });
     // `dhclient -r` releases the lease and stops the running client.
-    let out = lab.vm(0).exec(
-        "dhclient",
-        &args(&["-4", "-r"]).iter().map(String::as_str).collect::<Vec<_>>(),
-    );
-    out.expect("dhclient -r");
+    dhclient.release(lab.vm(0)).expect("dhclient -r");
     wait_for(&lab, "the release", || lab.leases().leases.is_empty());
     assert_eq!(lab.dhcp("received", "release"), 1);
     assert!(

@@ -100,7 +100,10 @@ fn the_lab_works_as_printed_and_cleans_up_after_itself_and_a_crashed_one() {
     // them, its pins and files.
     let first = start(&prefix, &dir);
     let block = first.ready();
-    assert!(block.iter().any(|l| l.starts_with("eip lab ready in")), "{block:#?}");
+    assert!(
+        block.iter().any(|l| l.starts_with("eip lab ready in")),
+        "{block:#?}"
+    );
     first.proc.kill9().unwrap();
     assert_eq!(namespaces(&prefix).len(), 4);
     assert!(pins.exists() && dir.exists());
@@ -111,11 +114,16 @@ fn the_lab_works_as_printed_and_cleans_up_after_itself_and_a_crashed_one() {
     let log = second.log();
     for ns in ["out", "hv", "vm1", "vm2"] {
         assert!(
-            log.contains(&format!("removing namespace {prefix}-{ns}, left by an earlier lab")),
+            log.contains(&format!(
+                "removing namespace {prefix}-{ns}, left by an earlier lab"
+            )),
             "{log}"
         );
     }
-    assert!(log.contains("(pid "), "the earlier lab's daemon and DHCP clients: {log}");
+    assert!(
+        log.contains("(pid "),
+        "the earlier lab's daemon and DHCP clients: {log}"
+    );
     assert!(log.contains("vm-001 got 192.168.6.243"), "{log}");
 
     // Every command of the block, as printed (except `watch`, which never ends).
@@ -138,7 +146,11 @@ fn the_lab_works_as_printed_and_cleans_up_after_itself_and_a_crashed_one() {
         "{}",
         outputs[2]
     );
-    assert!(outputs[3].contains("203.0.113.10") && outputs[3].contains("vm-001"), "{}", outputs[3]);
+    assert!(
+        outputs[3].contains("203.0.113.10") && outputs[3].contains("vm-001"),
+        "{}",
+        outputs[3]
+    );
     assert!(
         outputs[6].starts_with("vm-002 192.168.6.244:80 sees you as 198.51.100.9:"),
         "after the move: {}",

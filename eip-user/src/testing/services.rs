@@ -330,6 +330,11 @@ impl Stream {
         self.sent.load(Ordering::Relaxed)
     }
 
+    /// How many answers came back so far.
+    pub fn answered(&self) -> usize {
+        self.replies.lock().map(|v| v.len()).unwrap_or(0)
+    }
+
     pub fn replies(&self) -> Vec<Reply> {
         self.replies.lock().map(|v| v.clone()).unwrap_or_default()
     }
