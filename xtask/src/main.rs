@@ -49,7 +49,8 @@ enum Cmd {
 const HOST_PACKAGES: &[&str] = &["eip-common", "eip-user", "xtask", "bench"];
 
 fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
+    let xtask = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    xtask.parent().map_or_else(|| xtask.join(".."), PathBuf::from)
 }
 
 fn cargo() -> Command {
