@@ -1,4 +1,9 @@
-//! Baselines the benchmarks compare eip's incremental rewrite against.
+//! The benchmarks' shared code: the baselines the criterion benches compare eip's
+//! incremental rewrite against (here), and the dataplane benchmarks `eip-bench` runs
+//! (`kernel`), with their figures (`figures`).
+
+pub mod figures;
+pub mod kernel;
 
 use eip_common::{
     checksum::{compute, pseudo_header},

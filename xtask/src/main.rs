@@ -37,10 +37,15 @@ enum Cmd {
         #[arg(last = true)]
         args: Vec<String>,
     },
-    /// Benchmarks: criterion micro-benchmarks of the rewrite.
+    /// Benchmarks: criterion micro-benchmarks of the rewrite, then the dataplane beside its
+    /// baselines (eip-bench).
     Bench {
+        /// Short durations and fewer sizes.
         #[arg(long)]
         quick: bool,
+        /// Writes the dataplane figures as JSON to FILE.
+        #[arg(long)]
+        json: Option<PathBuf>,
     },
 }
 
@@ -168,14 +173,26 @@ fn real_main() -> Result<()> {
             // exec, so that Ctrl-C and the exit status go straight to the lab or the daemon.
             Err(cmd.exec()).with_context(|| format!("could not start {cmd:?}"))
         }
-        Cmd::Bench { quick } => {
-            setup::ensure(Needs::Toolchain)?;
+        Cmd::Bench { quick, json } => {
+            setup::ensure(Needs::Everything)?;
             let mut c = cargo();
             c.args(["bench", "-p", "bench", "--bench", "rewrite"]);
             if quick {
                 c.args(["--", "--warm-up-time", "1", "--measurement-time", "2"]);
             }
-            run(&mut c)
+            run(&mut c)?;
+            eprintln!("[bench] building eip-bench (release)");
+            run(cargo().args(["build", "--release", "-p", "bench", "--bin", "eip-bench"]))?;
+            let mut b = Command::new(target_dir().join("release").join("eip-bench"));
+            if quick {
+                b.arg("--quick");
+            }
+            if let Some(path) = json {
+                // The binary runs from the workspace root; a relative path is the caller's.
+                let path = std::env::current_dir()?.join(path);
+                b.arg("--json").arg(path);
+            }
+            run(&mut b)
         }
     }
 }

@@ -1,7 +1,7 @@
 //! Real DHCP clients in VM namespaces, as a guest OS runs them: busybox udhcpc and ISC
 //! dhclient in the foreground, each with a hook script that configures the interface (address,
-//! default route) and logs every event with the options it got, one line each, to
-//! `DIR/TAG.log`.
+//! default route) and then logs the event with the options it got, one line each, to
+//! `DIR/TAG.log`: once a line is there, the interface is configured.
 
 use std::{
     io,
@@ -24,12 +24,12 @@ pub fn udhcpc(ns: &NetNs, dir: &Path, tag: &str) -> io::Result<Background> {
     write_script(
         &hook,
         &format!(
-            "echo \"$1 ip=$ip router=$router lease=$lease subnet=$subnet dns=$dns domain=$domain hostname=$hostname mtu=$mtu\" >> {}\n\
-             case \"$1\" in\n\
+            "case \"$1\" in\n\
                bound|renew) ip addr flush dev \"$interface\"; ip addr add \"$ip/$subnet\" dev \"$interface\";\n\
                  ip route replace default via \"${{router%% *}}\" dev \"$interface\" ;;\n\
                deconfig) ip addr flush dev \"$interface\" ;;\n\
-             esac\n",
+             esac\n\
+             echo \"$1 ip=$ip router=$router lease=$lease subnet=$subnet dns=$dns domain=$domain hostname=$hostname mtu=$mtu\" >> {}\n",
             dir.join(format!("{tag}.log")).display()
         ),
     )?;
@@ -59,12 +59,12 @@ impl Dhclient {
         write_script(
             &hook,
             &format!(
-                "echo \"$reason ip=$new_ip_address router=$new_routers lease=$new_dhcp_lease_time mask=$new_subnet_mask\" >> {}\n\
-                 case \"$reason\" in\n\
+                "case \"$reason\" in\n\
                    BOUND|RENEW|REBIND|REBOOT) ip addr flush dev \"$interface\";\n\
                      ip addr add \"$new_ip_address/$new_subnet_mask\" dev \"$interface\";\n\
                      ip route replace default via \"${{new_routers%% *}}\" dev \"$interface\" ;;\n\
-                 esac\n",
+                 esac\n\
+                 echo \"$reason ip=$new_ip_address router=$new_routers lease=$new_dhcp_lease_time mask=$new_subnet_mask\" >> {}\n",
                 dir.join(format!("{tag}.log")).display()
             ),
         )?;

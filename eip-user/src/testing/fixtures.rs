@@ -172,7 +172,7 @@ fn to_router(ip: &Ipv4) -> Vec<u8> {
     ethernet(ROUTER_MAC, EXT_MAC, None, ETH_P_IP, &routed(ip).bytes())
 }
 
-fn tcp(sport: u16, dport: u16) -> Transport {
+pub fn tcp(sport: u16, dport: u16) -> Transport {
     Transport::Tcp {
         sport,
         dport,
@@ -182,7 +182,7 @@ fn tcp(sport: u16, dport: u16) -> Transport {
     }
 }
 
-fn udp(sport: u16, dport: u16, checksum: bool) -> Transport {
+pub fn udp(sport: u16, dport: u16, checksum: bool) -> Transport {
     Transport::Udp {
         sport,
         dport,
@@ -191,7 +191,7 @@ fn udp(sport: u16, dport: u16, checksum: bool) -> Transport {
     }
 }
 
-fn echo(reply: bool) -> Transport {
+pub fn echo(reply: bool) -> Transport {
     Transport::IcmpEcho {
         reply,
         id: 0x4242,

@@ -1,0 +1,285 @@
+//! The programs' cost per packet in the kernel, with BPF_PROG_TEST_RUN and `repeat`, beside
+//! the floor: a program that only returns (`XDP_PASS`, `XDP_DROP`, `TC_ACT_OK`), loaded from
+//! two raw instructions and run the same way in the same rounds.
+//!
+//! A test run repeats the program on one buffer, so whatever the program writes, the next
+//! repetition sees. The measured frames use a self-mapped binding (EIP == private address):
+//! every repetition does the whole translation (anti-spoofing and binding lookups, checksum
+//! updates, the fast path's FIB lookup, MAC rewrite and redirect) and leaves the frame as it
+//! was, except the TTL, which the fast path
+//! decrements. So each call repeats 200 times on a frame sent with TTL 255, and the figure is
+//! the median, over rounds, of the kernel's own per-repetition time.
+
+use std::{
+    io,
+    net::Ipv4Addr,
+    os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd},
+};
+
+use anyhow::{Context, Result, bail};
+use aya::programs::ProgramFd;
+use eip_common::builder::{Ipv4, Transport};
+use eip_user::{
+    dataplane::{Dataplane, Sizes},
+    testing::{
+        fixtures::{self, Guest},
+        netns::NetNs,
+    },
+};
+
+use crate::figures::Figure;
+
+const REPEAT: u32 = 200;
+
+/// A VM whose binding maps its address to itself, and whose MAC is the external interface's:
+/// the egress fast path rewrites the source MAC to that one, so the anti-spoofing lookup of
+/// the next repetition finds the same lease.
+const SELF_MAPPED: Guest = Guest {
+    private: [203, 0, 113, 200],
+    mac: fixtures::EXT_MAC,
+    eip: Some(([203, 0, 113, 200], 6)),
+    flags: 0,
+    fast_path: true,
+};
+
+const BPF_PROG_LOAD: libc::c_long = 5;
+const BPF_PROG_TEST_RUN: libc::c_long = 10;
+const BPF_PROG_TYPE_SCHED_CLS: u32 = 3;
+const BPF_PROG_TYPE_XDP: u32 = 6;
+
+fn bpf(cmd: libc::c_long, attr: &mut [u8; 128]) -> io::Result<libc::c_long> {
+    // SAFETY: bpf(2) with a zero-padded attribute union of the size passed.
+    let rc = unsafe { libc::syscall(libc::SYS_bpf, cmd, attr.as_mut_ptr(), attr.len() as u32) };
+    if rc < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(rc)
+}
+
+fn put32(attr: &mut [u8; 128], off: usize, v: u32) {
+    attr[off..off + 4].copy_from_slice(&v.to_ne_bytes());
+}
+
+fn put64(attr: &mut [u8; 128], off: usize, v: u64) {
+    attr[off..off + 8].copy_from_slice(&v.to_ne_bytes());
+}
+
+/// `r0 = action; exit`, loaded as a program of `prog_type`.
+fn floor(prog_type: u32, action: i32) -> Result<OwnedFd> {
+    let mut insns = [0u8; 16];
+    insns[0] = 0xb7; // BPF_ALU64 | BPF_MOV | BPF_K, dst r0
+    insns[4..8].copy_from_slice(&action.to_le_bytes());
+    insns[8] = 0x95; // BPF_JMP | BPF_EXIT
+    let license = c"GPL";
+    let mut attr = [0u8; 128];
+    put32(&mut attr, 0, prog_type);
+    put32(&mut attr, 4, 2);
+    put64(&mut attr, 8, insns.as_ptr() as u64);
+    put64(&mut attr, 16, license.as_ptr() as u64);
+    let fd = bpf(BPF_PROG_LOAD, &mut attr).context("load a floor program")?;
+    // SAFETY: the kernel just returned this descriptor to us.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
+}
+
+/// One test run of `repeat` repetitions: the program's return value and the kernel's time per
+/// repetition in ns.
+fn test_run(fd: i32, data: &[u8], repeat: u32) -> Result<(u32, u32)> {
+    let mut out = vec![0u8; data.len() + 256];
+    let mut attr = [0u8; 128];
+    put32(&mut attr, 0, fd as u32);
+    put32(&mut attr, 8, data.len() as u32);
+    put32(&mut attr, 12, out.len() as u32);
+    put64(&mut attr, 16, data.as_ptr() as u64);
+    put64(&mut attr, 24, out.as_mut_ptr() as u64);
+    put32(&mut attr, 32, repeat);
+    bpf(BPF_PROG_TEST_RUN, &mut attr).context("BPF_PROG_TEST_RUN")?;
+    let get = |off: usize| u32::from_ne_bytes([attr[off], attr[off + 1], attr[off + 2], attr[off + 3]]);
+    Ok((get(4), get(36)))
+}
+
+struct Case {
+    name: String,
+    /// `ingress`, `egress` or a floor's name.
+    fd: i32,
+    frame: Vec<u8>,
+    expect: u32,
+    /// The floor it is compared with.
+    floor: Option<&'static str>,
+    samples: Vec<u32>,
+}
+
+fn frames() -> Vec<(&'static str, Transport)> {
+    vec![
+        ("TCP", fixtures::tcp(40000, 80)),
+        ("UDP", fixtures::udp(5353, 53, true)),
+        ("ICMP echo", fixtures::echo(false)),
+    ]
+}
+
+fn median(v: &mut [u32]) -> f64 {
+    v.sort_unstable();
+    match v.len() {
+        0 => 0.0,
+        n if n % 2 == 1 => v[n / 2] as f64,
+        n => (v[n / 2 - 1] as f64 + v[n / 2] as f64) / 2.0,
+    }
+}
+
+/// Fills the maps up to `n` bindings with others' (addresses that never appear in a frame:
+/// 240.0.0.0/4, reserved), each with its own counter slot.
+fn fill(dp: &mut Dataplane, from: u64, to: u64) -> Result<()> {
+    for i in from..to {
+        let eip = Ipv4Addr::from(0xf000_0000u32 + i as u32);
+        let private = Ipv4Addr::from(0xf800_0000u32 + i as u32);
+        dp.bind(eip, 100 + i as u32, private, None)
+            .with_context(|| format!("filler binding {i}"))?;
+    }
+    Ok(())
+}
+
+/// Measures at each size in `sizes` (bindings in the maps), `rounds` rounds each.
+pub fn run(sizes: &[u64], rounds: usize, say: &dyn Fn(&str)) -> Result<Vec<Figure>> {
+    let capacity = sizes.iter().copied().max().unwrap_or(1).max(65_536) as u32 + 1024;
+    let ns = NetNs::new("eipbk").context("namespace")?;
+    let port = fixtures::namespace(&ns).context("fixture namespace")?;
+    let _inside = ns.enter().context("enter the namespace")?;
+    let mut dp = Dataplane::load(Sizes {
+        bindings: capacity,
+        ..Default::default()
+    })
+    .context("load the dataplane")?;
+    fixtures::install(&mut dp, port).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let g = SELF_MAPPED;
+    let addr = Ipv4Addr::from(g.private);
+    dp.set_guest(addr, g.mac, port, 0)?;
+    dp.bind(addr, 6, addr, None)?;
+    // The fixture world holds 4 bindings and the self-mapped one: 5.
+    let mut filled = 5u64;
+
+    let xdp_pass = floor(BPF_PROG_TYPE_XDP, 2)?;
+    let xdp_drop = floor(BPF_PROG_TYPE_XDP, 1)?;
+    let tc_ok = floor(BPF_PROG_TYPE_SCHED_CLS, 0)?;
+    let ingress = raw(dp.ingress()?.fd()?)?;
+    let egress = raw(dp.egress()?.fd()?)?;
+
+    let mut out = Vec::new();
+    for &n in sizes {
+        if n > filled {
+            say(&format!("kernel: filling the maps to {n} bindings"));
+            fill(&mut dp, filled, n)?;
+            filled = n;
+        }
+        let mut cases = vec![
+            case(
+                "XDP_PASS",
+                xdp_pass.as_raw_fd(),
+                frame_in(&fixtures::tcp(40000, 80)),
+                2,
+                None,
+            ),
+            case(
+                "XDP_DROP",
+                xdp_drop.as_raw_fd(),
+                frame_in(&fixtures::tcp(40000, 80)),
+                1,
+                None,
+            ),
+            case(
+                "TC_ACT_OK",
+                tc_ok.as_raw_fd(),
+                frame_out(&fixtures::tcp(40000, 80)),
+                0,
+                None,
+            ),
+        ];
+        for (name, t) in frames() {
+            cases.push(case(
+                &format!("ingress {name}"),
+                ingress,
+                frame_in(&t),
+                fixtures::XDP_REDIRECT,
+                Some("XDP_PASS"),
+            ));
+            cases.push(case(
+                &format!("egress {name}"),
+                egress,
+                frame_out(&t),
+                fixtures::TC_ACT_REDIRECT,
+                Some("TC_ACT_OK"),
+            ));
+        }
+        // Rounds interleave the cases, so that a noisy moment hits them all alike.
+        for _ in 0..rounds {
+            for c in &mut cases {
+                let (rc, ns) = test_run(c.fd, &c.frame, REPEAT)?;
+                if rc != c.expect {
+                    let counters: Vec<String> = dp
+                        .counters()?
+                        .into_iter()
+                        .filter(|(_, n)| *n > 0)
+                        .map(|(c, n)| format!("{}={n}", c.name()))
+                        .collect();
+                    bail!(
+                        "{}: the program returned {rc}, not {} (the frame took another path; counters: {})",
+                        c.name,
+                        c.expect,
+                        counters.join(" ")
+                    );
+                }
+                c.samples.push(ns);
+            }
+        }
+        let mut medians = Vec::new();
+        for c in &mut cases {
+            medians.push((c.name.clone(), median(&mut c.samples)));
+        }
+        let of = |name: &str| medians.iter().find(|(n, _)| n == name).map_or(0.0, |(_, v)| *v);
+        for (c, (name, v)) in cases.iter().zip(&medians) {
+            let mut f = Figure::new("kernel", name, Some(n), "cost", *v, "ns/pkt");
+            if let Some(base) = c.floor {
+                f = f.against(base, of(base));
+            } else if name == "XDP_DROP" {
+                f = f.against("XDP_PASS", of("XDP_PASS"));
+            }
+            out.push(f);
+        }
+        say(&format!("kernel: {n} bindings measured"));
+    }
+    Ok(out)
+}
+
+fn raw(fd: &ProgramFd) -> Result<i32> {
+    Ok(fd.as_fd().as_raw_fd())
+}
+
+fn case(name: &str, fd: i32, frame: Vec<u8>, expect: u32, floor: Option<&'static str>) -> Case {
+    Case {
+        name: name.into(),
+        fd,
+        frame,
+        expect,
+        floor,
+        samples: Vec::new(),
+    }
+}
+
+fn with_ttl(ip: Ipv4) -> Ipv4 {
+    Ipv4 { ttl: 255, ..ip }
+}
+
+/// From outside to the self-mapped EIP.
+fn frame_in(t: &Transport) -> Vec<u8> {
+    fixtures::from_outside(&with_ttl(Ipv4::new(
+        fixtures::OUTSIDE,
+        SELF_MAPPED.private,
+        t.clone(),
+    )))
+}
+
+/// From the self-mapped VM to outside.
+fn frame_out(t: &Transport) -> Vec<u8> {
+    fixtures::from_vm(
+        &SELF_MAPPED,
+        &with_ttl(Ipv4::new(SELF_MAPPED.private, fixtures::OUTSIDE, t.clone())),
+    )
+}
