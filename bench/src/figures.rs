@@ -48,12 +48,12 @@ impl Figure {
 /// The table on stdout.
 pub fn table(figures: &[Figure]) -> String {
     let mut s = format!(
-        "{:<10} {:<34} {:>9} {:<14} {:>12} {:<6} {:<16} {:>7}\n",
+        "{:<10} {:<48} {:>9} {:<14} {:>12} {:<6} {:<16} {:>7}\n",
         "bench", "variant", "bindings", "metric", "value", "unit", "ratio to", "ratio"
     );
     for f in figures {
         s += &format!(
-            "{:<10} {:<34} {:>9} {:<14} {:>12.1} {:<6} {:<16} {:>7}\n",
+            "{:<10} {:<48} {:>9} {:<14} {:>12.1} {:<6} {:<16} {:>7}\n",
             f.bench,
             f.variant,
             f.bindings.map_or(String::new(), |b| b.to_string()),
