@@ -21,6 +21,7 @@ use eip_user::{
     pins::Pins,
     testing::{
         daemon::Instance,
+        lab::daemon_args,
         netns::NetNs,
         process::{Background, Capture},
         services::{Service, Stream},
@@ -75,20 +76,10 @@ impl Lab {
     }
 
     fn start(&mut self) {
-        let hosts = self.hosts.to_string_lossy().into_owned();
         // Loopback is per namespace, so every lab can use the same metrics port.
-        let mut args = vec![
-            "--ext",
-            EXT_IF,
-            "--bridge",
-            BRIDGE_IF,
-            "--pool",
-            POOL,
-            "--hosts",
-            &hosts,
-            "--metrics",
-            "127.0.0.1:9477",
-        ];
+        let mut owned = daemon_args(&self.hosts);
+        owned.extend(["--metrics".into(), "127.0.0.1:9477".into()]);
+        let mut args: Vec<&str> = owned.iter().map(String::as_str).collect();
         args.extend(&self.extra);
         self.daemon = Some(self.inst.start(&args).expect("daemon"));
     }

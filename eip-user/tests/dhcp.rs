@@ -15,6 +15,7 @@ use eip_user::{
     testing::{
         clients::{self, Dhclient},
         daemon::Instance,
+        lab::daemon_args,
         netns::NetNs,
         process::{Background, Capture},
         topology::*,
@@ -61,21 +62,8 @@ impl Lab {
             &script,
             &format!("echo \"$@\" >> {}\n", inst.dir.join("lease-events").display()),
         );
-        let mut args: Vec<String> = [
-            "--ext",
-            EXT_IF,
-            "--bridge",
-            BRIDGE_IF,
-            "--pool",
-            POOL,
-            "--hosts",
-            &hosts.to_string_lossy(),
-            "--lease-script",
-            &script.to_string_lossy(),
-        ]
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
+        let mut args = daemon_args(&hosts);
+        args.extend(["--lease-script".into(), script.to_string_lossy().into_owned()]);
         args.extend(extra.iter().map(|s| s.to_string()));
         let mut lab = Lab {
             daemon: None,

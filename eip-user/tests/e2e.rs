@@ -240,14 +240,7 @@ fn icmp_errors(w: &mut World) -> Outcome {
     ensure(got == SIZE as u64, || {
         format!("the far host got {got} bytes, want {SIZE}")
     })?;
-    let route = w
-        .vm(0)
-        .ip(&["route", "get", &FAR.to_string()])
-        .map_err(err("ip route get"))?;
-    let route = String::from_utf8_lossy(&route.stdout);
-    ensure(route.contains(&format!("mtu {FAR_MTU}")), || {
-        format!("vm-001 learned no path MTU of {FAR_MTU} to {FAR}: {route}")
-    })?;
+    learned_pmtu(w, FAR, FAR_MTU)?;
 
     // The hypervisor's own external link narrower than the VM's: now the hypervisor's kernel
     // says "fragmentation needed". The egress program must hand it those packets untranslated
@@ -269,13 +262,18 @@ fn icmp_errors(w: &mut World) -> Outcome {
     ensure(!saw.contains("192.168.6."), || {
         "a private address leaked outside".into()
     })?;
+    learned_pmtu(w, OUTSIDE_ADDR, EXT_MTU)
+}
+
+/// vm-001's route cache holds a path MTU of `mtu` to `to`: a "fragmentation needed" reached it.
+fn learned_pmtu(w: &World, to: Ipv4Addr, mtu: u32) -> Outcome {
     let route = w
         .vm(0)
-        .ip(&["route", "get", &OUTSIDE_ADDR.to_string()])
+        .ip(&["route", "get", &to.to_string()])
         .map_err(err("ip route get"))?;
     let route = String::from_utf8_lossy(&route.stdout);
-    ensure(route.contains(&format!("mtu {EXT_MTU}")), || {
-        format!("vm-001 learned no path MTU of {EXT_MTU} to the outside: {route}")
+    ensure(route.contains(&format!("mtu {mtu}")), || {
+        format!("vm-001 learned no path MTU of {mtu} to {to}: {route}")
     })
 }
 

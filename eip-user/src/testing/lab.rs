@@ -78,6 +78,15 @@ pub fn hosts_lines<'a>(guests: impl IntoIterator<Item = &'a Guest>) -> String {
         .collect()
 }
 
+/// `eip daemon`'s arguments in the reference topology, with the hosts file `hosts`.
+pub fn daemon_args(hosts: &Path) -> Vec<String> {
+    let mut args: Vec<String> = ["--ext", EXT_IF, "--bridge", BRIDGE_IF, "--pool", POOL, "--hosts"]
+        .map(String::from)
+        .to_vec();
+    args.push(hosts.to_string_lossy().into_owned());
+    args
+}
+
 pub struct Lab {
     // Dropped in this order: servers, clients, daemon, instance, namespaces.
     services: Vec<Service>,
@@ -115,18 +124,7 @@ impl Lab {
         };
         let hosts = inst.dir.join("hosts");
         std::fs::write(&hosts, hosts_lines(&GUESTS))?;
-        let args = [
-            "--ext",
-            EXT_IF,
-            "--bridge",
-            BRIDGE_IF,
-            "--pool",
-            POOL,
-            "--hosts",
-            &hosts.to_string_lossy(),
-        ]
-        .map(String::from)
-        .to_vec();
+        let args = daemon_args(&hosts);
         let mut lab = Lab {
             services: Vec::new(),
             clients: Vec::new(),
