@@ -99,7 +99,7 @@ fn test_run(fd: i32, data: &[u8], repeat: u32) -> Result<(u32, u32)> {
 
 struct Case {
     name: String,
-    /// `ingress`, `egress` or a floor's name.
+    /// The program's descriptor (eip's, or a floor's).
     fd: i32,
     frame: Vec<u8>,
     expect: u32,
