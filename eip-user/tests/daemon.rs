@@ -107,21 +107,7 @@ impl Lab {
 
     /// The /32 addresses on the external interface.
     fn aliases(&self) -> Vec<Ipv4Addr> {
-        let out = self
-            .topo
-            .hv
-            .ip(&["-j", "-4", "addr", "show", "dev", EXT_IF])
-            .unwrap();
-        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-        let mut found = Vec::new();
-        for link in v.as_array().into_iter().flatten() {
-            for a in link["addr_info"].as_array().into_iter().flatten() {
-                if a["prefixlen"] == 32 {
-                    found.push(a["local"].as_str().unwrap().parse().unwrap());
-                }
-            }
-        }
-        found
+        self.topo.aliases().expect("ext0's addresses")
     }
 
     fn vm(&self, n: u8) -> &NetNs {

@@ -269,13 +269,8 @@ impl Lab {
         }
         let (pins, dir) = (inst.pins(), inst.dir.clone());
         drop(inst);
-        match topo.hv.ip(&["-4", "-o", "addr", "show", "dev", EXT_IF]) {
-            Ok(out) => left.extend(
-                String::from_utf8_lossy(&out.stdout)
-                    .lines()
-                    .filter(|l| l.contains("proto 0xe1"))
-                    .map(|l| format!("alias: {}", l.trim())),
-            ),
+        match topo.aliases() {
+            Ok(aliases) => left.extend(aliases.iter().map(|a| format!("alias {a}/32 on {EXT_IF}"))),
             Err(e) => left.push(format!("cannot list {EXT_IF}'s addresses: {e}")),
         }
         let names = topo.names();

@@ -149,6 +149,24 @@ impl Topology {
             .collect()
     }
 
+    /// The /32 addresses on the hypervisor's external interface: the daemon's EIP aliases.
+    /// (Read from `ip -j`: iproute2 6.1 does not print an address's protocol.)
+    pub fn aliases(&self) -> io::Result<Vec<Ipv4Addr>> {
+        let out = self.hv.ip(&["-j", "-4", "addr", "show", "dev", EXT_IF])?;
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).map_err(io::Error::other)?;
+        let mut found = Vec::new();
+        for link in v.as_array().into_iter().flatten() {
+            for a in link["addr_info"].as_array().into_iter().flatten() {
+                if a["prefixlen"] == 32
+                    && let Some(addr) = a["local"].as_str().and_then(|s| s.parse().ok())
+                {
+                    found.push(addr);
+                }
+            }
+        }
+        Ok(found)
+    }
+
     pub fn bridge_mac(&self) -> io::Result<[u8; 6]> {
         let out = self
             .hv
