@@ -25,7 +25,7 @@ use eip_user::{
         netns::NetNs,
         process::{Capture, bad_checksums},
         services::{Service, Stream, http_get, upload, within},
-        topology::{EXT_IF, Naming, OUTSIDE_ADDR, VM_IF, WAN_IF},
+        topology::{EXT_IF, OUTSIDE_ADDR, VM_IF, WAN_IF},
     },
 };
 
@@ -487,6 +487,9 @@ const STEPS: [Step; 6] = [
     ),
 ];
 
+/// Step 1 (the lab and DHCP), the steps of [`STEPS`], and the cleanup.
+const TOTAL: usize = STEPS.len() + 2;
+
 struct Report {
     passed: u32,
     failed: u32,
@@ -507,12 +510,12 @@ impl Report {
         match outcome {
             Ok(v) => {
                 self.passed += 1;
-                println!("e2e step {n}/8 PASS ({took:.1} s): {what}");
+                println!("e2e step {n}/{TOTAL} PASS ({took:.1} s): {what}");
                 Some(v)
             }
             Err(e) => {
                 self.failed += 1;
-                println!("e2e step {n}/8 FAIL ({took:.1} s): {what}");
+                println!("e2e step {n}/{TOTAL} FAIL ({took:.1} s): {what}");
                 for line in e.lines() {
                     println!("    {line}");
                 }
@@ -539,7 +542,7 @@ fn main() -> ExitCode {
         1,
         "vm-001 (udhcpc) and vm-002 (dhclient) get their reservations from the daemon's DHCP",
         || {
-            let lab = Lab::start(Path::new(BIN), Naming::Unique, None, &|_| {}).map_err(err("the lab"))?;
+            let lab = Lab::start(Path::new(BIN), None, &|_| {}).map_err(err("the lab"))?;
             let mut w = World { lab };
             dhcp(&mut w).map(|()| w)
         },
@@ -550,7 +553,7 @@ fn main() -> ExitCode {
                 report.step(i + 2, what, || f(&mut w));
             }
             report.step(
-                8,
+                TOTAL,
                 "every namespace, pin, alias, file and process of the test is gone",
                 || {
                     let left = w.lab.close();
@@ -565,7 +568,7 @@ fn main() -> ExitCode {
                 });
             }
             report.step(
-                8,
+                TOTAL,
                 "every namespace, pin, alias, file and process of the test is gone",
                 || Err::<(), _>("not run: the lab did not start (what it had made was dropped)".into()),
             );

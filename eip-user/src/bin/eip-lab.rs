@@ -19,7 +19,7 @@ use eip_user::testing::{
     lab::{GUESTS, HTTP_PORT, Lab},
     netns::run,
     services::http_get,
-    topology::{BRIDGE_ADDR, EXT_ADDR, Naming, OUTSIDE_ADDR},
+    topology::{BRIDGE_ADDR, EXT_ADDR, OUTSIDE_ADDR},
 };
 
 #[derive(Parser)]
@@ -80,7 +80,7 @@ fn main() -> ExitCode {
         eprintln!("error: cleaning up after an earlier lab: {e}");
         return ExitCode::FAILURE;
     }
-    let lab = match Lab::start(&bin, Naming::Fixed(&args.prefix), Some(args.dir.clone()), &say) {
+    let lab = match Lab::start(&bin, Some((&args.prefix, args.dir.clone())), &say) {
         Ok(lab) => lab,
         Err(e) => {
             eprintln!("error: the lab did not start: {e}");

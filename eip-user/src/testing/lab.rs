@@ -103,24 +103,22 @@ pub struct Lab {
 impl Lab {
     /// Builds the namespaces, starts the daemon with a hosts file holding [`GUESTS`], starts
     /// the VMs' DHCP clients and waits (at most 30 s) until each VM has its address, then
-    /// starts the servers. `naming` is [`Naming::Unique`] for tests; the lab people type
-    /// commands into uses `Naming::Fixed(prefix)` with its files in `dir`. `progress` hears
-    /// one line per step.
-    pub fn start(
-        bin: &Path,
-        naming: Naming,
-        dir: Option<PathBuf>,
-        progress: &dyn Fn(&str),
-    ) -> io::Result<Lab> {
+    /// starts the servers. `fixed` is `None` for tests (unique names, files in the temp dir);
+    /// the lab people type commands into gives its prefix and its files' directory. `progress`
+    /// hears one line per step.
+    pub fn start(bin: &Path, fixed: Option<(&str, PathBuf)>, progress: &dyn Fn(&str)) -> io::Result<Lab> {
         progress("namespaces: outside, hypervisor (ext0, br0), vm1, vm2");
         let vms: Vec<_> = GUESTS.iter().map(|g| (g.mac, None)).collect();
+        let naming = fixed
+            .as_ref()
+            .map_or(Naming::Unique, |(prefix, _)| Naming::Fixed(prefix));
         let topo = Topology::build(naming, &vms)?;
         // A NIC on a wire hands over complete checksums; a veth with tx offload would pass
         // partial ones to the outside, where tcpdump cannot check them.
         topo.hv.exec("ethtool", &["-K", EXT_IF, "tx", "off"])?;
-        let inst = match (naming, dir) {
-            (Naming::Fixed(prefix), Some(dir)) => Instance::at(bin, &topo.hv, prefix.to_owned(), dir)?,
-            _ => Instance::new(bin, &topo.hv)?,
+        let inst = match fixed {
+            Some((prefix, dir)) => Instance::at(bin, &topo.hv, prefix.to_owned(), dir)?,
+            None => Instance::new(bin, &topo.hv)?,
         };
         let hosts = inst.dir.join("hosts");
         std::fs::write(&hosts, hosts_lines(&GUESTS))?;

@@ -146,9 +146,8 @@ fn listen(port: u16) -> io::Result<TcpListener> {
 /// One connection, or `None` after a short wait.
 fn accept(l: &TcpListener) -> Option<TcpStream> {
     match l.accept() {
+        // The listener is non-blocking; an accepted socket does not inherit that on Linux.
         Ok((conn, _)) => {
-            // Accepted sockets do not inherit O_NONBLOCK on Linux; set it explicitly anyway.
-            conn.set_nonblocking(false).ok()?;
             conn.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
             Some(conn)
         }
