@@ -25,19 +25,11 @@ use eip_user::{
         netns::NetNs,
         process::{Background, Capture},
         services::{Service, Stream},
-        topology::*,
+        topology::{vm_mac as mac, *},
     },
 };
 
 const BIN: &str = env!("CARGO_BIN_EXE_eip");
-
-fn mac(n: u8) -> [u8; 6] {
-    [0x52, 0x54, 0, 0, 0, n]
-}
-
-fn vm_ip(n: u8) -> Ipv4Addr {
-    Ipv4Addr::new(192, 168, 6, 10 + n)
-}
 
 fn eip(last: u8) -> Ipv4Addr {
     Ipv4Addr::new(203, 0, 113, last)

@@ -18,22 +18,14 @@ use eip_user::{
         lab::daemon_args,
         netns::NetNs,
         process::{Background, Capture},
-        topology::*,
+        topology::{vm_mac as mac, *},
     },
 };
 
 const BIN: &str = env!("CARGO_BIN_EXE_eip");
 
-fn mac(n: u8) -> [u8; 6] {
-    [0x52, 0x54, 0, 0, 0, n]
-}
-
 fn mac_str(n: u8) -> String {
     eip_user::dataplane::fmt_mac(mac(n))
-}
-
-fn vm_ip(n: u8) -> Ipv4Addr {
-    Ipv4Addr::new(192, 168, 6, 10 + n)
 }
 
 /// VMs without addresses (their DHCP clients configure them), reservations vm1..vmN in a

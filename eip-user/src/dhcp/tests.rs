@@ -247,52 +247,33 @@ fn an_unknown_mac_gets_nothing_without_a_range() {
     assert!(o.writes.is_empty());
 }
 
+/// The address offered to `mac(n)`'s DISCOVER.
+fn offered(cfg: &Settings, s: &State, offers: &mut Offers, now: u64, n: u8) -> Ipv4Addr {
+    answer(&run(
+        cfg,
+        s,
+        offers,
+        now,
+        &client(mac(n), MessageType::Discover, |_| {}),
+    ))
+    .msg
+    .yiaddr()
+}
+
 #[test]
 fn the_range_offers_each_unknown_mac_its_own_address_and_holds_it() {
     let cfg = dynamic();
     let s = world();
     let mut offers = Offers::default();
-    let a = answer(&run(
-        &cfg,
-        &s,
-        &mut offers,
-        NOW,
-        &client(mac(7), MessageType::Discover, |_| {}),
-    ))
-    .msg
-    .yiaddr();
-    let b = answer(&run(
-        &cfg,
-        &s,
-        &mut offers,
-        NOW,
-        &client(mac(8), MessageType::Discover, |_| {}),
-    ))
-    .msg
-    .yiaddr();
+    let a = offered(&cfg, &s, &mut offers, NOW, 7);
+    let b = offered(&cfg, &s, &mut offers, NOW, 8);
     assert!(cfg.range.unwrap().contains(a) && cfg.range.unwrap().contains(b));
     assert_ne!(a, b, "one address is not offered to two clients");
     // Asked again, a client is offered the same address.
-    let again = answer(&run(
-        &cfg,
-        &s,
-        &mut offers,
-        NOW,
-        &client(mac(7), MessageType::Discover, |_| {}),
-    ))
-    .msg
-    .yiaddr();
+    let again = offered(&cfg, &s, &mut offers, NOW, 7);
     assert_eq!(again, a);
     // A third client: both addresses are held, so the oldest offer gives way.
-    let c = answer(&run(
-        &cfg,
-        &s,
-        &mut offers,
-        NOW + 1,
-        &client(mac(6), MessageType::Discover, |_| {}),
-    ))
-    .msg
-    .yiaddr();
+    let c = offered(&cfg, &s, &mut offers, NOW + 1, 6);
     assert!(c == a || c == b);
     assert!(offers.len() <= 2, "offers never outgrow the range");
     // With both addresses leased, the range is full.

@@ -42,6 +42,16 @@ impl Naming<'_> {
     }
 }
 
+/// The tests' numbering of VMs: VM `n` has the MAC 52:54:00:00:00:`n`...
+pub fn vm_mac(n: u8) -> [u8; 6] {
+    [0x52, 0x54, 0, 0, 0, n]
+}
+
+/// ...and, where it has a reservation, the address 192.168.6.(10 + `n`).
+pub fn vm_ip(n: u8) -> Ipv4Addr {
+    Ipv4Addr::new(192, 168, 6, 10 + n)
+}
+
 pub struct VmNs {
     pub ns: NetNs,
     /// The VM's bridge port, in the hypervisor namespace.
