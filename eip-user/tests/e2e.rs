@@ -76,6 +76,10 @@ impl World {
         serde_json::from_str(&self.eip(&["host", "list", "--json"])?).map_err(err("eip host list --json"))
     }
 
+    fn history(&self) -> Result<Vec<eip_user::store::Entry>, String> {
+        serde_json::from_str(&self.eip(&["history", "--json"])?).map_err(err("eip history --json"))
+    }
+
     fn outside(&self) -> &NetNs {
         &self.lab.topo.outside
     }
@@ -367,6 +371,7 @@ fn unbind_release_delete(w: &mut World) -> Outcome {
         sa(GUESTS[1].ip, HTTP_PORT),
         OUTSIDE_ADDR,
     )?;
+    let seen = w.history()?.last().map_or(0, |e| e.seq);
     std::fs::write(&w.lab.hosts, hosts_lines(&GUESTS[..1])).map_err(err("hosts file"))?;
     w.wait("vm-002's EIP to return to the pool", |w| Ok(w.row(E3)?.is_none()))?;
     let hosts = w.hosts()?;
@@ -376,8 +381,16 @@ fn unbind_release_delete(w: &mut World) -> Outcome {
     ensure(!pings(w.outside(), E3), || {
         format!("{E3} answers after its VM's reservation went")
     })?;
-    let history = w.eip(&["history"])?;
-    ensure(history.contains("203.0.113.12"), || format!("history: {history}"))?;
+    // The history records the release, as a change made after the file was edited.
+    let history = w.history()?;
+    let mentions =
+        |r: &[eip_user::store::Record]| serde_json::to_string(r).is_ok_and(|t| t.contains("203.0.113.12"));
+    ensure(
+        history
+            .iter()
+            .any(|e| e.seq > seen && mentions(&e.before) && !mentions(&e.after)),
+        || format!("no history entry released {E3}: {history:#?}"),
+    )?;
     // The line comes back: vm-002 is reserved again (for the next steps).
     std::fs::write(&w.lab.hosts, hosts_lines(&GUESTS)).map_err(err("hosts file"))?;
     w.wait("vm-002's reservation", |w| {
