@@ -2,8 +2,10 @@
 //! incremental rewrite against (here), and the dataplane benchmarks `eip-bench` runs
 //! (`kernel`), with their figures (`figures`).
 
+pub mod control;
 pub mod figures;
 pub mod kernel;
+pub mod memory;
 
 use eip_common::{
     checksum::{compute, pseudo_header},

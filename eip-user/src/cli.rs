@@ -164,6 +164,10 @@ pub struct DaemonArgs {
     /// Binding capacity of the dataplane maps (fixed when the maps are first created).
     #[arg(long, default_value_t = eip_common::maps::DEFAULT_MAX_BINDINGS)]
     pub max_bindings: u32,
+    /// Capacity of the dataplane's VM table: one entry per reservation or lease (fixed when
+    /// the maps are first created).
+    #[arg(long, default_value_t = eip_common::maps::DEFAULT_MAX_VMS)]
+    pub max_vms: u32,
     /// Do not run the DHCP server (for hosts that keep their own on the bridge).
     #[arg(long)]
     pub no_dhcp: bool,

@@ -223,7 +223,7 @@ pub async fn run(args: DaemonArgs, socket: PathBuf) -> Result<(), DaemonError> {
     let pins = Pins::new(&instance)?;
     let sizes = Sizes {
         bindings: args.max_bindings,
-        ..Sizes::default()
+        vms: args.max_vms,
     };
     let (mut dp, started) = pins.start(sizes, &ext.name, &bridge.name)?;
     tracing::info!(pins = %pins.root().display(), ?started, "dataplane ready");

@@ -3,6 +3,8 @@
 
 use std::{io, net::Ipv4Addr};
 
+use crate::ether::PacketSocket;
+
 /// The frame RFC 5227 calls an ARP announcement: a broadcast request whose sender and target
 /// protocol addresses are both the announced address.
 pub fn announcement(mac: [u8; 6], addr: Ipv4Addr) -> [u8; 42] {
@@ -22,9 +24,11 @@ pub fn announcement(mac: [u8; 6], addr: Ipv4Addr) -> [u8; 42] {
     f
 }
 
-/// Sends the announcement of `addr` out of interface `ifindex` (whose MAC is `mac`).
-pub fn announce(ifindex: u32, mac: [u8; 6], addr: Ipv4Addr) -> io::Result<()> {
-    crate::ether::PacketSocket::open()?.send(ifindex, &announcement(mac, addr))
+/// Sends the announcement of `addr` out of interface `ifindex` (whose MAC is `mac`) on
+/// `socket`. The socket is the caller's to keep: closing a packet socket waits for an RCU
+/// grace period (about 10 ms here), which a socket per announcement added to every bind.
+pub fn announce(socket: &PacketSocket, ifindex: u32, mac: [u8; 6], addr: Ipv4Addr) -> io::Result<()> {
+    socket.send(ifindex, &announcement(mac, addr))
 }
 
 #[cfg(test)]

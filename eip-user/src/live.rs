@@ -7,6 +7,7 @@ use eip_common::maps::{Counter, EipStats, MAP_DNAT, MAP_SNAT, Vm};
 
 use crate::{
     dataplane::Dataplane,
+    ether::PacketSocket,
     garp,
     kernel::{Kernel, KernelError, KernelView, apply_binding},
     lifecycle::Effect,
@@ -24,6 +25,8 @@ pub struct Live {
     /// The VM entries as last written or read, so a port refresh compares against memory
     /// instead of reading every entry back from the kernel. `None` until first read.
     guests: Option<HashMap<Ipv4Addr, Vm>>,
+    /// The socket announcements go out on, opened at the first and kept.
+    garp: Option<PacketSocket>,
 }
 
 impl Live {
@@ -35,6 +38,7 @@ impl Live {
             bridge,
             fdb: HashMap::new(),
             guests: None,
+            garp: None,
         }
     }
 
@@ -113,7 +117,12 @@ impl Kernel for Live {
             Effect::AddAlias(eip) => self.nl.add_alias(self.ext.index, eip).await?,
             Effect::DelAlias(eip) => self.nl.del_alias(self.ext.index, eip).await?,
             Effect::Announce(eip) => {
-                garp::announce(self.ext.index, self.ext.mac, eip).map_err(|source| KernelError::Announce {
+                let sent = match &self.garp {
+                    Some(s) => Ok(s),
+                    None => PacketSocket::open().map(|s| &*self.garp.insert(s)),
+                }
+                .and_then(|s| garp::announce(s, self.ext.index, self.ext.mac, eip));
+                sent.map_err(|source| KernelError::Announce {
                     eip,
                     iface: self.ext.name.clone(),
                     source,

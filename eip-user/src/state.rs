@@ -5,9 +5,10 @@
 //! follows from the difference (see `lifecycle::effects`).
 
 use std::{
-    collections::{BTreeMap, BTreeSet},
+    collections::{BTreeMap, BTreeSet, HashMap},
     fmt,
     net::Ipv4Addr,
+    ops::Deref,
     str::FromStr,
 };
 
@@ -196,7 +197,7 @@ pub struct Bound {
 pub struct State {
     pub pools: BTreeSet<Ipv4Net>,
     pub hosts: BTreeMap<Mac, Host>,
-    pub eips: BTreeMap<Ipv4Addr, Eip>,
+    pub eips: Eips,
     pub leases: BTreeMap<Mac, Lease>,
     pub declined: BTreeMap<Ipv4Addr, Declined>,
 }
@@ -218,7 +219,7 @@ impl State {
                     self.hosts.remove(mac);
                 }
                 Write::PutEip(e) => {
-                    self.eips.insert(e.addr, e.clone());
+                    self.eips.insert(e.clone());
                 }
                 Write::DelEip(a) => {
                     self.eips.remove(a);
@@ -245,7 +246,7 @@ impl State {
 
     /// The EIP bound to a reservation, if any (at most one: 1:1 NAT).
     pub fn eip_of(&self, mac: Mac) -> Option<&Eip> {
-        self.eips.values().find(|e| e.bound == Some(mac))
+        self.eips.bound_to(mac)
     }
 
     pub fn host_by_ip(&self, ip: Ipv4Addr) -> Option<&Host> {
@@ -307,8 +308,99 @@ impl State {
 
     /// The lowest statistics slot no allocated EIP uses (slot 0 is the dataplane's sink).
     pub fn free_slot(&self, max: u32) -> Option<u32> {
-        let used: BTreeSet<u32> = self.eips.values().map(|e| e.slot).collect();
-        (1..=max).find(|s| !used.contains(s))
+        self.eips.free_slot(max)
+    }
+}
+
+/// The allocated EIPs by address, read as a map, with the indexes a bind needs so that its
+/// cost does not grow with the number of EIPs: the EIP bound to each MAC, and the free
+/// statistics slots.
+#[derive(Debug, Clone, Default)]
+pub struct Eips {
+    map: BTreeMap<Ipv4Addr, Eip>,
+    by_mac: HashMap<Mac, Ipv4Addr>,
+    /// How many EIPs use each slot (one, unless a store was edited by hand).
+    slots: BTreeMap<u32, u32>,
+    /// The unused slots below the highest used one.
+    holes: BTreeSet<u32>,
+}
+
+impl PartialEq for Eips {
+    fn eq(&self, other: &Self) -> bool {
+        self.map == other.map
+    }
+}
+
+impl Eq for Eips {}
+
+impl Deref for Eips {
+    type Target = BTreeMap<Ipv4Addr, Eip>;
+    fn deref(&self) -> &Self::Target {
+        &self.map
+    }
+}
+
+impl Eips {
+    /// Adds `e`, or replaces the EIP of the same address.
+    pub fn insert(&mut self, e: Eip) -> Option<Eip> {
+        let old = self.remove(&e.addr);
+        if let Some(mac) = e.bound {
+            self.by_mac.insert(mac, e.addr);
+        }
+        let high = self.high();
+        if e.slot > high {
+            self.holes.extend(high + 1..e.slot);
+        }
+        self.holes.remove(&e.slot);
+        *self.slots.entry(e.slot).or_default() += 1;
+        self.map.insert(e.addr, e);
+        old
+    }
+
+    pub fn remove(&mut self, addr: &Ipv4Addr) -> Option<Eip> {
+        let e = self.map.remove(addr)?;
+        if let Some(mac) = e.bound
+            && self.by_mac.get(&mac) == Some(addr)
+        {
+            self.by_mac.remove(&mac);
+        }
+        if let Some(n) = self.slots.get_mut(&e.slot) {
+            *n -= 1;
+            if *n == 0 {
+                self.slots.remove(&e.slot);
+                if e.slot < self.high() {
+                    self.holes.insert(e.slot);
+                } else {
+                    // The highest slot went: the holes just below it are above the new high.
+                    let high = self.high();
+                    self.holes.retain(|&h| h < high);
+                }
+            }
+        }
+        Some(e)
+    }
+
+    pub fn clear(&mut self) {
+        *self = Eips::default();
+    }
+
+    /// The EIP bound to `mac`, if any.
+    pub fn bound_to(&self, mac: Mac) -> Option<&Eip> {
+        self.by_mac.get(&mac).and_then(|a| self.map.get(a))
+    }
+
+    fn high(&self) -> u32 {
+        self.slots.last_key_value().map_or(0, |(&s, _)| s)
+    }
+
+    /// The lowest slot in 1..=`max` no EIP uses.
+    pub fn free_slot(&self, max: u32) -> Option<u32> {
+        // Slot 0 is never used, so the first hole at or above 1 is the lowest free slot.
+        let slot = match self.holes.range(1..).next() {
+            Some(&h) => h,
+            None => self.high() + 1,
+        };
+        (slot <= max).then_some(slot)
     }
 }
 
@@ -328,6 +420,42 @@ pub fn is_usable(net: Ipv4Net, addr: Ipv4Addr) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        /// The indexes answer what a walk over every EIP answers, after any sequence of
+        /// inserts, replacements and removals (addresses and slots drawn from small ranges so
+        /// that they collide).
+        #[test]
+        fn eip_indexes_agree_with_a_walk(
+            ops in prop::collection::vec((any::<bool>(), 0u8..24, 1u32..20, prop::option::of(0u8..8)), 0..80)
+        ) {
+            let mut eips = Eips::default();
+            for (put, a, slot, mac) in ops {
+                let addr = Ipv4Addr::new(203, 0, 113, a);
+                let bound = mac.map(|m| Mac([2, 0, 0, 0, 0, m]));
+                if put {
+                    // Keep the invariants the lifecycle keeps: one EIP per MAC, one per slot.
+                    let taken = eips.values().any(|e| {
+                        e.addr != addr && (e.slot == slot || (bound.is_some() && e.bound == bound))
+                    });
+                    if !taken {
+                        eips.insert(Eip { addr, slot, bound });
+                    }
+                } else {
+                    eips.remove(&addr);
+                }
+                let used: BTreeSet<u32> = eips.values().map(|e| e.slot).collect();
+                for max in [0, 5, 19, 40] {
+                    prop_assert_eq!(eips.free_slot(max), (1..=max).find(|s| !used.contains(s)));
+                }
+                for m in 0..8 {
+                    let mac = Mac([2, 0, 0, 0, 0, m]);
+                    prop_assert_eq!(eips.bound_to(mac), eips.values().find(|e| e.bound == Some(mac)));
+                }
+            }
+        }
+    }
 
     #[test]
     fn macs_parse_and_print() {

@@ -161,7 +161,7 @@ impl Store {
             let (k, v) = row.map_err(self.err("read eips"))?;
             let addr = Ipv4Addr::from_bits(k.value());
             let e: Eip = serde_json::from_str(v.value()).map_err(self.corrupt(format!("eip {addr}")))?;
-            state.eips.insert(e.addr, e);
+            state.eips.insert(e);
         }
         let leases = txn.open_table(LEASES).map_err(self.err("open leases"))?;
         for row in leases.iter().map_err(self.err("read leases"))? {
@@ -317,12 +317,12 @@ pub fn excerpt(state: &State, writes: &[Write]) -> State {
             }
             Write::PutEip(e) => {
                 if let Some(e) = state.eips.get(&e.addr) {
-                    out.eips.insert(e.addr, e.clone());
+                    out.eips.insert(e.clone());
                 }
             }
             Write::DelEip(a) => {
                 if let Some(e) = state.eips.get(a) {
-                    out.eips.insert(e.addr, e.clone());
+                    out.eips.insert(e.clone());
                 }
             }
         }
@@ -335,7 +335,7 @@ pub fn excerpt(state: &State, writes: &[Write]) -> State {
             out.leases.insert(*m, l.clone());
         }
         if let Some(e) = state.eip_of(*m) {
-            out.eips.insert(e.addr, e.clone());
+            out.eips.insert(e.clone());
         }
     }
     // The reservations the touched EIPs are bound to, before and after the writes, so

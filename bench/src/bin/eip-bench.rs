@@ -1,21 +1,35 @@
-//! `eip-bench`, what `cargo xtask bench` runs after the criterion benches: the dataplane
-//! measured beside its baselines in one run. Prints a table; `--json FILE` writes one object
-//! per figure.
+//! `eip-bench`, what `cargo xtask bench` runs after the criterion benches: the dataplane and
+//! the control plane measured beside their baselines in one run. Prints a table; `--json FILE`
+//! writes one object per figure.
 
 use std::{path::PathBuf, process::ExitCode, time::Instant};
 
-use bench::{figures, kernel};
-use clap::Parser;
+use anyhow::{Context, Result};
+use bench::{control, figures, figures::Figure, kernel, memory};
+use clap::{Parser, ValueEnum};
+
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Family {
+    Kernel,
+    Control,
+    Memory,
+}
 
 #[derive(Parser)]
-#[command(name = "eip-bench", about = "eip's dataplane beside its baselines")]
+#[command(name = "eip-bench", about = "eip beside its baselines")]
 struct Args {
-    /// Fewer sizes and rounds: a quick look.
+    /// Fewer sizes, samples and rounds: a quick look.
     #[arg(long)]
     quick: bool,
     /// Writes every figure as JSON (an array of objects) to FILE.
     #[arg(long)]
     json: Option<PathBuf>,
+    /// Runs only these families (repeat or comma-separate); all by default.
+    #[arg(long, value_enum, value_delimiter = ',')]
+    only: Vec<Family>,
+    /// The `eip` binary (default: next to this one).
+    #[arg(long)]
+    eip: Option<PathBuf>,
 }
 
 fn main() -> ExitCode {
@@ -25,33 +39,68 @@ fn main() -> ExitCode {
         eprintln!("error: the benchmarks need root (eBPF, network namespaces)");
         return ExitCode::FAILURE;
     }
-    let started = Instant::now();
-    let say = |s: &str| eprintln!("[bench] {s} ({:.0} s)", started.elapsed().as_secs_f64());
-    let (sizes, rounds): (&[u64], usize) = if args.quick {
-        (&[1, 65_536], 11)
-    } else {
-        (&[1, 1_000, 65_536, 1_000_000], 31)
-    };
-    let figures = match kernel::run(sizes, rounds, &say) {
-        Ok(f) => f,
+    match run(&args) {
+        Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: kernel: {e:#}");
-            return ExitCode::FAILURE;
-        }
-    };
-    print!("{}", figures::table(&figures));
-    if let Some(path) = args.json {
-        let text = match serde_json::to_string_pretty(&figures) {
-            Ok(t) => t,
-            Err(e) => {
-                eprintln!("error: JSON: {e}");
-                return ExitCode::FAILURE;
-            }
-        };
-        if let Err(e) = std::fs::write(&path, text + "\n") {
-            eprintln!("error: writing {}: {e}", path.display());
-            return ExitCode::FAILURE;
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
         }
     }
-    ExitCode::SUCCESS
+}
+
+fn run(args: &Args) -> Result<()> {
+    let started = Instant::now();
+    let say = |s: &str| eprintln!("[bench] {s} ({:.0} s)", started.elapsed().as_secs_f64());
+    let wanted = |f: Family| args.only.is_empty() || args.only.contains(&f);
+    let bin = match &args.eip {
+        Some(p) => p.clone(),
+        None => std::env::current_exe()?
+            .parent()
+            .context("the binary's directory")?
+            .join("eip"),
+    };
+    let mut all: Vec<Figure> = Vec::new();
+    if wanted(Family::Kernel) {
+        let (sizes, rounds): (&[u64], usize) = if args.quick {
+            (&[1, 65_536], 11)
+        } else {
+            (&[1, 1_000, 65_536, 1_000_000], 31)
+        };
+        all.extend(kernel::run(sizes, rounds, &say).context("kernel")?);
+    }
+    if wanted(Family::Control) {
+        let plan = if args.quick {
+            control::Plan {
+                sizes: vec![0, 10_000],
+                samples: 200,
+                process_samples: 20,
+                bulk: 10_000,
+                rss: vec![1_000, 10_000],
+            }
+        } else {
+            control::Plan {
+                sizes: vec![0, 10_000, 100_000],
+                samples: 1_000,
+                process_samples: 100,
+                bulk: 10_000,
+                rss: vec![1_000, 10_000, 65_536, 100_000],
+            }
+        };
+        all.extend(control::run(&bin, &plan, &say).context("control plane")?);
+    }
+    if wanted(Family::Memory) {
+        let sizes: &[u32] = if args.quick {
+            &[1_000, 65_536]
+        } else {
+            &[1_000, 65_536, 1_000_000]
+        };
+        all.extend(memory::run(sizes, &say).context("memory")?);
+    }
+    print!("{}", figures::table(&all));
+    if let Some(path) = &args.json {
+        let text = serde_json::to_string_pretty(&all).context("JSON")?;
+        std::fs::write(path, text + "\n").with_context(|| format!("writing {}", path.display()))?;
+    }
+    say("done");
+    Ok(())
 }

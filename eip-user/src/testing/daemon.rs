@@ -121,11 +121,17 @@ impl Instance {
     }
 
     /// Starts `eip daemon` with this instance's socket, state and pins, plus `args`, and
-    /// waits until it answers (at most 30 s).
+    /// waits until it answers (at most 30 s). It logs at debug level (every kernel effect).
     pub fn start(&self, args: &[&str]) -> io::Result<Background> {
+        self.start_logging(args, "info,eip_user=debug", Duration::from_secs(30))
+    }
+
+    /// As [`Instance::start`], with the log filter `filter` (`EIP_LOG`) and waiting at most
+    /// `limit` for the daemon to answer.
+    pub fn start_logging(&self, args: &[&str], filter: &str, limit: Duration) -> io::Result<Background> {
         let log = File::options().create(true).append(true).open(self.log())?;
         let mut c = self.command()?;
-        c.env("EIP_LOG", "info,eip_user=debug")
+        c.env("EIP_LOG", filter)
             .arg("daemon")
             .args(["--instance", &self.name])
             .arg("--state-dir")
@@ -134,7 +140,7 @@ impl Instance {
             .stdout(log.try_clone()?)
             .stderr(log);
         let mut daemon = Background::spawn(c, "eip daemon")?;
-        let deadline = Instant::now() + Duration::from_secs(30);
+        let deadline = Instant::now() + limit;
         loop {
             if self.cli(&["pool", "list"])?.status.success() {
                 return Ok(daemon);
@@ -147,7 +153,8 @@ impl Instance {
             }
             if Instant::now() > deadline {
                 return Err(io::Error::other(format!(
-                    "the daemon did not answer within 30 s: {}",
+                    "the daemon did not answer within {} s: {}",
+                    limit.as_secs(),
                     std::fs::read_to_string(self.log()).unwrap_or_default()
                 )));
             }
