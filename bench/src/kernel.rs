@@ -11,9 +11,8 @@
 //! the median, over rounds, of the kernel's own per-repetition time.
 
 use std::{
-    io,
     net::Ipv4Addr,
-    os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd},
+    os::fd::{AsFd, AsRawFd, OwnedFd},
 };
 
 use anyhow::{Context, Result, bail};
@@ -27,7 +26,7 @@ use eip_user::{
     },
 };
 
-use crate::figures::Figure;
+use crate::{bpf, figures::Figure};
 
 const REPEAT: u32 = 200;
 
@@ -42,59 +41,24 @@ const SELF_MAPPED: Guest = Guest {
     fast_path: true,
 };
 
-const BPF_PROG_LOAD: libc::c_long = 5;
-const BPF_PROG_TEST_RUN: libc::c_long = 10;
-const BPF_PROG_TYPE_SCHED_CLS: u32 = 3;
-const BPF_PROG_TYPE_XDP: u32 = 6;
-
-fn bpf(cmd: libc::c_long, attr: &mut [u8; 128]) -> io::Result<libc::c_long> {
-    // SAFETY: bpf(2) with a zero-padded attribute union of the size passed.
-    let rc = unsafe { libc::syscall(libc::SYS_bpf, cmd, attr.as_mut_ptr(), attr.len() as u32) };
-    if rc < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(rc)
-}
-
-fn put32(attr: &mut [u8; 128], off: usize, v: u32) {
-    attr[off..off + 4].copy_from_slice(&v.to_ne_bytes());
-}
-
-fn put64(attr: &mut [u8; 128], off: usize, v: u64) {
-    attr[off..off + 8].copy_from_slice(&v.to_ne_bytes());
-}
-
-/// `r0 = action; exit`, loaded as a program of `prog_type`.
-fn floor(prog_type: u32, action: i32) -> Result<OwnedFd> {
-    let mut insns = [0u8; 16];
-    insns[0] = 0xb7; // BPF_ALU64 | BPF_MOV | BPF_K, dst r0
-    insns[4..8].copy_from_slice(&action.to_le_bytes());
-    insns[8] = 0x95; // BPF_JMP | BPF_EXIT
-    let license = c"GPL";
-    let mut attr = [0u8; 128];
-    put32(&mut attr, 0, prog_type);
-    put32(&mut attr, 4, 2);
-    put64(&mut attr, 8, insns.as_ptr() as u64);
-    put64(&mut attr, 16, license.as_ptr() as u64);
-    let fd = bpf(BPF_PROG_LOAD, &mut attr).context("load a floor program")?;
-    // SAFETY: the kernel just returned this descriptor to us.
-    Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
-}
-
 /// One test run of `repeat` repetitions: the program's return value and the kernel's time per
 /// repetition in ns.
 fn test_run(fd: i32, data: &[u8], repeat: u32) -> Result<(u32, u32)> {
     let mut out = vec![0u8; data.len() + 256];
     let mut attr = [0u8; 128];
-    put32(&mut attr, 0, fd as u32);
-    put32(&mut attr, 8, data.len() as u32);
-    put32(&mut attr, 12, out.len() as u32);
-    put64(&mut attr, 16, data.as_ptr() as u64);
-    put64(&mut attr, 24, out.as_mut_ptr() as u64);
-    put32(&mut attr, 32, repeat);
-    bpf(BPF_PROG_TEST_RUN, &mut attr).context("BPF_PROG_TEST_RUN")?;
-    let get = |off: usize| u32::from_ne_bytes([attr[off], attr[off + 1], attr[off + 2], attr[off + 3]]);
-    Ok((get(4), get(36)))
+    bpf::put32(&mut attr, 0, fd as u32);
+    bpf::put32(&mut attr, 8, data.len() as u32);
+    bpf::put32(&mut attr, 12, out.len() as u32);
+    bpf::put64(&mut attr, 16, data.as_ptr() as u64);
+    bpf::put64(&mut attr, 24, out.as_mut_ptr() as u64);
+    bpf::put32(&mut attr, 32, repeat);
+    bpf::bpf(bpf::BPF_PROG_TEST_RUN, &mut attr).context("BPF_PROG_TEST_RUN")?;
+    Ok((bpf::get32(&attr, 4), bpf::get32(&attr, 36)))
+}
+
+/// `r0 = action; exit`, loaded as a program of `prog_type`.
+fn floor(prog_type: u32, action: i32) -> Result<OwnedFd> {
+    bpf::load(prog_type, &[bpf::mov_r0(action), bpf::EXIT])
 }
 
 struct Case {
@@ -156,9 +120,9 @@ pub fn run(sizes: &[u64], rounds: usize, say: &dyn Fn(&str)) -> Result<Vec<Figur
     // The fixture world holds 4 bindings and the self-mapped one: 5.
     let mut filled = 5u64;
 
-    let xdp_pass = floor(BPF_PROG_TYPE_XDP, 2)?;
-    let xdp_drop = floor(BPF_PROG_TYPE_XDP, 1)?;
-    let tc_ok = floor(BPF_PROG_TYPE_SCHED_CLS, 0)?;
+    let xdp_pass = floor(bpf::PROG_TYPE_XDP, 2)?;
+    let xdp_drop = floor(bpf::PROG_TYPE_XDP, 1)?;
+    let tc_ok = floor(bpf::PROG_TYPE_SCHED_CLS, 0)?;
     let ingress = raw(dp.ingress()?.fd()?)?;
     let egress = raw(dp.egress()?.fd()?)?;
 

@@ -2,10 +2,12 @@
 //! incremental rewrite against (here), and the dataplane benchmarks `eip-bench` runs
 //! (`kernel`), with their figures (`figures`).
 
+pub mod bpf;
 pub mod control;
 pub mod figures;
 pub mod kernel;
 pub mod memory;
+pub mod throughput;
 
 use eip_common::{
     checksum::{compute, pseudo_header},

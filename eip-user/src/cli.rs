@@ -161,6 +161,10 @@ pub struct DaemonArgs {
     /// Do not check VMs' source addresses against their reservations.
     #[arg(long)]
     pub no_antispoof: bool,
+    /// Never redirect translated packets straight to the VM's port or the external interface:
+    /// hand them to the kernel (so the host's firewall and routing see them), at a cost.
+    #[arg(long)]
+    pub no_fast_path: bool,
     /// Binding capacity of the dataplane maps (fixed when the maps are first created).
     #[arg(long, default_value_t = eip_common::maps::DEFAULT_MAX_BINDINGS)]
     pub max_bindings: u32,

@@ -10,7 +10,7 @@ use std::{
     time::Duration,
 };
 
-use eip_common::maps::{CONFIG_ANTISPOOF, Config};
+use eip_common::maps::{CONFIG_ANTISPOOF, CONFIG_NO_FAST_PATH, Config};
 use ipnet::Ipv4Net;
 use tokio::{
     net::UnixListener,
@@ -229,7 +229,8 @@ pub async fn run(args: DaemonArgs, socket: PathBuf) -> Result<(), DaemonError> {
     tracing::info!(pins = %pins.root().display(), ?started, "dataplane ready");
     dp.set_config(&Config {
         bridge_mac: bridge.mac,
-        flags: if args.no_antispoof { 0 } else { CONFIG_ANTISPOOF },
+        flags: if args.no_antispoof { 0 } else { CONFIG_ANTISPOOF }
+            | if args.no_fast_path { CONFIG_NO_FAST_PATH } else { 0 },
         private_net: limits.private.network().to_bits(),
         private_mask: limits.private.netmask().to_bits(),
     })?;

@@ -2,15 +2,20 @@
 //! the control plane measured beside their baselines in one run. Prints a table; `--json FILE`
 //! writes one object per figure.
 
-use std::{path::PathBuf, process::ExitCode, time::Instant};
+use std::{
+    path::PathBuf,
+    process::ExitCode,
+    time::{Duration, Instant},
+};
 
 use anyhow::{Context, Result};
-use bench::{control, figures, figures::Figure, kernel, memory};
+use bench::{control, figures, figures::Figure, kernel, memory, throughput};
 use clap::{Parser, ValueEnum};
 
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
 enum Family {
     Kernel,
+    Throughput,
     Control,
     Memory,
 }
@@ -67,6 +72,24 @@ fn run(args: &Args) -> Result<()> {
             (&[1, 1_000, 65_536, 1_000_000], 31)
         };
         all.extend(kernel::run(sizes, rounds, &say).context("kernel")?);
+    }
+    if wanted(Family::Throughput) {
+        let plan = if args.quick {
+            throughput::Plan {
+                sizes: vec![1, 1_000],
+                udp: Duration::from_millis(500),
+                tcp_secs: 1,
+                reps: 1,
+            }
+        } else {
+            throughput::Plan {
+                sizes: vec![1, 1_000, 10_000],
+                udp: Duration::from_secs(1),
+                tcp_secs: 3,
+                reps: 3,
+            }
+        };
+        all.extend(throughput::run(&bin, &plan, &say).context("throughput")?);
     }
     if wanted(Family::Control) {
         let plan = if args.quick {

@@ -1,0 +1,686 @@
+//! Throughput on real interfaces: the reference topology in namespaces (outside, hypervisor
+//! with ext0 and br0, one VM on a bridge port), rebuilt for every variant so that no
+//! connection-tracking state or rule survives from one to the next.
+//!
+//! - 64-byte UDP frames from outside to the VM's EIP (ingress) and from the VM to outside
+//!   (egress), one flow ("established") or a new source port every frame ("new flows"). The
+//!   generator is XDP live frames (BPF_PROG_TEST_RUN with `BPF_F_TEST_XDP_LIVE_FRAMES`): a
+//!   program on the sender's veth returns `XDP_TX`, so the kernel transmits the frame itself,
+//!   open loop. It runs pinned to CPU 0; the receiving veth's NAPI runs threaded, pinned to
+//!   CPU 1, so the device under test has a core of its own. Packets are counted where they
+//!   arrive (`Ip.InDelivers` of the receiving namespace), not where they are sent.
+//! - TCP with iperf3, both directions.
+//!
+//! Variants: eip's fast path and its fallback (the real daemon, `--no-fast-path` for the
+//! latter), iptables-legacy DNAT/SNAT rules with N - 1 other bindings' rules ahead (the
+//! patent's method), an nftables map with N entries, and plain routing without NAT.
+
+use std::{
+    collections::BTreeSet,
+    fmt::Write as _,
+    io::Write as _,
+    net::Ipv4Addr,
+    path::Path,
+    process::{Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context, Result, bail};
+use eip_common::builder::{Ipv4, Transport};
+use eip_user::{
+    api::{BindReq, Done, Stats},
+    client::Client,
+    testing::{
+        daemon::Instance,
+        netns::NetNs,
+        process::Background,
+        topology::{self, BRIDGE_ADDR, BRIDGE_IF, EXT_ADDR, EXT_IF, OUTSIDE_ADDR, Topology, VM_IF, WAN_IF},
+    },
+};
+
+use crate::{bpf, figures::Figure};
+
+/// The measured binding: the VM's EIP (in the topology's pool).
+const EIP: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 10);
+const UDP_PORT: u16 = 9;
+/// Frames per test-run call of the generator.
+const CHUNK: u32 = 1_000_000;
+const BPF_F_TEST_XDP_LIVE_FRAMES: u32 = 1 << 1;
+
+pub struct Plan {
+    /// Bindings in place (the measured one included) for the NAT variants.
+    pub sizes: Vec<u32>,
+    /// How long each UDP run sends.
+    pub udp: Duration,
+    /// How long each iperf3 run lasts (whole seconds).
+    pub tcp_secs: u32,
+    /// UDP runs per figure (the median is reported).
+    pub reps: usize,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Routing,
+    Iptables,
+    Nft,
+    EipFast,
+    EipFallback,
+}
+
+impl Kind {
+    fn name(self) -> &'static str {
+        match self {
+            Kind::Routing => "plain routing (no NAT)",
+            Kind::Iptables => "iptables-legacy DNAT/SNAT",
+            Kind::Nft => "nftables map",
+            Kind::EipFast => "eip fast path",
+            Kind::EipFallback => "eip fallback",
+        }
+    }
+}
+
+/// Filler binding `i`: an EIP in the benchmarking range and a VM address in the bridge's
+/// widened subnet (192.168.0.0/16), neither ever in a frame.
+fn filler(i: u32) -> (Ipv4Addr, Ipv4Addr) {
+    (
+        Ipv4Addr::from(u32::from(Ipv4Addr::new(198, 18, 0, 1)) + i),
+        Ipv4Addr::from(u32::from(Ipv4Addr::new(192, 168, 16, 1)) + i),
+    )
+}
+
+fn filler_mac(i: u32) -> String {
+    let b = i.to_be_bytes();
+    format!("02:01:{:02x}:{:02x}:{:02x}:{:02x}", b[0], b[1], b[2], b[3])
+}
+
+fn vm_addr() -> Ipv4Addr {
+    topology::vm_ip(1)
+}
+
+fn mac_of(ns: &NetNs, dev: &str) -> Result<[u8; 6]> {
+    let out = ns.exec("cat", &[&format!("/sys/class/net/{dev}/address")])?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    let mut mac = [0u8; 6];
+    let parts: Vec<&str> = text.trim().split(':').collect();
+    if parts.len() != 6 {
+        bail!("{dev}: no MAC in {text:?}");
+    }
+    for (m, p) in mac.iter_mut().zip(parts) {
+        *m = u8::from_str_radix(p, 16)?;
+    }
+    Ok(mac)
+}
+
+fn frame(dst_mac: [u8; 6], src_mac: [u8; 6], src: Ipv4Addr, dst: Ipv4Addr) -> Vec<u8> {
+    let ip = Ipv4::new(
+        src.octets(),
+        dst.octets(),
+        Transport::Udp {
+            sport: 40_000,
+            dport: UDP_PORT,
+            payload: vec![0; 18],
+            checksum: false,
+        },
+    );
+    let mut f = Vec::with_capacity(60);
+    f.extend_from_slice(&dst_mac);
+    f.extend_from_slice(&src_mac);
+    f.extend_from_slice(&0x0800u16.to_be_bytes());
+    f.extend_from_slice(&ip.bytes());
+    f
+}
+
+/// The generator's program. A live frame's page comes back from the receiver to be sent
+/// again as the receiver left it: forwarded (TTL, MAC addresses) and translated (addresses,
+/// checksums). So the program writes the frame's headers (its first 44 bytes) on every send.
+/// With `new_flows` it then writes a random number over both UDP ports: a new flow almost
+/// every send (the UDP checksum is zero, so nothing else changes).
+fn generator(frame: &[u8], new_flows: bool) -> Result<std::os::fd::OwnedFd> {
+    const XDP_TX: i32 = 3;
+    const XDP_DROP: i32 = 1;
+    const HEADERS: usize = 44;
+    const GET_PRANDOM_U32: i32 = 7;
+    if frame.len() < 60 {
+        bail!("the generator's frame is {} bytes, not 60", frame.len());
+    }
+    let mut body = Vec::new();
+    for off in (0..HEADERS).step_by(4) {
+        let word = u32::from_le_bytes([frame[off], frame[off + 1], frame[off + 2], frame[off + 3]]);
+        body.push(bpf::insn(0x62, 2, 0, off as i16, word as i32)); // *(u32 *)(r2 + off) = word
+    }
+    if new_flows {
+        body.push(bpf::insn(0x63, 2, 7, 34, 0)); // *(u32 *)(r2 + 34) = r7: both ports
+    }
+    body.extend([bpf::mov_r0(XDP_TX), bpf::EXIT]);
+    let mut insns = vec![bpf::insn(0xbf, 6, 1, 0, 0)]; // r6 = ctx
+    if new_flows {
+        insns.extend([
+            bpf::insn(0x85, 0, 0, 0, GET_PRANDOM_U32), // r0 = bpf_get_prandom_u32()
+            bpf::insn(0xbf, 7, 0, 0, 0),               // r7 = r0
+        ]);
+    }
+    insns.extend([
+        bpf::insn(0x61, 2, 6, 0, 0),  // r2 = ctx->data
+        bpf::insn(0x61, 3, 6, 4, 0),  // r3 = ctx->data_end
+        bpf::insn(0xbf, 4, 2, 0, 0),  // r4 = r2
+        bpf::insn(0x07, 4, 0, 0, 60), // r4 += 60
+        // if r4 > r3: skip the body, drop
+        bpf::insn(0x2d, 4, 3, body.len() as i16, 0),
+    ]);
+    insns.extend(body);
+    insns.extend([bpf::mov_r0(XDP_DROP), bpf::EXIT]);
+    bpf::load(bpf::PROG_TYPE_XDP, &insns)
+}
+
+/// Sends `frame` out of `ifindex` in `ns` for about `how_long`, from CPU 0. Returns frames
+/// sent and the time it took.
+fn send(
+    ns: &NetNs,
+    ifindex: u32,
+    frame: &[u8],
+    new_flows: bool,
+    how_long: Duration,
+) -> Result<(u64, Duration)> {
+    let prog = generator(frame, new_flows)?;
+    let name = ns.name().to_owned();
+    let frame = frame.to_vec();
+    std::thread::scope(|s| {
+        s.spawn(move || -> Result<(u64, Duration)> {
+            let _inside = eip_user::testing::netns::enter_by_name(&name)?;
+            pin_self(0)?;
+            // xdp_md: data, data_end, data_meta, ingress_ifindex, rx_queue_index, egress_ifindex.
+            // The kernel wants data_end to be the frame's length.
+            let mut ctx = [0u32; 6];
+            ctx[1] = frame.len() as u32;
+            ctx[3] = ifindex;
+            let started = Instant::now();
+            let mut sent = 0u64;
+            // Bounded by time and by count (a slow generator still stops).
+            while started.elapsed() < how_long && sent < 100 * CHUNK as u64 {
+                let mut attr = [0u8; 128];
+                use std::os::fd::AsRawFd;
+                bpf::put32(&mut attr, 0, prog.as_raw_fd() as u32);
+                bpf::put32(&mut attr, 8, frame.len() as u32);
+                bpf::put64(&mut attr, 16, frame.as_ptr() as u64);
+                bpf::put32(&mut attr, 32, CHUNK);
+                bpf::put32(&mut attr, 40, std::mem::size_of_val(&ctx) as u32);
+                bpf::put64(&mut attr, 48, ctx.as_ptr() as u64);
+                bpf::put32(&mut attr, 64, BPF_F_TEST_XDP_LIVE_FRAMES);
+                bpf::bpf(bpf::BPF_PROG_TEST_RUN, &mut attr).context("XDP live frames")?;
+                sent += CHUNK as u64;
+            }
+            Ok((sent, started.elapsed()))
+        })
+        .join()
+        .map_err(|_| anyhow::anyhow!("the generator thread panicked"))?
+    })
+}
+
+fn pin(pid: i32, cpu: usize) -> Result<()> {
+    // SAFETY: a zeroed cpu_set_t with one bit set, passed with its size.
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        libc::CPU_SET(cpu, &mut set);
+        if libc::sched_setaffinity(pid, std::mem::size_of::<libc::cpu_set_t>(), &set) != 0 {
+            return Err(std::io::Error::last_os_error()).context("sched_setaffinity");
+        }
+    }
+    Ok(())
+}
+
+fn pin_self(cpu: usize) -> Result<()> {
+    pin(0, cpu)
+}
+
+/// The kernel threads running NAPI (`napi/DEV-ID`), by PID.
+fn napi_threads() -> BTreeSet<i32> {
+    let mut out = BTreeSet::new();
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return out;
+    };
+    for e in dir.flatten() {
+        let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) else {
+            continue;
+        };
+        if let Ok(comm) = std::fs::read_to_string(e.path().join("comm"))
+            && comm.starts_with("napi/")
+        {
+            out.insert(pid);
+        }
+    }
+    out
+}
+
+/// Gives `dev` in `ns` threaded NAPI (GRO on, which XDP_TX into a veth needs) pinned to CPU 1.
+fn threaded_napi(ns: &NetNs, dev: &str) -> Result<()> {
+    ns.exec("ethtool", &["-K", dev, "gro", "off"])?;
+    ns.exec("ethtool", &["-K", dev, "gro", "on"])?;
+    let before = napi_threads();
+    ns.exec("sh", &["-c", &format!("echo 1 > /sys/class/net/{dev}/threaded")])?;
+    let new: Vec<i32> = napi_threads().difference(&before).copied().collect();
+    if new.is_empty() {
+        bail!("{dev}: no NAPI thread appeared");
+    }
+    for pid in new {
+        pin(pid, 1)?;
+    }
+    Ok(())
+}
+
+/// `Ip.InDelivers` of `ns`.
+fn delivered(ns: &NetNs) -> Result<u64> {
+    let out = ns.exec("cat", &["/proc/net/snmp"])?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    let mut ip = text.lines().filter(|l| l.starts_with("Ip:"));
+    let (names, values) = (ip.next().context("Ip: header")?, ip.next().context("Ip: values")?);
+    let i = names
+        .split_whitespace()
+        .position(|n| n == "InDelivers")
+        .context("InDelivers")?;
+    values
+        .split_whitespace()
+        .nth(i)
+        .and_then(|v| v.parse().ok())
+        .context("InDelivers value")
+}
+
+/// The topology for one variant, with its daemon if it has one.
+struct Bed {
+    daemon: Option<(Instance, Background)>,
+    topo: Topology,
+}
+
+impl Bed {
+    fn new() -> Result<Bed> {
+        let topo = Topology::new(&[(topology::vm_mac(1), Some(vm_addr()))]).context("topology")?;
+        // Room for the fillers' VM addresses: the same gateway, a /16.
+        let (hv, vm) = (&topo.hv, &topo.vms[0].ns);
+        hv.ip(&["addr", "del", &format!("{BRIDGE_ADDR}/24"), "dev", BRIDGE_IF])?;
+        hv.ip(&["addr", "add", &format!("{BRIDGE_ADDR}/16"), "dev", BRIDGE_IF])?;
+        // Bridged frames are not filtered by iptables (nothing here is), if the module is in.
+        let _ = hv.sysctl("net.bridge.bridge-nf-call-iptables", "0");
+        // The receivers answer nothing: UDP to a closed port, with ICMP errors rate-limited
+        // away.
+        for ns in [&topo.outside, vm] {
+            ns.sysctl("net.ipv4.icmp_msgs_per_sec", "0")?;
+        }
+        threaded_napi(hv, EXT_IF)?;
+        threaded_napi(hv, &topo.vms[0].port)?;
+        Ok(Bed { daemon: None, topo })
+    }
+
+    fn routing(&self) -> Result<()> {
+        // The outside reaches the VM subnet through the hypervisor.
+        self.topo
+            .outside
+            .ip(&["route", "add", "192.168.0.0/16", "via", &EXT_ADDR.to_string()])?;
+        Ok(())
+    }
+
+    fn iptables(&self, n: u32) -> Result<()> {
+        let mut text = String::from("*nat\n");
+        let mut rule = |eip: Ipv4Addr, vm: Ipv4Addr| {
+            let _ = writeln!(text, "-A PREROUTING -d {eip}/32 -j DNAT --to-destination {vm}");
+            let _ = writeln!(text, "-A POSTROUTING -s {vm}/32 -j SNAT --to-source {eip}");
+        };
+        for i in 0..n.saturating_sub(1) {
+            let (e, v) = filler(i);
+            rule(e, v);
+        }
+        rule(EIP, vm_addr());
+        text += "COMMIT\n";
+        feed(&self.topo.hv, "iptables-legacy-restore", &[], &text)
+    }
+
+    fn nft(&self, n: u32) -> Result<()> {
+        let mut dnat = Vec::new();
+        let mut snat = Vec::new();
+        for i in 0..n.saturating_sub(1) {
+            let (e, v) = filler(i);
+            dnat.push(format!("{e} : {v}"));
+            snat.push(format!("{v} : {e}"));
+        }
+        dnat.push(format!("{EIP} : {}", vm_addr()));
+        snat.push(format!("{} : {EIP}", vm_addr()));
+        let text = format!(
+            "table ip eipbench {{
+  map to_vm {{ type ipv4_addr : ipv4_addr; elements = {{ {} }} }}
+  map to_eip {{ type ipv4_addr : ipv4_addr; elements = {{ {} }} }}
+  chain pre {{ type nat hook prerouting priority dstnat; dnat to ip daddr map @to_vm; }}
+  chain post {{ type nat hook postrouting priority srcnat; snat to ip saddr map @to_eip; }}
+}}
+",
+            dnat.join(", "),
+            snat.join(", ")
+        );
+        feed(&self.topo.hv, "nft", &["-f", "-"], &text)
+    }
+
+    /// Starts the daemon (reservations for the VM and the fillers) and binds `n` EIPs, the
+    /// measured one last; or, when it runs, restarts it with `fast` and keeps its state.
+    fn eip(&mut self, bin: &Path, n: u32, fast: bool) -> Result<()> {
+        let inst = match self.daemon.take() {
+            Some((inst, d)) => {
+                let status = d.terminate_and_wait(Duration::from_secs(30))?;
+                if !status.success() {
+                    bail!("the daemon exited {status}: {}", inst.log_text());
+                }
+                inst
+            }
+            None => Instance::new(bin, &self.topo.hv)?,
+        };
+        let hosts = inst.dir.join("hosts");
+        let mut text = format!(
+            "{},vm1,{}\n",
+            eip_user::dataplane::fmt_mac(topology::vm_mac(1)),
+            vm_addr()
+        );
+        for i in 0..n.saturating_sub(1) {
+            let _ = writeln!(text, "{},f{i},{}", filler_mac(i), filler(i).1);
+        }
+        std::fs::write(&hosts, text)?;
+        let hosts = hosts.to_string_lossy().into_owned();
+        let mut args = vec![
+            "--ext",
+            EXT_IF,
+            "--bridge",
+            BRIDGE_IF,
+            "--pool",
+            topology::POOL,
+            "--pool",
+            "198.18.0.0/15",
+            "--hosts",
+            &hosts,
+            "--no-dhcp",
+        ];
+        if !fast {
+            args.push("--no-fast-path");
+        }
+        let daemon = inst.start_logging(&args, "warn", Duration::from_secs(60))?;
+        let client = Client::new(&inst.socket());
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        let bind = |eip: Ipv4Addr, target: String| -> Result<()> {
+            rt.block_on(client.post::<_, Done>(
+                "/v1/bind",
+                &BindReq {
+                    eip,
+                    target,
+                    no_move: false,
+                },
+            ))
+            .with_context(|| format!("bind {eip}"))?;
+            Ok(())
+        };
+        for i in 0..n.saturating_sub(1) {
+            bind(filler(i).0, filler_mac(i))?;
+        }
+        bind(EIP, "vm1".into())?;
+        self.daemon = Some((inst, daemon));
+        Ok(())
+    }
+
+    /// The daemon's dataplane counter `name`.
+    fn counter(&self, name: &str) -> Result<u64> {
+        let Some((inst, _)) = &self.daemon else {
+            return Ok(0);
+        };
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        let stats: Stats = rt.block_on(Client::new(&inst.socket()).get("/v1/stats"))?;
+        Ok(stats
+            .counters
+            .iter()
+            .find(|(n, _)| n == name)
+            .map_or(0, |(_, v)| *v))
+    }
+
+    fn stop(mut self) -> Result<()> {
+        if let Some((inst, d)) = self.daemon.take() {
+            let status = d.terminate_and_wait(Duration::from_secs(30))?;
+            if !status.success() {
+                bail!("the daemon exited {status}: {}", inst.log_text());
+            }
+        }
+        Ok(())
+    }
+}
+
+fn feed(ns: &NetNs, program: &str, args: &[&str], input: &str) -> Result<()> {
+    let mut child = ns
+        .command(program)
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .with_context(|| format!("start {program}"))?;
+    child.stdin.take().context("stdin")?.write_all(input.as_bytes())?;
+    let out = child.wait_with_output()?;
+    if !out.status.success() {
+        bail!("{program}: {}", String::from_utf8_lossy(&out.stderr).trim());
+    }
+    Ok(())
+}
+
+/// One UDP run: frames per second delivered at the receiver, and the generator's rate.
+struct Udp {
+    delivered_pps: f64,
+    sent_pps: f64,
+}
+
+fn udp(bed: &Bed, kind: Kind, ingress: bool, new_flows: bool, how_long: Duration) -> Result<Udp> {
+    let t = &bed.topo;
+    let vm = &t.vms[0].ns;
+    let (sender, dev, receiver, f) = if ingress {
+        let dst = if kind == Kind::Routing { vm_addr() } else { EIP };
+        let f = frame(
+            mac_of(&t.hv, EXT_IF)?,
+            mac_of(&t.outside, WAN_IF)?,
+            OUTSIDE_ADDR,
+            dst,
+        );
+        (&t.outside, WAN_IF, vm, f)
+    } else {
+        let f = frame(
+            mac_of(&t.hv, BRIDGE_IF)?,
+            topology::vm_mac(1),
+            vm_addr(),
+            OUTSIDE_ADDR,
+        );
+        (vm, VM_IF, &t.outside, f)
+    };
+    // The receiver's and the generator's neighbours: a first frame through the normal path.
+    let warm = if ingress {
+        (&t.outside, if kind == Kind::Routing { vm_addr() } else { EIP })
+    } else {
+        (vm, OUTSIDE_ADDR)
+    };
+    let _ = warm.0.exec("ping", &["-c", "1", "-W", "1", &warm.1.to_string()]);
+    let ifindex = sender.ifindex(dev)?;
+    let before = delivered(receiver)?;
+    let (sent, took) = send(sender, ifindex, &f, new_flows, how_long)?;
+    std::thread::sleep(Duration::from_millis(200));
+    let got = delivered(receiver)? - before;
+    if std::env::var_os("EIP_BENCH_DEBUG").is_some() {
+        for ns in [&t.hv, receiver, sender] {
+            let o = ns.ip(&["-s", "-s", "link"])?;
+            eprintln!("--- {}\n{}", ns.name(), String::from_utf8_lossy(&o.stdout));
+        }
+        let ct = t.hv.exec("cat", &["/proc/sys/net/netfilter/nf_conntrack_count"]);
+        let ct = ct
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
+            .unwrap_or_default();
+        eprintln!("sent {sent} delivered {got} conntrack entries {ct}");
+    }
+    Ok(Udp {
+        delivered_pps: got as f64 / took.as_secs_f64(),
+        sent_pps: sent as f64 / took.as_secs_f64(),
+    })
+}
+
+/// One iperf3 run: the receiver's goodput in Gbit/s.
+fn tcp(bed: &Bed, kind: Kind, ingress: bool, secs: u32) -> Result<f64> {
+    let t = &bed.topo;
+    let vm = &t.vms[0].ns;
+    let (server, client, to) = if ingress {
+        let to = if kind == Kind::Routing { vm_addr() } else { EIP };
+        (vm, &t.outside, to)
+    } else {
+        (&t.outside, vm, OUTSIDE_ADDR)
+    };
+    let mut srv = server.command("iperf3");
+    srv.args(["-s", "-1", "-p", "5201"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    let srv = Background::spawn(srv, "iperf3 server")?;
+    std::thread::sleep(Duration::from_millis(300));
+    let out = Command::new("timeout")
+        .args([
+            &(secs + 15).to_string(),
+            "ip",
+            "netns",
+            "exec",
+            client.name(),
+            "iperf3",
+            "-c",
+        ])
+        .arg(to.to_string())
+        .args(["-p", "5201", "-t", &secs.to_string(), "-J"])
+        .stdin(Stdio::null())
+        .output()?;
+    let _ = srv.terminate_and_wait(Duration::from_secs(5));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).context("iperf3's JSON")?;
+    if let Some(e) = v["error"].as_str() {
+        bail!("iperf3 to {to}: {e}");
+    }
+    v["end"]["sum_received"]["bits_per_second"]
+        .as_f64()
+        .map(|b| b / 1e9)
+        .context("iperf3: no sum_received")
+}
+
+/// Every measurement of one variant at `n` bindings.
+fn measure(bed: &Bed, kind: Kind, n: Option<u32>, plan: &Plan, out: &mut Vec<Figure>) -> Result<()> {
+    let bindings = n.map(u64::from);
+    for ingress in [true, false] {
+        let dir = if ingress { "outside to VM" } else { "VM to outside" };
+        for new_flows in [false, true] {
+            let flows = if new_flows {
+                "new flow per packet"
+            } else {
+                "one flow"
+            };
+            let (fast, fallback) = if ingress {
+                ("ingress_fast_path", "ingress_fallback")
+            } else {
+                ("egress_fast_path", "egress_fallback")
+            };
+            let (f0, b0) = (bed.counter(fast)?, bed.counter(fallback)?);
+            let mut runs = Vec::new();
+            for _ in 0..plan.reps.max(1) {
+                runs.push(udp(bed, kind, ingress, new_flows, plan.udp)?);
+            }
+            runs.sort_by(|a, b| a.delivered_pps.total_cmp(&b.delivered_pps));
+            let r = &runs[runs.len() / 2];
+            // The variant took the path it names: a figure from the other path would mislead.
+            let (f1, b1) = (bed.counter(fast)? - f0, bed.counter(fallback)? - b0);
+            let half = (r.delivered_pps * plan.udp.as_secs_f64() / 2.0) as u64 * runs.len() as u64;
+            match kind {
+                Kind::EipFast if f1 < half => bail!("{dir}: {f1} fast-path packets, {b1} fallback"),
+                Kind::EipFallback if b1 < half || f1 > 0 => {
+                    bail!("{dir}: {f1} fast-path packets, {b1} fallback")
+                }
+                _ => {}
+            }
+            out.push(Figure::new(
+                "throughput",
+                &format!("{}: UDP 64 B, {dir}, {flows}", kind.name()),
+                bindings,
+                "delivered",
+                r.delivered_pps / 1e3,
+                "kpps",
+            ));
+            out.push(Figure::new(
+                "throughput",
+                &format!("{}: UDP 64 B, {dir}, {flows}", kind.name()),
+                bindings,
+                "sent (generator)",
+                r.sent_pps / 1e3,
+                "kpps",
+            ));
+        }
+        let gbps = tcp(bed, kind, ingress, plan.tcp_secs)?;
+        out.push(Figure::new(
+            "throughput",
+            &format!("{}: TCP (iperf3), {dir}", kind.name()),
+            bindings,
+            "goodput",
+            gbps,
+            "Gbit/s",
+        ));
+    }
+    Ok(())
+}
+
+/// Runs the throughput family. `bin` is the `eip` binary.
+pub fn run(bin: &Path, plan: &Plan, say: &dyn Fn(&str)) -> Result<Vec<Figure>> {
+    let mut out = Vec::new();
+    say("throughput: plain routing");
+    let bed = Bed::new()?;
+    bed.routing()?;
+    measure(&bed, Kind::Routing, None, plan, &mut out)?;
+    bed.stop()?;
+    for &n in &plan.sizes {
+        say(&format!("throughput: iptables, {n} bindings"));
+        let bed = Bed::new()?;
+        bed.iptables(n)?;
+        measure(&bed, Kind::Iptables, Some(n), plan, &mut out)?;
+        bed.stop()?;
+
+        say(&format!("throughput: nftables, {n} bindings"));
+        let bed = Bed::new()?;
+        bed.nft(n)?;
+        measure(&bed, Kind::Nft, Some(n), plan, &mut out)?;
+        bed.stop()?;
+
+        say(&format!("throughput: eip, {n} bindings"));
+        let mut bed = Bed::new()?;
+        bed.eip(bin, n, true)?;
+        measure(&bed, Kind::EipFast, Some(n), plan, &mut out)?;
+        bed.eip(bin, n, false)?;
+        measure(&bed, Kind::EipFallback, Some(n), plan, &mut out)?;
+        bed.stop()?;
+    }
+    Ok(ratios(out))
+}
+
+/// Each NAT figure against plain routing's in the same direction and flow shape, and eip's
+/// against iptables' and nftables' at the same size.
+fn ratios(mut out: Vec<Figure>) -> Vec<Figure> {
+    let value = |fs: &[Figure], variant: &str, bindings: Option<u64>, metric: &str| {
+        fs.iter()
+            .find(|f| f.variant == variant && f.bindings == bindings && f.metric == metric)
+            .map(|f| f.value)
+    };
+    let snapshot = out.clone();
+    for f in out.iter_mut() {
+        let Some((kind, rest)) = f.variant.split_once(": ") else {
+            continue;
+        };
+        if kind == Kind::EipFast.name() || kind == Kind::EipFallback.name() {
+            let base = format!("{}: {rest}", Kind::Iptables.name());
+            if let Some(v) = value(&snapshot, &base, f.bindings, &f.metric) {
+                *f = f.clone().against(&base, v);
+            }
+        } else if kind == Kind::Iptables.name() || kind == Kind::Nft.name() {
+            let base = format!("{}: {rest}", Kind::Routing.name());
+            if let Some(v) = value(&snapshot, &base, None, &f.metric) {
+                *f = f.clone().against(&base, v);
+            }
+        }
+    }
+    out
+}
