@@ -4,6 +4,7 @@
 
 pub mod bpf;
 pub mod control;
+pub mod dhcp;
 pub mod figures;
 pub mod kernel;
 pub mod memory;

@@ -9,7 +9,7 @@ use std::{
 };
 
 use anyhow::{Context, Result};
-use bench::{control, figures, figures::Figure, kernel, memory, throughput};
+use bench::{control, dhcp, figures, figures::Figure, kernel, memory, throughput};
 use clap::{Parser, ValueEnum};
 
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -17,6 +17,7 @@ enum Family {
     Kernel,
     Throughput,
     Control,
+    Dhcp,
     Memory,
 }
 
@@ -110,6 +111,13 @@ fn run(args: &Args) -> Result<()> {
             }
         };
         all.extend(control::run(&bin, &plan, &say).context("control plane")?);
+    }
+    if wanted(Family::Dhcp) {
+        let plan = dhcp::Plan {
+            rate: 2_000,
+            secs: if args.quick { 3 } else { 10 },
+        };
+        all.extend(dhcp::run(&bin, &plan, &say).context("DHCP")?);
     }
     if wanted(Family::Memory) {
         let sizes: &[u32] = if args.quick {

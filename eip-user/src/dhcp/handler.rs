@@ -157,7 +157,11 @@ pub fn handle_message(
     };
     let mut out = match t {
         _ if t.and_then(kind_of).is_none() => Outcome::drop(DropReason::NotClientMessage),
-        _ if !msg.giaddr().is_unspecified() => Outcome::drop(DropReason::Relayed),
+        // A relay on the bridge's own subnet is served as the bridge is (perfdhcp, for one,
+        // always sends as a relay); one elsewhere would want another subnet's addresses.
+        _ if !msg.giaddr().is_unspecified() && !cfg.net.contains(&msg.giaddr()) => {
+            Outcome::drop(DropReason::Relayed)
+        }
         Some(MessageType::Discover) => c.discover(offers),
         Some(MessageType::Request) => c.request(offers),
         Some(MessageType::Decline) => c.decline(),
@@ -487,7 +491,9 @@ impl Client<'_> {
         {
             offer(DhcpOption::Hostname(name));
         }
-        let to = if !ciaddr.is_unspecified() {
+        let to = if !req.giaddr().is_unspecified() {
+            Dest::Relay(req.giaddr())
+        } else if !ciaddr.is_unspecified() {
             Dest::Unicast {
                 mac: self.mac.0,
                 ip: ciaddr,
@@ -503,14 +509,20 @@ impl Client<'_> {
         Reply { msg: m, to }
     }
 
-    /// A NAK is broadcast (RFC 2131 4.1, no relay): the client may have no usable address.
+    /// A NAK is broadcast (RFC 2131 4.1): the client may have no usable address. Through a
+    /// relay it goes to the relay, which broadcasts it (the header keeps giaddr).
     fn nak(&self, why: &str) -> Outcome {
         let unspecified = Ipv4Addr::UNSPECIFIED;
         let mut m = self.header(MessageType::Nak, unspecified, unspecified);
         m.opts_mut().insert(DhcpOption::Message(why.to_owned()));
+        let giaddr = self.msg.giaddr();
         Outcome::answer(Reply {
             msg: m,
-            to: Dest::Broadcast,
+            to: if giaddr.is_unspecified() {
+                Dest::Broadcast
+            } else {
+                Dest::Relay(giaddr)
+            },
         })
     }
 }

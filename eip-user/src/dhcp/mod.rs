@@ -56,7 +56,8 @@ pub enum DropReason {
     NoMessageType,
     /// A message only servers send (OFFER, ACK, NAK...) or an unknown type.
     NotClientMessage,
-    /// Came through a relay (giaddr set): this server serves its own bridge only.
+    /// Came through a relay (giaddr set) outside the bridge's subnet: this server serves its
+    /// own bridge only.
     Relayed,
     /// No reservation and no dynamic range (logged once a minute per MAC).
     UnknownMac,

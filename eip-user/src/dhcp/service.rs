@@ -225,13 +225,19 @@ impl Server {
                     Some(dhcproto::v4::MessageType::Nak) => "nak",
                     _ => "ack",
                 };
-                let frame = wire::frame(
-                    self.bridge.mac,
-                    self.settings.server,
-                    reply.to,
-                    &wire::encode(&reply.msg),
-                );
-                match self.out.send(self.bridge.index, &frame) {
+                let payload = wire::encode(&reply.msg);
+                let sent = match reply.to {
+                    wire::Dest::Relay(relay) => self
+                        .socket
+                        .send_to(&payload, (relay, dhcproto::v4::SERVER_PORT))
+                        .await
+                        .map(drop),
+                    to => {
+                        let frame = wire::frame(self.bridge.mac, self.settings.server, to, &payload);
+                        self.out.send(self.bridge.index, &frame)
+                    }
+                };
+                match sent {
                     Ok(()) => {
                         self.stats.sent(kind);
                         tracing::debug!(kind, mac = ?out.mac, yiaddr = %reply.msg.yiaddr(), to = ?reply.to, "DHCP reply");

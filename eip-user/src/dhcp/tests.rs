@@ -567,6 +567,14 @@ fn relayed_and_server_messages_are_dropped() {
         m.set_giaddr(ip("10.0.0.1"));
     });
     assert_eq!(dropped(&ask(&world(), &b)), DropReason::Relayed);
+    // A relay on the bridge's subnet is answered, at its server port.
+    let b = client(mac(1), MessageType::Discover, |m| {
+        m.set_giaddr(ip("192.168.6.5"));
+    });
+    let o = ask(&world(), &b);
+    assert_eq!(answer(&o).to, Dest::Relay(ip("192.168.6.5")));
+    assert_eq!(answer(&o).msg.giaddr(), ip("192.168.6.5"));
+    assert_eq!(answer(&o).msg.yiaddr(), VM1);
     let b = client(mac(1), MessageType::Offer, |_| {});
     assert_eq!(dropped(&ask(&world(), &b)), DropReason::NotClientMessage);
 }
@@ -807,6 +815,8 @@ mod arbitrary {
                 match r.to {
                     Dest::Broadcast => {}
                     Dest::Unicast { mac: m, .. } => prop_assert_eq!(m, mac(1).0),
+                    // These messages carry no giaddr.
+                    Dest::Relay(r) => prop_assert!(false, "sent to a relay {r}"),
                 }
                 let _ = wire::frame([2; 6], SERVER, r.to, &wire::encode(&r.msg));
             }

@@ -89,7 +89,7 @@ pub fn decode(b: &[u8]) -> Result<v4::Message, DropReason> {
     Ok(msg)
 }
 
-/// Where a reply goes (RFC 2131 4.1, no relay).
+/// Where a reply goes (RFC 2131 4.1).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Dest {
     /// To 255.255.255.255 and ff:ff:ff:ff:ff:ff.
@@ -98,6 +98,9 @@ pub enum Dest {
         mac: [u8; 6],
         ip: Ipv4Addr,
     },
+    /// To a relay agent's server port (a relay on the bridge's own subnet), through the
+    /// kernel's routing and neighbour tables: not a frame this server builds.
+    Relay(Ipv4Addr),
 }
 
 /// The DHCP payload, padded to [`MIN_REPLY`].
@@ -117,6 +120,8 @@ pub fn frame(src_mac: [u8; 6], src_ip: Ipv4Addr, to: Dest, payload: &[u8]) -> Ve
     let (dst_mac, dst_ip) = match to {
         Dest::Broadcast => ([0xff; 6], Ipv4Addr::BROADCAST),
         Dest::Unicast { mac, ip } => (mac, ip),
+        // Sent through the UDP socket instead; a frame to it goes to the broadcast address.
+        Dest::Relay(_) => ([0xff; 6], Ipv4Addr::BROADCAST),
     };
     let udp_len = 8 + payload.len() as u16;
     let ip_len = 20 + udp_len;
