@@ -1,8 +1,8 @@
 //! One measured figure, as the table prints it and `--json` writes it.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Figure {
     /// The family: `kernel`, `throughput`, `control`, `dhcp`, `memory`.
     pub bench: String,

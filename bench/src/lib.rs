@@ -8,6 +8,7 @@ pub mod dhcp;
 pub mod figures;
 pub mod kernel;
 pub mod memory;
+pub mod plot;
 pub mod throughput;
 
 use eip_common::{

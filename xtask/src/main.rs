@@ -174,19 +174,22 @@ fn real_main() -> Result<()> {
             Err(cmd.exec()).with_context(|| format!("could not start {cmd:?}"))
         }
         Cmd::Bench { quick, json } => {
-            setup::ensure(Needs::Everything)?;
+            setup::ensure(Needs::Bench)?;
             let mut c = cargo();
             c.args(["bench", "-p", "bench", "--bench", "rewrite"]);
             if quick {
                 c.args(["--", "--warm-up-time", "1", "--measurement-time", "2"]);
             }
             run(&mut c)?;
+            // eip-bench runs the real daemon: the same release build as `cargo xtask run`.
+            build_release()?;
             eprintln!("[bench] building eip-bench (release)");
             run(cargo().args(["build", "--release", "-p", "bench", "--bin", "eip-bench"]))?;
             let mut b = Command::new(target_dir().join("release").join("eip-bench"));
             if quick {
                 b.arg("--quick");
             }
+            b.arg("--plots").arg(target_dir().join("bench"));
             if let Some(path) = json {
                 // The binary runs from the workspace root; a relative path is the caller's.
                 let path = std::env::current_dir()?.join(path);

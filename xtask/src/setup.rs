@@ -27,16 +27,21 @@ pub const PACKAGES: &[(&str, &str)] = &[
     ("bpftool", "bpftool"),
 ];
 
+/// What only the benchmarks use: the DHCP load generator and the DHCP server eip is compared
+/// with (dnsmasq-base: the binary, without a system service that would start on install).
+pub const BENCH_PACKAGES: &[(&str, &str)] = &[("kea-admin", "perfdhcp"), ("dnsmasq-base", "dnsmasq")];
+
 const NIGHTLY: &str = "nightly";
 
 /// What a command needs: the toolchain alone (build); also root and the kernel features (the
-/// daemon on real interfaces); or also the Debian packages and namespaces (test, the lab,
-/// bench).
+/// daemon on real interfaces); also the Debian packages and namespaces (test, the lab); or
+/// also the benchmarks' own packages (bench).
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Needs {
     Toolchain,
     Kernel,
     Everything,
+    Bench,
 }
 
 pub fn ensure(needs: Needs) -> Result<()> {
@@ -46,14 +51,19 @@ pub fn ensure(needs: Needs) -> Result<()> {
         step("root", ensure_root)?;
         step("kernel with BTF and BPF", ensure_kernel)?;
     }
-    if needs == Needs::Everything {
-        step("Debian packages", ensure_packages)?;
+    if needs >= Needs::Everything {
+        step("Debian packages", || ensure_packages(PACKAGES))?;
         step("network namespaces", ensure_netns)?;
+    }
+    if needs == Needs::Bench {
+        step("Debian packages for the benchmarks", || {
+            ensure_packages(BENCH_PACKAGES)
+        })?;
     }
     Ok(())
 }
 
-fn step(what: &str, f: fn() -> Result<String>) -> Result<()> {
+fn step(what: &str, f: impl FnOnce() -> Result<String>) -> Result<()> {
     match f() {
         Ok(status) => {
             eprintln!("[setup] {what}: {status}");
@@ -180,8 +190,8 @@ fn have(binary: &str) -> bool {
         .any(|d| Path::new(d).join(binary).exists())
 }
 
-fn ensure_packages() -> Result<String> {
-    let missing: Vec<&str> = PACKAGES
+fn ensure_packages(packages: &[(&str, &str)]) -> Result<String> {
+    let missing: Vec<&str> = packages
         .iter()
         .filter(|(_, bin)| !have(bin))
         .map(|(pkg, _)| *pkg)

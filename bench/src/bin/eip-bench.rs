@@ -33,6 +33,13 @@ struct Args {
     /// Runs only these families (repeat or comma-separate); all by default.
     #[arg(long, value_enum, value_delimiter = ',')]
     only: Vec<Family>,
+    /// Draws the plots (SVG) into DIR.
+    #[arg(long, value_name = "DIR")]
+    plots: Option<PathBuf>,
+    /// Measures nothing: reads the figures of an earlier `--json` run from FILE (to print
+    /// the table and draw the plots again).
+    #[arg(long, value_name = "FILE")]
+    from_json: Option<PathBuf>,
     /// The `eip` binary (default: next to this one).
     #[arg(long)]
     eip: Option<PathBuf>,
@@ -41,7 +48,7 @@ struct Args {
 fn main() -> ExitCode {
     let args = Args::parse();
     // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } != 0 {
+    if args.from_json.is_none() && unsafe { libc::geteuid() } != 0 {
         eprintln!("error: the benchmarks need root (eBPF, network namespaces)");
         return ExitCode::FAILURE;
     }
@@ -57,7 +64,6 @@ fn main() -> ExitCode {
 fn run(args: &Args) -> Result<()> {
     let started = Instant::now();
     let say = |s: &str| eprintln!("[bench] {s} ({:.0} s)", started.elapsed().as_secs_f64());
-    let wanted = |f: Family| args.only.is_empty() || args.only.contains(&f);
     let bin = match &args.eip {
         Some(p) => p.clone(),
         None => std::env::current_exe()?
@@ -66,13 +72,39 @@ fn run(args: &Args) -> Result<()> {
             .join("eip"),
     };
     let mut all: Vec<Figure> = Vec::new();
+    if let Some(path) = &args.from_json {
+        let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+        all = serde_json::from_str(&text)
+            .with_context(|| format!("{}: not eip-bench figures", path.display()))?;
+    } else {
+        measure(args, &bin, &mut all, &say)?;
+    }
+    print!("{}", figures::table(&all));
+    if let Some(path) = &args.json
+        && args.from_json.is_none()
+    {
+        let text = serde_json::to_string_pretty(&all).context("JSON")?;
+        std::fs::write(path, text + "\n").with_context(|| format!("writing {}", path.display()))?;
+    }
+    if let Some(dir) = &args.plots {
+        for p in bench::plot::write(&all, dir)? {
+            say(&format!("plot: {}", p.display()));
+        }
+    }
+    say("done");
+    Ok(())
+}
+
+/// Runs the families `args` asks for, adding their figures to `all` as each finishes.
+fn measure(args: &Args, bin: &std::path::Path, all: &mut Vec<Figure>, say: &dyn Fn(&str)) -> Result<()> {
+    let wanted = |f: Family| args.only.is_empty() || args.only.contains(&f);
     if wanted(Family::Kernel) {
         let (sizes, rounds): (&[u64], usize) = if args.quick {
             (&[1, 65_536], 11)
         } else {
             (&[1, 1_000, 65_536, 1_000_000], 31)
         };
-        all.extend(kernel::run(sizes, rounds, &say).context("kernel")?);
+        all.extend(kernel::run(sizes, rounds, say).context("kernel")?);
     }
     if wanted(Family::Throughput) {
         let plan = if args.quick {
@@ -90,7 +122,7 @@ fn run(args: &Args) -> Result<()> {
                 reps: 3,
             }
         };
-        all.extend(throughput::run(&bin, &plan, &say).context("throughput")?);
+        all.extend(throughput::run(bin, &plan, say).context("throughput")?);
     }
     if wanted(Family::Control) {
         let plan = if args.quick {
@@ -110,14 +142,14 @@ fn run(args: &Args) -> Result<()> {
                 rss: vec![1_000, 10_000, 65_536, 100_000],
             }
         };
-        all.extend(control::run(&bin, &plan, &say).context("control plane")?);
+        all.extend(control::run(bin, &plan, say).context("control plane")?);
     }
     if wanted(Family::Dhcp) {
         let plan = dhcp::Plan {
             rate: 2_000,
             secs: if args.quick { 3 } else { 10 },
         };
-        all.extend(dhcp::run(&bin, &plan, &say).context("DHCP")?);
+        all.extend(dhcp::run(bin, &plan, say).context("DHCP")?);
     }
     if wanted(Family::Memory) {
         let sizes: &[u32] = if args.quick {
@@ -125,13 +157,7 @@ fn run(args: &Args) -> Result<()> {
         } else {
             &[1_000, 65_536, 1_000_000]
         };
-        all.extend(memory::run(sizes, &say).context("memory")?);
+        all.extend(memory::run(sizes, say).context("memory")?);
     }
-    print!("{}", figures::table(&all));
-    if let Some(path) = &args.json {
-        let text = serde_json::to_string_pretty(&all).context("JSON")?;
-        std::fs::write(path, text + "\n").with_context(|| format!("writing {}", path.display()))?;
-    }
-    say("done");
     Ok(())
 }
