@@ -176,7 +176,7 @@ fn real_main() -> Result<()> {
         Cmd::Bench { quick, json } => {
             setup::ensure(Needs::Bench)?;
             let mut c = cargo();
-            c.args(["bench", "-p", "bench", "--bench", "rewrite"]);
+            c.args(["bench", "-p", "bench", "--bench", "rewrite", "--bench", "control"]);
             if quick {
                 c.args(["--", "--warm-up-time", "1", "--measurement-time", "2"]);
             }
