@@ -145,7 +145,7 @@ fn check(cmd: &mut Command) -> Result<()> {
 }
 
 /// Feeds `input` to `cmd` on stdin and fails unless it succeeds.
-fn feed(cmd: &mut Command, input: &str) -> Result<()> {
+pub(crate) fn feed(cmd: &mut Command, input: &str) -> Result<()> {
     let mut child = cmd
         .stdin(Stdio::piped())
         .stdout(Stdio::null())

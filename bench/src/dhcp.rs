@@ -114,7 +114,7 @@ pub fn run(bin: &Path, plan: &Plan, say: &dyn Fn(&str)) -> Result<Vec<Figure>> {
 
     say("dhcp: dnsmasq");
     let bed = Bed::new()?;
-    let dir = tempdir("eipdnsmasq")?;
+    let dir = tempdir("eipdm")?;
     let mut c = bed.server.command("dnsmasq");
     c.args([
         "--no-daemon",

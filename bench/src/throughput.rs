@@ -14,11 +14,13 @@
 //! Variants: eip's fast path and its fallback (the real daemon, `--no-fast-path` for the
 //! latter), iptables-legacy DNAT/SNAT rules with N - 1 other bindings' rules ahead (the
 //! patent's method), an nftables map with N entries, and plain routing without NAT.
+//!
+//! With `EIP_BENCH_DEBUG` set, each UDP run prints the interfaces' counters and the
+//! hypervisor's conntrack count (where the frames went, whether new flows were new).
 
 use std::{
     collections::BTreeSet,
     fmt::Write as _,
-    io::Write as _,
     net::Ipv4Addr,
     path::Path,
     process::{Command, Stdio},
@@ -449,20 +451,7 @@ impl Bed {
 }
 
 fn feed(ns: &NetNs, program: &str, args: &[&str], input: &str) -> Result<()> {
-    let mut child = ns
-        .command(program)
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .with_context(|| format!("start {program}"))?;
-    child.stdin.take().context("stdin")?.write_all(input.as_bytes())?;
-    let out = child.wait_with_output()?;
-    if !out.status.success() {
-        bail!("{program}: {}", String::from_utf8_lossy(&out.stderr).trim());
-    }
-    Ok(())
+    crate::control::feed(ns.command(program).args(args), input)
 }
 
 /// One UDP run: frames per second delivered at the receiver, and the generator's rate.
