@@ -389,6 +389,26 @@ fn a_dynamic_lease_feeds_the_dataplane_and_becomes_a_reservation() {
     client.stop().unwrap();
 }
 
+/// The value of option `code` in a DHCP message.
+fn option(msg: &[u8], code: u8) -> Option<&[u8]> {
+    let mut i = 240;
+    while i < msg.len() {
+        match msg[i] {
+            0 => i += 1,
+            255 => return None,
+            c => {
+                let len = *msg.get(i + 1)? as usize;
+                let value = msg.get(i + 2..i + 2 + len)?;
+                if c == code {
+                    return Some(value);
+                }
+                i += 2 + len;
+            }
+        }
+    }
+    None
+}
+
 /// A DHCP message a client could send, from `mac`, with `t` as its type.
 fn discover(mac: [u8; 6]) -> Vec<u8> {
     let mut b = vec![0u8; 240];
@@ -400,6 +420,43 @@ fn discover(mac: [u8; 6]) -> Vec<u8> {
     b[236..240].copy_from_slice(&[99, 130, 83, 99]);
     b.extend_from_slice(&[53, 1, 1, 255]);
     b
+}
+
+#[test]
+fn a_relay_on_the_bridge_gets_the_offer_at_its_server_port_and_others_are_dropped() {
+    // perfdhcp, for one, always sends as a relay agent.
+    let lab = Lab::new(&[1, 2], 1, &["--lease-time", "1h"]);
+    let relay = lab.vm(1);
+    relay
+        .ip(&["addr", "add", "192.168.6.50/24", "dev", VM_IF])
+        .unwrap();
+    let _in = relay.enter().unwrap();
+    let s = UdpSocket::bind("192.168.6.50:67").unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let server = format!("{BRIDGE_ADDR}:67");
+    let relayed = |giaddr: [u8; 4]| {
+        let mut b = discover(mac(1));
+        b[24..28].copy_from_slice(&giaddr);
+        b
+    };
+    s.send_to(&relayed([192, 168, 6, 50]), &server).unwrap();
+    let mut buf = [0u8; 1500];
+    let (n, from) = s.recv_from(&mut buf).expect("an OFFER at the relay's port 67");
+    assert_eq!(from.to_string(), server);
+    let offer = &buf[..n];
+    assert_eq!(offer[0], 2, "a BOOTREPLY");
+    assert_eq!(offer[4..8], 0xdead_beefu32.to_be_bytes(), "the request's xid");
+    assert_eq!(offer[16..20], vm_ip(1).octets(), "yiaddr: vm1's reservation");
+    assert_eq!(offer[24..28], [192, 168, 6, 50], "giaddr kept");
+    assert_eq!(offer[28..34], mac(1), "chaddr");
+    assert_eq!(option(offer, 53), Some(&[2][..]), "DHCPOFFER");
+    // A relay for another subnet wants another subnet's addresses: dropped and counted.
+    s.set_read_timeout(Some(Duration::from_secs(1))).unwrap();
+    s.send_to(&relayed([10, 9, 9, 9]), &server).unwrap();
+    assert!(s.recv_from(&mut buf).is_err(), "no answer to a foreign relay");
+    wait_for(&lab, "the foreign relay's DISCOVER to be counted", || {
+        lab.dhcp("dropped", "relayed") == 1
+    });
 }
 
 #[test]

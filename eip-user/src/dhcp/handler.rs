@@ -12,7 +12,7 @@ use dhcproto::v4::{self, DhcpOption, MessageType, OptionCode};
 
 use super::{
     DropReason, Settings,
-    wire::{self, Dest},
+    wire::{self, Dest, Link},
 };
 use crate::{
     lifecycle::{DECLINE_BACKOFF, valid_name},
@@ -494,17 +494,17 @@ impl Client<'_> {
         let to = if !req.giaddr().is_unspecified() {
             Dest::Relay(req.giaddr())
         } else if !ciaddr.is_unspecified() {
-            Dest::Unicast {
+            Dest::Link(Link::Unicast {
                 mac: self.mac.0,
                 ip: ciaddr,
-            }
+            })
         } else if req.flags().broadcast() {
-            Dest::Broadcast
+            Dest::Link(Link::Broadcast)
         } else {
-            Dest::Unicast {
+            Dest::Link(Link::Unicast {
                 mac: self.mac.0,
                 ip: yiaddr,
-            }
+            })
         };
         Reply { msg: m, to }
     }
@@ -519,7 +519,7 @@ impl Client<'_> {
         Outcome::answer(Reply {
             msg: m,
             to: if giaddr.is_unspecified() {
-                Dest::Broadcast
+                Dest::Link(Link::Broadcast)
             } else {
                 Dest::Relay(giaddr)
             },

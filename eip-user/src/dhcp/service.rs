@@ -232,7 +232,7 @@ impl Server {
                         .send_to(&payload, (relay, dhcproto::v4::SERVER_PORT))
                         .await
                         .map(drop),
-                    to => {
+                    wire::Dest::Link(to) => {
                         let frame = wire::frame(self.bridge.mac, self.settings.server, to, &payload);
                         self.out.send(self.bridge.index, &frame)
                     }

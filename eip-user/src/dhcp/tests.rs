@@ -7,7 +7,7 @@ use dhcproto::v4::{self, DhcpOption, Flags, MessageType, OptionCode};
 use super::{
     DropReason, Settings,
     handler::{Offers, Outcome, Reply, Verdict, handle},
-    wire::{self, Dest},
+    wire::{self, Dest, Link},
 };
 use crate::{
     lifecycle::{self, DECLINE_BACKOFF, LeaseVerb, Limits},
@@ -136,10 +136,10 @@ fn msg_type(r: &Reply) -> Option<MessageType> {
 }
 
 /// Unicast to vm1's MAC and reserved address.
-const TO_VM1: Dest = Dest::Unicast {
+const TO_VM1: Dest = Dest::Link(Link::Unicast {
     mac: [0x52, 0x54, 0, 0, 0, 1],
     ip: VM1,
-};
+});
 
 fn codes(r: &Reply) -> Vec<u8> {
     r.msg.opts().iter().map(|(c, _)| u8::from(*c)).collect()
@@ -235,7 +235,7 @@ fn the_broadcast_flag_makes_the_offer_broadcast() {
         m.set_flags(Flags::default().set_broadcast());
     });
     let o = ask(&world(), &b);
-    assert_eq!(answer(&o).to, Dest::Broadcast);
+    assert_eq!(answer(&o).to, Dest::Link(Link::Broadcast));
     assert!(answer(&o).msg.flags().broadcast());
 }
 
@@ -341,7 +341,7 @@ fn selecting_an_address_that_is_not_the_clients_is_naked_by_broadcast() {
     assert!(o.writes.is_empty());
     let r = answer(&o);
     assert_eq!(msg_type(r), Some(MessageType::Nak));
-    assert_eq!(r.to, Dest::Broadcast);
+    assert_eq!(r.to, Dest::Link(Link::Broadcast));
     assert_eq!(r.msg.yiaddr(), Ipv4Addr::UNSPECIFIED);
     assert_eq!(opt(r, OptionCode::AddressLeaseTime), None);
     assert_eq!(
@@ -425,7 +425,7 @@ fn rebinding_an_address_that_is_not_the_clients_is_naked() {
     });
     let o = ask(&world(), &b);
     assert_eq!(msg_type(answer(&o)), Some(MessageType::Nak));
-    assert_eq!(answer(&o).to, Dest::Broadcast);
+    assert_eq!(answer(&o).to, Dest::Link(Link::Broadcast));
     // No server id, no requested address, no ciaddr: no state fits.
     let o = ask(&world(), &client(mac(1), MessageType::Request, |_| {}));
     assert_eq!(dropped(&o), DropReason::BadRequest);
@@ -539,10 +539,10 @@ fn inform_is_acked_without_a_lease_to_ciaddr() {
     );
     assert_eq!(
         r.to,
-        Dest::Unicast {
+        Dest::Link(Link::Unicast {
             mac: mac(5).0,
             ip: ip("192.168.6.77")
-        }
+        })
     );
     let b = client(mac(5), MessageType::Inform, ciaddr(ip("10.1.1.1")));
     assert_eq!(dropped(&ask(&world(), &b)), DropReason::BadRequest);
@@ -651,7 +651,7 @@ fn a_reply_frame_is_exact_to_the_byte() {
     let f = wire::frame(
         bridge,
         SERVER,
-        Dest::Unicast {
+        Link::Unicast {
             mac: mac(1).0,
             ip: VM1,
         },
@@ -670,7 +670,7 @@ fn a_reply_frame_is_exact_to_the_byte() {
     expected.extend_from_slice(&payload);
     assert_eq!(f, expected, "{}", eip_common::builder::diff(&expected, &f));
     // Broadcast: only the destinations and the checksums differ.
-    let b = wire::frame(bridge, SERVER, Dest::Broadcast, &payload);
+    let b = wire::frame(bridge, SERVER, Link::Broadcast, &payload);
     assert_eq!(&b[0..6], &[0xff; 6]);
     assert_eq!(&b[30..34], &[255; 4]);
     eip_common::builder::verify_ipv4(&b, 14).unwrap();
@@ -813,12 +813,14 @@ mod arbitrary {
             if let Verdict::Answer(r) = &o.verdict {
                 // Whatever is answered goes to the client, or is broadcast on the bridge.
                 match r.to {
-                    Dest::Broadcast => {}
-                    Dest::Unicast { mac: m, .. } => prop_assert_eq!(m, mac(1).0),
+                    Dest::Link(Link::Broadcast) => {}
+                    Dest::Link(Link::Unicast { mac: m, .. }) => prop_assert_eq!(m, mac(1).0),
                     // These messages carry no giaddr.
                     Dest::Relay(r) => prop_assert!(false, "sent to a relay {r}"),
                 }
-                let _ = wire::frame([2; 6], SERVER, r.to, &wire::encode(&r.msg));
+                if let Dest::Link(to) = r.to {
+                    let _ = wire::frame([2; 6], SERVER, to, &wire::encode(&r.msg));
+                }
             }
         }
     }

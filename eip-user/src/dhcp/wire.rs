@@ -92,15 +92,22 @@ pub fn decode(b: &[u8]) -> Result<v4::Message, DropReason> {
 /// Where a reply goes (RFC 2131 4.1).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Dest {
+    /// In a frame this server builds, on the bridge.
+    Link(Link),
+    /// To a relay agent's server port (a relay on the bridge's own subnet), through the
+    /// kernel's routing and neighbour tables.
+    Relay(Ipv4Addr),
+}
+
+/// A reply frame's destination on the bridge.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Link {
     /// To 255.255.255.255 and ff:ff:ff:ff:ff:ff.
     Broadcast,
     Unicast {
         mac: [u8; 6],
         ip: Ipv4Addr,
     },
-    /// To a relay agent's server port (a relay on the bridge's own subnet), through the
-    /// kernel's routing and neighbour tables: not a frame this server builds.
-    Relay(Ipv4Addr),
 }
 
 /// The DHCP payload, padded to [`MIN_REPLY`].
@@ -116,12 +123,10 @@ pub fn encode(msg: &v4::Message) -> Vec<u8> {
 
 /// The reply as an Ethernet frame from the server (`src_mac`, `src_ip`, port 67) to the
 /// client's port 68, with the IPv4 and UDP checksums filled in.
-pub fn frame(src_mac: [u8; 6], src_ip: Ipv4Addr, to: Dest, payload: &[u8]) -> Vec<u8> {
+pub fn frame(src_mac: [u8; 6], src_ip: Ipv4Addr, to: Link, payload: &[u8]) -> Vec<u8> {
     let (dst_mac, dst_ip) = match to {
-        Dest::Broadcast => ([0xff; 6], Ipv4Addr::BROADCAST),
-        Dest::Unicast { mac, ip } => (mac, ip),
-        // Sent through the UDP socket instead; a frame to it goes to the broadcast address.
-        Dest::Relay(_) => ([0xff; 6], Ipv4Addr::BROADCAST),
+        Link::Broadcast => ([0xff; 6], Ipv4Addr::BROADCAST),
+        Link::Unicast { mac, ip } => (mac, ip),
     };
     let udp_len = 8 + payload.len() as u16;
     let ip_len = 20 + udp_len;
