@@ -373,7 +373,7 @@ impl Eips {
                 } else {
                     // The highest slot went: the holes just below it are above the new high.
                     let high = self.high();
-                    self.holes.retain(|&h| h < high);
+                    self.holes.split_off(&high);
                 }
             }
         }
@@ -446,6 +446,10 @@ mod tests {
                     eips.remove(&addr);
                 }
                 let used: BTreeSet<u32> = eips.values().map(|e| e.slot).collect();
+                // The holes are exactly the unused slots below the highest used one.
+                let high = used.last().copied().unwrap_or(0);
+                let holes: BTreeSet<u32> = (1..high).filter(|s| !used.contains(s)).collect();
+                prop_assert_eq!(&eips.holes, &holes);
                 for max in [0, 5, 19, 40] {
                     prop_assert_eq!(eips.free_slot(max), (1..=max).find(|s| !used.contains(s)));
                 }
