@@ -22,13 +22,12 @@ use std::{
 };
 
 use anyhow::{Context, Result, bail};
-use eip_user::{
-    api::{BindReq, Done, EipReq},
-    client::Client,
-    testing::{daemon::Instance, netns::NetNs, process::Background},
+use eip_user::testing::{
+    daemon::Instance,
+    netns::{self, NetNs},
 };
 
-use crate::figures::Figure;
+use crate::{daemon::Daemon, figures::Figure};
 
 /// The EIP of binding `i`.
 pub fn eip(i: u32) -> Ipv4Addr {
@@ -119,8 +118,8 @@ impl Latencies {
 }
 
 /// A namespace with the interfaces the daemon needs: an external veth and a bridge whose
-/// address gives the private subnet.
-fn hypervisor() -> Result<NetNs> {
+/// address (10.64.0.1/14) gives the private subnet.
+pub(crate) fn hypervisor() -> Result<NetNs> {
     let hv = NetNs::new("eipbc").context("namespace")?;
     hv.ip(&["link", "add", "ext0", "type", "veth", "peer", "name", "wan0"])?;
     hv.ip(&["link", "add", "br0", "type", "bridge"])?;
@@ -132,15 +131,9 @@ fn hypervisor() -> Result<NetNs> {
     Ok(hv)
 }
 
-/// Runs `program args` to completion and fails with its stderr unless it succeeds.
+/// Runs `cmd` to completion and fails with its stderr unless it succeeds.
 fn check(cmd: &mut Command) -> Result<()> {
-    let out = cmd
-        .stdin(Stdio::null())
-        .output()
-        .with_context(|| format!("start {cmd:?}"))?;
-    if !out.status.success() {
-        bail!("{cmd:?}: {}", String::from_utf8_lossy(&out.stderr).trim());
-    }
+    netns::check(cmd)?;
     Ok(())
 }
 
@@ -160,80 +153,43 @@ pub(crate) fn feed(cmd: &mut Command, input: &str) -> Result<()> {
     Ok(())
 }
 
-/// The eip daemon with `hosts` reservations, bound through its API.
+/// The eip daemon with `hosts` reservations, and how many of them are bound.
 struct Eip {
-    inst: Instance,
-    daemon: Option<Background>,
-    client: Client,
-    rt: tokio::runtime::Runtime,
+    daemon: Daemon,
     bound: u32,
 }
 
 impl Eip {
     fn start(bin: &Path, hv: &NetNs, hosts: u32, capacity: u32) -> Result<Eip> {
         let inst = Instance::new(bin, hv).context("daemon instance")?;
-        let file = inst.dir.join("hosts");
         let mut text = String::with_capacity(hosts as usize * 40);
         for i in 0..hosts {
             let _ = writeln!(text, "{},vm{i},{}", vm_mac(i), vm(i));
         }
-        std::fs::write(&file, text)?;
-        let hosts_arg = file.to_string_lossy().into_owned();
         let capacity = capacity.to_string();
-        let daemon = inst
-            .start_logging(
-                &[
-                    "--ext",
-                    "ext0",
-                    "--bridge",
-                    "br0",
-                    "--pool",
-                    POOL,
-                    "--hosts",
-                    &hosts_arg,
-                    "--max-bindings",
-                    &capacity,
-                    "--max-vms",
-                    &capacity,
-                    "--no-dhcp",
-                ],
-                "info",
-                Duration::from_secs(300),
-            )
-            .context("start the daemon")?;
-        let client = Client::new(&inst.socket());
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()?;
-        Ok(Eip {
-            inst,
-            daemon: Some(daemon),
-            client,
-            rt,
-            bound: 0,
-        })
+        let args = [
+            "--ext",
+            "ext0",
+            "--bridge",
+            "br0",
+            "--pool",
+            POOL,
+            "--max-bindings",
+            &capacity,
+            "--max-vms",
+            &capacity,
+            "--no-dhcp",
+        ];
+        let daemon = Daemon::start(inst, &text, &args, "info", Duration::from_secs(300))?;
+        Ok(Eip { daemon, bound: 0 })
     }
 
     fn bind(&self, i: u32) -> Result<()> {
-        let req = BindReq {
-            eip: eip(i),
-            target: vm_mac(i),
-            no_move: true,
-        };
-        self.rt
-            .block_on(self.client.post::<_, Done>("/v1/bind", &req))
-            .with_context(|| format!("bind {} to {}", eip(i), vm_mac(i)))?;
-        Ok(())
+        self.daemon.bind(eip(i), &vm_mac(i), true)
     }
 
     fn release(&self, i: u32) -> Result<()> {
-        self.rt
-            .block_on(
-                self.client
-                    .post::<_, Done>("/v1/release", &EipReq { eip: eip(i) }),
-            )
-            .with_context(|| format!("release {}", eip(i)))?;
-        Ok(())
+        self.daemon.release(eip(i))
     }
 
     /// Binds `from..to` one request after another; returns the wall time.
@@ -244,27 +200,6 @@ impl Eip {
         }
         self.bound = self.bound.max(to);
         Ok(t.elapsed())
-    }
-
-    /// The daemon's resident set (kB), from /proc.
-    fn rss_kb(&self) -> Result<u64> {
-        let pid = self.daemon.as_ref().context("no daemon")?.pid();
-        let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix("VmRSS:"))
-            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-            .context("VmRSS in /proc/PID/status")
-    }
-
-    fn stop(mut self) -> Result<()> {
-        if let Some(d) = self.daemon.take() {
-            let status = d.terminate_and_wait(Duration::from_secs(60))?;
-            if !status.success() {
-                bail!("the daemon exited {status}: {}", self.inst.log_text());
-            }
-        }
-        Ok(())
     }
 }
 
@@ -333,6 +268,11 @@ fn nft_add(hv: &NetNs, i: u32) -> Result<()> {
     check(&mut c)
 }
 
+/// The wall time (ms) of `n` bindings made in bulk by `variant`.
+fn bulk(variant: &str, n: u32, ms: f64) -> Figure {
+    Figure::new("control", variant, Some(n as u64), "bulk", ms, "ms")
+}
+
 /// Runs the control-plane family. `bin` is the `eip` binary.
 pub fn run(bin: &Path, plan: &Plan, say: &dyn Fn(&str)) -> Result<Vec<Figure>> {
     let mut out = Vec::new();
@@ -349,14 +289,7 @@ pub fn run(bin: &Path, plan: &Plan, say: &dyn Fn(&str)) -> Result<Vec<Figure>> {
     {
         let hv = hypervisor()?;
         restore_ms = iptables_restore(&hv, 0, plan.bulk)?.as_secs_f64() * 1e3;
-        out.push(Figure::new(
-            "control",
-            &restore,
-            Some(plan.bulk as u64),
-            "bulk",
-            restore_ms,
-            "ms",
-        ));
+        out.push(bulk(&restore, plan.bulk, restore_ms));
         for &n in &plan.sizes {
             say(&format!("control: iptables -A at {n} bindings"));
             check(hv.command("iptables-legacy").args(["-t", "nat", "-F"]))?;
@@ -371,14 +304,11 @@ pub fn run(bin: &Path, plan: &Plan, say: &dyn Fn(&str)) -> Result<Vec<Figure>> {
     {
         let hv = hypervisor()?;
         nft_file(&hv, NFT_TABLE)?;
-        let bulk = nft_file(&hv, &nft_elements(0, plan.bulk))?;
-        out.push(Figure::new(
-            "control",
+        let wall = nft_file(&hv, &nft_elements(0, plan.bulk))?;
+        out.push(bulk(
             &format!("nft -f, 2 x {} map elements", plan.bulk),
-            Some(plan.bulk as u64),
-            "bulk",
-            bulk.as_secs_f64() * 1e3,
-            "ms",
+            plan.bulk,
+            wall.as_secs_f64() * 1e3,
         ));
         check(
             hv.command("nft")
@@ -420,7 +350,7 @@ pub fn run(bin: &Path, plan: &Plan, say: &dyn Fn(&str)) -> Result<Vec<Figure>> {
         .chain([0, plan.bulk])
         .collect();
     let mut bulk_time = Duration::ZERO;
-    let rss_empty = daemon.rss_kb()?;
+    let rss_empty = daemon.daemon.rss_kb()?;
     for n in points {
         if n > daemon.bound {
             say(&format!("control: eip, binding up to {n}"));
@@ -431,13 +361,10 @@ pub fn run(bin: &Path, plan: &Plan, say: &dyn Fn(&str)) -> Result<Vec<Figure>> {
         }
         if n == plan.bulk {
             out.push(
-                Figure::new(
-                    "control",
+                bulk(
                     &format!("eip bind x {} (API, one after another)", plan.bulk),
-                    Some(plan.bulk as u64),
-                    "bulk",
+                    plan.bulk,
                     bulk_time.as_secs_f64() * 1e3,
-                    "ms",
                 )
                 .against(&restore, restore_ms),
             );
@@ -449,7 +376,7 @@ pub fn run(bin: &Path, plan: &Plan, say: &dyn Fn(&str)) -> Result<Vec<Figure>> {
                     &format!("eip daemon RSS ({hosts} reservations)"),
                     Some(n as u64),
                     "RSS",
-                    daemon.rss_kb()? as f64 / 1024.0,
+                    daemon.daemon.rss_kb()? as f64 / 1024.0,
                     "MiB",
                 )
                 .against("none bound", rss_empty as f64 / 1024.0),
@@ -470,7 +397,7 @@ pub fn run(bin: &Path, plan: &Plan, say: &dyn Fn(&str)) -> Result<Vec<Figure>> {
         for k in 0..plan.process_samples {
             let (a, m) = (eip(probe(k)).to_string(), vm_mac(probe(k)));
             cli.time(|| {
-                let o = daemon.inst.cli(&["bind", &a, &m])?;
+                let o = daemon.daemon.inst.cli(&["bind", &a, &m])?;
                 if !o.status.success() {
                     bail!("eip bind {a} {m}: {}", String::from_utf8_lossy(&o.stderr).trim());
                 }
@@ -486,6 +413,6 @@ pub fn run(bin: &Path, plan: &Plan, say: &dyn Fn(&str)) -> Result<Vec<Figure>> {
     for l in iptables.into_iter().chain(nft) {
         out.extend(l.figures(None));
     }
-    daemon.stop()?;
+    daemon.daemon.stop()?;
     Ok(out)
 }

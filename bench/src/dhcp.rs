@@ -21,7 +21,8 @@ pub struct Plan {
     pub secs: u32,
 }
 
-/// A server namespace with br0 (10.64.0.1/16) and a client namespace on one of its ports.
+/// A server namespace with ext0 and br0 (10.64.0.1/14) and a client namespace on one of the
+/// bridge's ports.
 struct Bed {
     client: NetNs,
     server: NetNs,
@@ -29,12 +30,8 @@ struct Bed {
 
 impl Bed {
     fn new() -> Result<Bed> {
-        let server = NetNs::new("eipds")?;
+        let server = crate::control::hypervisor()?;
         let client = NetNs::new("eipdc")?;
-        server.ip(&["link", "add", "br0", "type", "bridge"])?;
-        server.ip(&["addr", "add", "10.64.0.1/16", "dev", "br0"])?;
-        server.ip(&["link", "add", "ext0", "type", "veth", "peer", "name", "wan0"])?;
-        server.ip(&["addr", "add", "198.51.100.1/24", "dev", "ext0"])?;
         server.ip(&[
             "link",
             "add",
@@ -48,11 +45,9 @@ impl Bed {
             client.name(),
         ])?;
         server.ip(&["link", "set", "p0", "master", "br0"])?;
-        for d in ["br0", "p0", "ext0", "wan0"] {
-            server.ip(&["link", "set", d, "up"])?;
-        }
+        server.ip(&["link", "set", "p0", "up"])?;
         // perfdhcp sends from an interface with an address.
-        client.ip(&["addr", "add", "10.64.0.5/16", "dev", "eth0"])?;
+        client.ip(&["addr", "add", "10.64.0.5/14", "dev", "eth0"])?;
         client.ip(&["link", "set", "eth0", "up"])?;
         std::thread::sleep(Duration::from_millis(500));
         Ok(Bed { client, server })

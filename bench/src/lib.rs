@@ -4,6 +4,7 @@
 
 pub mod bpf;
 pub mod control;
+pub mod daemon;
 pub mod dhcp;
 pub mod figures;
 pub mod kernel;

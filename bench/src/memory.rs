@@ -37,6 +37,7 @@ fn maps_memlock() -> Result<u64> {
 pub fn run(sizes: &[u32], say: &dyn Fn(&str)) -> Result<Vec<Figure>> {
     let before = maps_memlock()?;
     let mut out = Vec::new();
+    let mut previous: Option<(u32, u64)> = None;
     for &n in sizes {
         say(&format!("memory: dataplane with {n} bindings"));
         let mut dp = Dataplane::load(Sizes {
@@ -59,14 +60,19 @@ pub fn run(sizes: &[u32], say: &dyn Fn(&str)) -> Result<Vec<Figure>> {
             bytes as f64 / (1024.0 * 1024.0),
             "MiB",
         ));
-        out.push(Figure::new(
-            "memory",
-            "BPF maps (memlock), sized and filled",
-            Some(n as u64),
-            "per binding",
-            bytes as f64 / n as f64,
-            "B",
-        ));
+        // What a binding adds: the growth from the previous size, without the fixed part
+        // (the VM table and the small maps).
+        if let Some((m, b)) = previous.filter(|&(m, _)| m < n) {
+            out.push(Figure::new(
+                "memory",
+                "BPF maps (memlock), sized and filled",
+                Some(n as u64),
+                "per binding",
+                bytes.saturating_sub(b) as f64 / f64::from(n - m),
+                "B",
+            ));
+        }
+        previous = Some((n, bytes));
     }
     Ok(out)
 }

@@ -28,19 +28,15 @@ use std::{
 };
 
 use anyhow::{Context, Result, bail};
-use eip_common::builder::{Ipv4, Transport};
-use eip_user::{
-    api::{BindReq, Done, Stats},
-    client::Client,
-    testing::{
-        daemon::Instance,
-        netns::NetNs,
-        process::Background,
-        topology::{self, BRIDGE_ADDR, BRIDGE_IF, EXT_ADDR, EXT_IF, OUTSIDE_ADDR, Topology, VM_IF, WAN_IF},
-    },
+use eip_common::builder::{Ipv4, Transport, ethernet};
+use eip_user::testing::{
+    daemon::Instance,
+    netns::NetNs,
+    process::Background,
+    topology::{self, BRIDGE_ADDR, BRIDGE_IF, EXT_ADDR, EXT_IF, OUTSIDE_ADDR, Topology, VM_IF, WAN_IF},
 };
 
-use crate::{bpf, figures::Figure};
+use crate::{bpf, daemon::Daemon, figures::Figure};
 
 /// The measured binding: the VM's EIP (in the topology's pool).
 const EIP: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 10);
@@ -99,20 +95,6 @@ fn vm_addr() -> Ipv4Addr {
     topology::vm_ip(1)
 }
 
-fn mac_of(ns: &NetNs, dev: &str) -> Result<[u8; 6]> {
-    let out = ns.exec("cat", &[&format!("/sys/class/net/{dev}/address")])?;
-    let text = String::from_utf8_lossy(&out.stdout);
-    let mut mac = [0u8; 6];
-    let parts: Vec<&str> = text.trim().split(':').collect();
-    if parts.len() != 6 {
-        bail!("{dev}: no MAC in {text:?}");
-    }
-    for (m, p) in mac.iter_mut().zip(parts) {
-        *m = u8::from_str_radix(p, 16)?;
-    }
-    Ok(mac)
-}
-
 fn frame(dst_mac: [u8; 6], src_mac: [u8; 6], src: Ipv4Addr, dst: Ipv4Addr) -> Vec<u8> {
     let ip = Ipv4::new(
         src.octets(),
@@ -124,12 +106,7 @@ fn frame(dst_mac: [u8; 6], src_mac: [u8; 6], src: Ipv4Addr, dst: Ipv4Addr) -> Ve
             checksum: false,
         },
     );
-    let mut f = Vec::with_capacity(60);
-    f.extend_from_slice(&dst_mac);
-    f.extend_from_slice(&src_mac);
-    f.extend_from_slice(&0x0800u16.to_be_bytes());
-    f.extend_from_slice(&ip.bytes());
-    f
+    ethernet(dst_mac, src_mac, None, 0x0800, &ip.bytes())
 }
 
 /// The generator's program. A live frame's page comes back from the receiver to be sent
@@ -288,7 +265,7 @@ fn delivered(ns: &NetNs) -> Result<u64> {
 
 /// The topology for one variant, with its daemon if it has one.
 struct Bed {
-    daemon: Option<(Instance, Background)>,
+    daemon: Option<Daemon>,
     topo: Topology,
 }
 
@@ -361,27 +338,18 @@ impl Bed {
     /// Starts the daemon (reservations for the VM and the fillers) and binds `n` EIPs, the
     /// measured one last; or, when it runs, restarts it with `fast` and keeps its state.
     fn eip(&mut self, bin: &Path, n: u32, fast: bool) -> Result<()> {
-        let inst = match self.daemon.take() {
-            Some((inst, d)) => {
-                let status = d.terminate_and_wait(Duration::from_secs(30))?;
-                if !status.success() {
-                    bail!("the daemon exited {status}: {}", inst.log_text());
-                }
-                inst
-            }
-            None => Instance::new(bin, &self.topo.hv)?,
+        let (inst, fresh) = match self.daemon.take() {
+            Some(d) => (d.stop()?, false),
+            None => (Instance::new(bin, &self.topo.hv)?, true),
         };
-        let hosts = inst.dir.join("hosts");
-        let mut text = format!(
+        let mut hosts = format!(
             "{},vm1,{}\n",
             eip_user::dataplane::fmt_mac(topology::vm_mac(1)),
             vm_addr()
         );
         for i in 0..n.saturating_sub(1) {
-            let _ = writeln!(text, "{},f{i},{}", filler_mac(i), filler(i).1);
+            let _ = writeln!(hosts, "{},f{i},{}", filler_mac(i), filler(i).1);
         }
-        std::fs::write(&hosts, text)?;
-        let hosts = hosts.to_string_lossy().into_owned();
         let mut args = vec![
             "--ext",
             EXT_IF,
@@ -391,60 +359,30 @@ impl Bed {
             topology::POOL,
             "--pool",
             "198.18.0.0/15",
-            "--hosts",
-            &hosts,
             "--no-dhcp",
         ];
         if !fast {
             args.push("--no-fast-path");
         }
-        let daemon = inst.start_logging(&args, "warn", Duration::from_secs(60))?;
-        let client = Client::new(&inst.socket());
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()?;
-        let bind = |eip: Ipv4Addr, target: String| -> Result<()> {
-            rt.block_on(client.post::<_, Done>(
-                "/v1/bind",
-                &BindReq {
-                    eip,
-                    target,
-                    no_move: false,
-                },
-            ))
-            .with_context(|| format!("bind {eip}"))?;
-            Ok(())
-        };
-        for i in 0..n.saturating_sub(1) {
-            bind(filler(i).0, filler_mac(i))?;
+        let daemon = Daemon::start(inst, &hosts, &args, "warn", Duration::from_secs(60))?;
+        if fresh {
+            for i in 0..n.saturating_sub(1) {
+                daemon.bind(filler(i).0, &filler_mac(i), false)?;
+            }
+            daemon.bind(EIP, "vm1", false)?;
         }
-        bind(EIP, "vm1".into())?;
-        self.daemon = Some((inst, daemon));
+        self.daemon = Some(daemon);
         Ok(())
     }
 
-    /// The daemon's dataplane counter `name`.
+    /// The daemon's dataplane counter `name` (0 without a daemon).
     fn counter(&self, name: &str) -> Result<u64> {
-        let Some((inst, _)) = &self.daemon else {
-            return Ok(0);
-        };
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()?;
-        let stats: Stats = rt.block_on(Client::new(&inst.socket()).get("/v1/stats"))?;
-        Ok(stats
-            .counters
-            .iter()
-            .find(|(n, _)| n == name)
-            .map_or(0, |(_, v)| *v))
+        self.daemon.as_ref().map_or(Ok(0), |d| d.counter(name))
     }
 
     fn stop(mut self) -> Result<()> {
-        if let Some((inst, d)) = self.daemon.take() {
-            let status = d.terminate_and_wait(Duration::from_secs(30))?;
-            if !status.success() {
-                bail!("the daemon exited {status}: {}", inst.log_text());
-            }
+        if let Some(d) = self.daemon.take() {
+            d.stop()?;
         }
         Ok(())
     }
@@ -465,20 +403,10 @@ fn udp(bed: &Bed, kind: Kind, ingress: bool, new_flows: bool, how_long: Duration
     let vm = &t.vms[0].ns;
     let (sender, dev, receiver, f) = if ingress {
         let dst = if kind == Kind::Routing { vm_addr() } else { EIP };
-        let f = frame(
-            mac_of(&t.hv, EXT_IF)?,
-            mac_of(&t.outside, WAN_IF)?,
-            OUTSIDE_ADDR,
-            dst,
-        );
+        let f = frame(t.hv.mac(EXT_IF)?, t.outside.mac(WAN_IF)?, OUTSIDE_ADDR, dst);
         (&t.outside, WAN_IF, vm, f)
     } else {
-        let f = frame(
-            mac_of(&t.hv, BRIDGE_IF)?,
-            topology::vm_mac(1),
-            vm_addr(),
-            OUTSIDE_ADDR,
-        );
+        let f = frame(t.hv.mac(BRIDGE_IF)?, topology::vm_mac(1), vm_addr(), OUTSIDE_ADDR);
         (vm, VM_IF, &t.outside, f)
     };
     // The receiver's and the generator's neighbours: a first frame through the normal path.

@@ -20,7 +20,8 @@ pub fn unique(prefix: &str) -> String {
     name
 }
 
-fn check(cmd: &mut Command) -> io::Result<Output> {
+/// Runs `cmd` to completion and fails with its stderr unless it succeeds.
+pub fn check(cmd: &mut Command) -> io::Result<Output> {
     let out = cmd.output()?;
     if !out.status.success() {
         return Err(io::Error::other(format!(
@@ -82,6 +83,21 @@ impl NetNs {
 
     pub fn sysctl(&self, key: &str, value: &str) -> io::Result<()> {
         self.exec("sysctl", &["-qw", &format!("{key}={value}")]).map(drop)
+    }
+
+    /// The MAC address of `dev`.
+    pub fn mac(&self, dev: &str) -> io::Result<[u8; 6]> {
+        let out = self.exec("cat", &[&format!("/sys/class/net/{dev}/address")])?;
+        let text = String::from_utf8_lossy(&out.stdout);
+        let parts: Vec<&str> = text.trim().split(':').collect();
+        let mut mac = [0u8; 6];
+        if parts.len() != mac.len() {
+            return Err(io::Error::other(format!("{dev}: no MAC in {text:?}")));
+        }
+        for (m, p) in mac.iter_mut().zip(parts) {
+            *m = u8::from_str_radix(p, 16).map_err(io::Error::other)?;
+        }
+        Ok(mac)
     }
 
     pub fn ifindex(&self, dev: &str) -> io::Result<u32> {

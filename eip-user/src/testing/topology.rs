@@ -178,14 +178,6 @@ impl Topology {
     }
 
     pub fn bridge_mac(&self) -> io::Result<[u8; 6]> {
-        let out = self
-            .hv
-            .exec("cat", &[&format!("/sys/class/net/{BRIDGE_IF}/address")])?;
-        let text = String::from_utf8_lossy(&out.stdout);
-        let mut mac = [0u8; 6];
-        for (i, part) in text.trim().split(':').enumerate().take(6) {
-            mac[i] = u8::from_str_radix(part, 16).map_err(io::Error::other)?;
-        }
-        Ok(mac)
+        self.hv.mac(BRIDGE_IF)
     }
 }
