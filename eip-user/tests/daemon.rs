@@ -249,14 +249,48 @@ fn lifecycle_on_real_interfaces() {
     assert!(!pings(&lab.topo.outside, eip(12), 2));
     lab.ok(&["unquarantine", "vm2"]);
     assert!(pings(&lab.topo.outside, eip(12), 2));
+    let quarantined = counter(&lab, "drop_quarantined");
+    assert!(quarantined >= 2, "{quarantined} quarantined drops");
+}
+
+/// The dataplane counter `name`, from `eip stats`.
+fn counter(lab: &Lab, name: &str) -> u64 {
     let stats: serde_json::Value = serde_json::from_str(&lab.ok(&["stats", "--json"])).unwrap();
-    let quarantined = stats["counters"]
+    stats["counters"]
         .as_array()
         .unwrap()
         .iter()
-        .find(|c| c[0] == "drop_quarantined")
-        .map(|c| c[1].as_u64().unwrap());
-    assert!(quarantined.unwrap_or(0) >= 2, "{stats}");
+        .find(|c| c[0] == name)
+        .map_or(0, |c| c[1].as_u64().unwrap())
+}
+
+#[test]
+fn no_fast_path_hands_every_translated_packet_to_the_kernel() {
+    let mut lab = Lab::new(1);
+    lab.stop();
+    lab.extra.push("--no-fast-path");
+    lab.start();
+    lab.ok(&["bind", "203.0.113.10", "vm1"]);
+    assert!(pings(&lab.topo.outside, eip(10), 3), "{}", lab.log());
+    let path = |lab: &Lab| {
+        [
+            "ingress_fast_path",
+            "ingress_fallback",
+            "egress_fast_path",
+            "egress_fallback",
+        ]
+        .map(|c| counter(lab, c))
+    };
+    // Three echo requests in, three replies out, none redirected.
+    assert_eq!(path(&lab), [0, 3, 0, 3]);
+    // The flag is the daemon's setting, not the pinned maps': a start without it redirects.
+    lab.stop();
+    lab.extra.clear();
+    lab.start();
+    assert!(pings(&lab.topo.outside, eip(10), 3), "{}", lab.log());
+    let [fast_in, slow_in, fast_out, slow_out] = path(&lab);
+    assert_eq!((slow_in, slow_out), (3, 3), "the fallback counts no more");
+    assert_eq!((fast_in, fast_out), (3, 3), "all six through the fast path");
 }
 
 /// The state as the CLI shows it, to check that a refusal changed nothing.
