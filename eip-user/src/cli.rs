@@ -169,7 +169,8 @@ pub struct DaemonArgs {
     #[arg(long, default_value_t = eip_common::maps::DEFAULT_MAX_BINDINGS)]
     pub max_bindings: u32,
     /// Capacity of the dataplane's VM table: one entry per reservation or lease (fixed when
-    /// the maps are first created).
+    /// the maps are first created). One entry per address of the dynamic range is kept for
+    /// leases; reservations past the rest are refused (hosts-file lines skipped).
     #[arg(long, default_value_t = eip_common::maps::DEFAULT_MAX_VMS)]
     pub max_vms: u32,
     /// Do not run the DHCP server (for hosts that keep their own on the bridge).

@@ -31,6 +31,7 @@ use crate::{
     metrics,
     netlink::{Netlink, NetlinkError},
     pins::{BPFFS, PinError, Pins, Started},
+    state::State,
     store::{Store, StoreError},
 };
 
@@ -61,6 +62,14 @@ pub enum DaemonError {
     NoGroup(String),
     #[error("pool {0} from the command line: {1}")]
     Pool(Ipv4Net, Refusal),
+    #[error(
+        "a VM table of {max_vms} entries (--max-vms) is too small: the store holds {reserved} reservations and {kept} entries are kept for the dynamic range's leases"
+    )]
+    VmTable {
+        max_vms: u32,
+        reserved: usize,
+        kept: u32,
+    },
     #[error("DHCP settings: {0}")]
     DhcpSettings(String),
     #[error(transparent)]
@@ -201,32 +210,65 @@ async fn reload_hosts(engine: &Mutex<Engine<Live>>, path: &Path, why: &str) {
     }
 }
 
+/// Fails unless the VM table has room for every reservation of `state` beside the entries
+/// kept for dynamic leases.
+fn check_room(state: &State, limits: &lifecycle::Limits) -> Result<(), DaemonError> {
+    let reserved = state.hosts.len();
+    if reserved > limits.reservation_room() as usize {
+        return Err(DaemonError::VmTable {
+            max_vms: limits.max_guests,
+            reserved,
+            kept: limits.kept_for_leases(),
+        });
+    }
+    Ok(())
+}
+
 pub async fn run(args: DaemonArgs, socket: PathBuf) -> Result<(), DaemonError> {
     let nl = Netlink::new()?;
     let ext = nl.link(&args.ext).await?;
     let bridge = nl.link(&args.bridge).await?;
     let bridge_net = nl.ipv4_net(&bridge).await?;
-    let limits = lifecycle::Limits {
+    let mut limits = lifecycle::Limits {
         private: bridge_net.trunc(),
         gateway: bridge_net.addr(),
         max_slots: args.max_bindings,
+        max_guests: args.max_vms,
         dynamic: if args.no_dhcp { None } else { args.dhcp_range },
     };
     let dhcp_settings = dhcp_settings(&args, &limits)?;
     tracing::info!(private = %limits.private, gateway = %limits.gateway, "read from {}", bridge.name);
     // The store first: it refuses a second daemon on the same state before anything changes.
     let store = Store::open(&args.state_dir)?;
+    let state = store.load()?;
     host_prerequisites(&bridge.name)?;
     let listener = bind_socket(&socket, args.socket_group.as_deref())?;
 
     let instance = args.instance.clone().unwrap_or_else(|| ext.name.clone());
     let pins = Pins::new(&instance)?;
+    if !pins.exists() {
+        // Refused before the maps are created: a VM table this size could not hold every
+        // reservation. Pinned maps keep their size; they are checked once loaded.
+        check_room(&state, &limits)?;
+    }
     let sizes = Sizes {
         bindings: args.max_bindings,
         vms: args.max_vms,
     };
     let (mut dp, started) = pins.start(sizes, &ext.name, &bridge.name)?;
     tracing::info!(pins = %pins.root().display(), ?started, "dataplane ready");
+    let capacity = dp.capacity()?;
+    if capacity != sizes {
+        tracing::warn!(
+            asked = ?sizes,
+            pinned = ?capacity,
+            "the pinned maps keep the sizes they were created with (`eip teardown` drops them)"
+        );
+        limits.max_slots = capacity.bindings;
+        limits.max_guests = capacity.vms;
+    }
+    // The dataplane keeps serving what it had when this start is refused.
+    check_room(&state, &limits)?;
     dp.set_config(&Config {
         bridge_mac: bridge.mac,
         flags: if args.no_antispoof { 0 } else { CONFIG_ANTISPOOF }
@@ -236,7 +278,7 @@ pub async fn run(args: DaemonArgs, socket: PathBuf) -> Result<(), DaemonError> {
     })?;
     let mut live = Live::new(dp, nl.clone(), ext.clone(), bridge.clone());
     live.refresh_ports().await?;
-    let mut engine = Engine::new(store, live, limits)?;
+    let mut engine = Engine::with_state(store, state, live, limits);
     if let Some(path) = &args.lease_script {
         let leases = engine.state().leases.len();
         engine.events = Some(dhcp::script::spawn(path.clone(), bridge.name.clone(), leases));

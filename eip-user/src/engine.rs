@@ -37,14 +37,20 @@ pub struct Engine<K> {
 
 impl<K: Kernel> Engine<K> {
     pub fn new(store: Store, kernel: K, limits: Limits) -> Result<Self, StoreError> {
-        Ok(Engine {
-            state: store.load()?,
+        let state = store.load()?;
+        Ok(Self::with_state(store, state, kernel, limits))
+    }
+
+    /// An engine over `state`, which the caller loaded from `store`.
+    pub fn with_state(store: Store, state: State, kernel: K, limits: Limits) -> Self {
+        Engine {
+            state,
             store,
             kernel,
             limits,
             dirty: true,
             events: None,
-        })
+        }
     }
 
     pub fn state(&self) -> &State {
@@ -138,6 +144,7 @@ mod tests {
             private: "192.168.6.0/24".parse().unwrap(),
             gateway: "192.168.6.22".parse().unwrap(),
             max_slots: 16,
+            max_guests: 1024,
             dynamic: None,
         }
     }

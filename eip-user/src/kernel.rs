@@ -129,6 +129,9 @@ pub enum KernelError {
     },
     #[error("injected failure")]
     Injected,
+    /// The in-memory kernel's VM table is full (the real one fails with E2BIG).
+    #[error("the VM table is full ({0} entries)")]
+    VmTableFull(usize),
 }
 
 /// The kernel side of the lifecycle. The futures are `Send` so the daemon's request handlers
@@ -178,6 +181,7 @@ pub struct MemKernel {
     pub resets: Vec<u32>,
     pub applied: usize,
     pub fail_on: Option<usize>,
+    pub vm_capacity: Option<usize>,
 }
 
 impl Kernel for MemKernel {
@@ -197,6 +201,12 @@ impl Kernel for MemKernel {
                 }
             }
             Effect::SetGuest { private, mac, flags } => {
+                if let Some(cap) = self.vm_capacity
+                    && (self.vms.len() >= cap && !self.vms.contains_key(&private)
+                        || self.macs.len() >= cap && !self.macs.contains_key(&mac))
+                {
+                    return Err(KernelError::VmTableFull(cap));
+                }
                 self.vms.insert(private, (mac, flags));
                 self.macs.insert(mac, (private, flags));
             }

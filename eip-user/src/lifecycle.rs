@@ -3,7 +3,12 @@
 //! change into the kernel work it needs (map updates, aliases, gratuitous ARP), so the whole
 //! lifecycle is tested without a kernel.
 
-use std::{collections::BTreeSet, fmt, net::Ipv4Addr, str::FromStr};
+use std::{
+    collections::{BTreeMap, BTreeSet, HashMap},
+    fmt,
+    net::Ipv4Addr,
+    str::FromStr,
+};
 
 use ipnet::Ipv4Net;
 use serde::{Deserialize, Serialize};
@@ -11,13 +16,44 @@ use serde::{Deserialize, Serialize};
 use crate::state::{Bound, Eip, Host, Lease, Mac, Range, Source, State, Write, is_usable, usable};
 
 /// What reservations, leases and pools must fit: the bridge's subnet and address, the number
-/// of statistics slots (the dataplane's binding capacity), and the DHCP dynamic range.
+/// of statistics slots (the dataplane's binding capacity), the size of the dataplane's VM
+/// table, and the DHCP dynamic range.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Limits {
     pub private: Ipv4Net,
     pub gateway: Ipv4Addr,
     pub max_slots: u32,
+    /// VM table entries: one per reservation and one per dynamic lease.
+    pub max_guests: u32,
     pub dynamic: Option<Range>,
+}
+
+impl Limits {
+    /// The VM table entries kept for dynamic leases: one per address of the range, so a lease
+    /// never finds the table full.
+    pub fn kept_for_leases(&self) -> u32 {
+        self.dynamic.map_or(0, |r| r.size())
+    }
+
+    /// How many reservations the VM table has room for.
+    pub fn reservation_room(&self) -> u32 {
+        self.max_guests.saturating_sub(self.kept_for_leases())
+    }
+
+    fn vm_table_full(&self) -> Refusal {
+        Refusal::VmTableFull {
+            capacity: self.max_guests,
+            kept: self.kept_for_leases(),
+        }
+    }
+
+    /// Refuses one more reservation when `reserved` already fill the room.
+    fn check_room(&self, reserved: usize) -> Result<(), Refusal> {
+        if reserved as u64 >= u64::from(self.reservation_room()) {
+            return Err(self.vm_table_full());
+        }
+        Ok(())
+    }
 }
 
 /// A VM as the operator names it: a reservation's host name, MAC or private IP.
@@ -104,6 +140,10 @@ pub enum Refusal {
     PoolsExhausted,
     #[error("all {0} binding slots of the dataplane are in use")]
     SlotsExhausted(u32),
+    #[error(
+        "the VM table is full: {capacity} entries (--max-vms), {kept} of them kept for the dynamic range's leases"
+    )]
+    VmTableFull { capacity: u32, kept: u32 },
     #[error("{ip} is outside the bridge subnet {net}")]
     OutsideSubnet { ip: Ipv4Addr, net: Ipv4Net },
     #[error("{0} is the bridge's own, network or broadcast address")]
@@ -266,9 +306,63 @@ pub fn unbind(state: &State, addr: Ipv4Addr) -> Result<Change, Refusal> {
     })
 }
 
-/// Checks a reservation against the subnet and the other reservations (`replacing`: the MAC
-/// whose record it replaces, if any).
-fn check_host(state: &State, limits: &Limits, host: &Host) -> Result<(), Refusal> {
+/// Who holds an address or a name: what a reservation is checked against.
+trait Holders {
+    fn ip_holder(&self, ip: Ipv4Addr) -> Option<Mac>;
+    fn name_holder(&self, name: &str) -> Option<Mac>;
+}
+
+impl Holders for State {
+    fn ip_holder(&self, ip: Ipv4Addr) -> Option<Mac> {
+        self.host_by_ip(ip).map(|h| h.mac)
+    }
+
+    fn name_holder(&self, name: &str) -> Option<Mac> {
+        self.host_by_name(name).map(|h| h.mac)
+    }
+}
+
+/// The reservations a hosts-file sync builds up, indexed by address and name, so that a file
+/// of N lines is checked in N log N steps rather than N².
+struct Building {
+    hosts: BTreeMap<Mac, Host>,
+    by_ip: HashMap<Ipv4Addr, Mac>,
+    by_name: HashMap<String, Mac>,
+}
+
+impl Building {
+    fn new(hosts: impl Iterator<Item = Host>) -> Self {
+        let mut b = Building {
+            hosts: BTreeMap::new(),
+            by_ip: HashMap::new(),
+            by_name: HashMap::new(),
+        };
+        hosts.for_each(|h| b.insert(h));
+        b
+    }
+
+    fn insert(&mut self, h: Host) {
+        self.by_ip.insert(h.ip, h.mac);
+        if let Some(n) = &h.name {
+            self.by_name.insert(n.clone(), h.mac);
+        }
+        self.hosts.insert(h.mac, h);
+    }
+}
+
+impl Holders for Building {
+    fn ip_holder(&self, ip: Ipv4Addr) -> Option<Mac> {
+        self.by_ip.get(&ip).copied()
+    }
+
+    fn name_holder(&self, name: &str) -> Option<Mac> {
+        self.by_name.get(name).copied()
+    }
+}
+
+/// Checks a reservation against the subnet and the other reservations (a record of the
+/// same MAC is the one it replaces).
+fn check_host(others: &impl Holders, limits: &Limits, host: &Host) -> Result<(), Refusal> {
     let net = limits.private;
     if !net.contains(&host.ip) {
         return Err(Refusal::OutsideSubnet { ip: host.ip, net });
@@ -276,17 +370,17 @@ fn check_host(state: &State, limits: &Limits, host: &Host) -> Result<(), Refusal
     if host.ip == limits.gateway || host.ip == net.network() || host.ip == net.broadcast() {
         return Err(Refusal::ReservedIp(host.ip));
     }
-    if let Some(other) = state.host_by_ip(host.ip).filter(|o| o.mac != host.mac) {
+    if let Some(owner) = others.ip_holder(host.ip).filter(|o| *o != host.mac) {
         return Err(Refusal::IpTaken {
             ip: host.ip,
-            owner: other.mac.to_string(),
+            owner: owner.to_string(),
         });
     }
     if let Some(name) = &host.name {
         if !valid_name(name) {
             return Err(Refusal::BadName(name.clone()));
         }
-        if state.host_by_name(name).is_some_and(|o| o.mac != host.mac) {
+        if others.name_holder(name).is_some_and(|o| o != host.mac) {
             return Err(Refusal::NameTaken(name.clone()));
         }
     }
@@ -311,6 +405,7 @@ pub fn host_add(
         quarantined: false,
     };
     check_host(state, limits, &host)?;
+    limits.check_room(state.hosts.len())?;
     Ok(Change {
         message: format!("reserved {ip} for {mac}"),
         writes: with_stale_leases(state, limits, vec![Write::PutHost(host)]),
@@ -380,25 +475,28 @@ pub struct FileHost {
 /// Makes the file-owned reservations equal to the file's valid lines. A line that conflicts
 /// (with the subnet, a CLI reservation, an earlier line) is skipped and reported; the rest
 /// applies. Reservations no longer in the file are deleted and their EIPs recycled.
+///
+/// When the VM table has no room left, the lines of new MACs are skipped, wherever they are
+/// in the file: a reservation that already exists keeps its place (and its EIP).
 pub fn sync_file_hosts(
     state: &State,
     limits: &Limits,
     lines: &[FileHost],
 ) -> (Change, Vec<(usize, Refusal)>) {
-    let mut next = state.clone();
     let mut writes = Vec::new();
     let mut rejected = Vec::new();
     let mut in_file = BTreeSet::new();
-    // Drop the file's old records first, so a line may take an address another line gave up.
-    let old: Vec<Host> = state
+    // Leave the file's old records out, so a line may take an address another line gave up.
+    let (old, cli): (Vec<Host>, Vec<Host>) = state
         .hosts
         .values()
-        .filter(|h| h.source == Source::File)
         .cloned()
-        .collect();
-    for h in &old {
-        next.hosts.remove(&h.mac);
-    }
+        .partition(|h| h.source == Source::File);
+    let mut next = Building::new(cli.into_iter());
+    let from_file = |m: &Mac| state.hosts.get(m).is_some_and(|h| h.source == Source::File);
+    let kept: BTreeSet<Mac> = lines.iter().map(|l| l.mac).filter(|m| from_file(m)).collect();
+    // The reservations new MACs may still take: the room, less the CLI's and the kept ones.
+    let mut room_for_new = (limits.reservation_room() as usize).saturating_sub(next.hosts.len() + kept.len());
     for l in lines {
         let quarantined = state.hosts.get(&l.mac).is_some_and(|h| h.quarantined);
         let host = Host {
@@ -409,15 +507,21 @@ pub fn sync_file_hosts(
             quarantined,
         };
         let owned_by_cli = next.hosts.get(&l.mac).is_some_and(|h| h.source == Source::Cli);
+        let new = !kept.contains(&l.mac);
         let check = if owned_by_cli || in_file.contains(&l.mac) {
             Err(Refusal::MacTaken(l.mac))
+        } else if new && room_for_new == 0 {
+            Err(limits.vm_table_full())
         } else {
             check_host(&next, limits, &host)
         };
         match check {
             Ok(()) => {
+                if new {
+                    room_for_new -= 1;
+                }
                 in_file.insert(l.mac);
-                next.hosts.insert(l.mac, host);
+                next.insert(host);
             }
             Err(r) => rejected.push((l.line, r)),
         }
@@ -432,7 +536,7 @@ pub fn sync_file_hosts(
         }
     }
     for mac in &in_file {
-        if !old.iter().any(|h| h.mac == *mac) {
+        if !from_file(mac) {
             writes.push(Write::PutHost(next.hosts[mac].clone()));
         }
     }
@@ -694,18 +798,23 @@ pub fn effects(before: &State, after: &State, writes: &[Write]) -> Vec<Effect> {
         );
     }
     let mut out = Vec::new();
-    for mac in &macs {
-        let (g0, g1) = (before.guest(*mac), after.guest(*mac));
-        if g0 == g1 {
-            continue;
-        }
+    let guests: Vec<_> = macs
+        .iter()
+        .map(|m| (*m, before.guest(*m), after.guest(*m)))
+        .filter(|(_, g0, g1)| g0 != g1)
+        .collect();
+    // Every removal before any addition: a full VM table takes a new guest in the place of
+    // one that goes in the same change.
+    for (mac, g0, g1) in &guests {
         if let Some((ip0, _)) = g0.filter(|g0| g1.is_none_or(|g1| g1.0 != g0.0)) {
             out.push(Effect::DelGuest {
                 private: ip0,
                 mac: *mac,
             });
         }
-        if let Some((ip1, flags)) = g1 {
+    }
+    for (mac, _, g1) in &guests {
+        if let Some((ip1, flags)) = *g1 {
             out.push(Effect::SetGuest {
                 private: ip1,
                 mac: *mac,

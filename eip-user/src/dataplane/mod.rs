@@ -86,7 +86,6 @@ fn map_err(name: &'static str, what: impl Into<String>) -> impl FnOnce(MapError)
 /// The loaded (not necessarily attached) programs and their maps.
 pub struct Dataplane {
     ebpf: Ebpf,
-    sizes: Sizes,
 }
 
 impl Dataplane {
@@ -118,7 +117,7 @@ impl Dataplane {
                 sizes,
                 source: Box::new(source),
             })?;
-        let mut dp = Dataplane { ebpf, sizes };
+        let mut dp = Dataplane { ebpf };
         dp.ingress()?.load().map_err(|source| DataplaneError::Program {
             name: PROG_INGRESS,
             source: Box::new(source),
@@ -169,8 +168,21 @@ impl Dataplane {
         Ok(attached)
     }
 
-    pub fn sizes(&self) -> Sizes {
-        self.sizes
+    /// The sizes of the maps as the kernel holds them: a map reused from its pin keeps the
+    /// size it was created with, whatever this load asked for.
+    pub fn capacity(&self) -> Result<Sizes, DataplaneError> {
+        let max_entries =
+            |name: &'static str| match self.ebpf.map(name).ok_or(DataplaneError::MissingMap { name })? {
+                aya::maps::Map::HashMap(data) => data
+                    .info()
+                    .map(|i| i.max_entries())
+                    .map_err(map_err(name, "read its size")),
+                _ => Err(DataplaneError::MissingMap { name }),
+            };
+        Ok(Sizes {
+            bindings: max_entries(MAP_DNAT)?,
+            vms: max_entries(MAP_VMS)?,
+        })
     }
 
     /// A program by name, whatever its type (to pin it, or read its kernel info).

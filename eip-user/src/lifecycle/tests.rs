@@ -18,6 +18,7 @@ fn limits() -> Limits {
         private: "192.168.6.0/24".parse().unwrap(),
         gateway: ip("192.168.6.22"),
         max_slots: 8,
+        max_guests: 1024,
         dynamic: None,
     }
 }
@@ -109,6 +110,7 @@ fn slots_run_out_before_addresses_do() {
     let mut s = world();
     let l = Limits {
         max_slots: 2,
+        max_guests: 1024,
         ..limits()
     };
     for _ in 0..2 {
@@ -413,6 +415,56 @@ fn the_hosts_file_owns_its_lines() {
     assert!(c.writes.is_empty());
 }
 
+#[test]
+fn the_vm_table_bounds_reservations() {
+    // Seven entries, four kept for the range's leases: room for three reservations.
+    let l = Limits {
+        max_guests: 7,
+        dynamic: Some(crate::state::Range {
+            start: ip("192.168.6.200"),
+            end: ip("192.168.6.203"),
+        }),
+        ..limits()
+    };
+    assert_eq!(l.reservation_room(), 3);
+    let mut s = world();
+    let full = Refusal::VmTableFull { capacity: 7, kept: 4 };
+    assert_eq!(
+        host_add(&s, &l, mac(4), ip("192.168.6.14"), None),
+        Err(full.clone())
+    );
+    assert_eq!(
+        full.to_string(),
+        "the VM table is full: 7 entries (--max-vms), 4 of them kept for the dynamic range's leases"
+    );
+    // One CLI reservation goes: a file takes its room, one line of a new MAC at a time, and a
+    // reservation the file already owned keeps its place wherever its line moves.
+    step(&mut s, |s| host_del(s, &l, "vm3"));
+    let (c, rejected) = sync_file_hosts(&s, &l, &[line(1, 5, "192.168.6.15", "e")]);
+    assert!(rejected.is_empty());
+    step(&mut s, |_| Ok(c));
+    assert_eq!(s.hosts.len(), 3);
+    let lines = [
+        line(1, 6, "192.168.6.16", "f"),
+        line(2, 5, "192.168.6.15", "e"),
+        line(3, 7, "192.168.6.17", "g"),
+    ];
+    let (c, rejected) = sync_file_hosts(&s, &l, &lines);
+    assert_eq!(rejected, [(1, full.clone()), (3, full.clone())]);
+    assert!(c.writes.is_empty(), "{:?}", c.writes);
+    // Line `e` goes and `d` takes its room in the same change: the kernel removes first,
+    // though `d`'s MAC comes first.
+    let (c, rejected) = sync_file_hosts(&s, &l, &[line(1, 4, "192.168.6.14", "d")]);
+    assert!(rejected.is_empty());
+    let fx = step(&mut s, |_| Ok(c));
+    assert!(
+        matches!(fx[..], [Effect::DelGuest { .. }, Effect::SetGuest { .. }]),
+        "{fx:?}"
+    );
+    assert_eq!(s.hosts.len(), 3);
+    assert!(s.hosts.contains_key(&mac(4)) && !s.hosts.contains_key(&mac(5)));
+}
+
 /// Random command sequences through the engine (store + in-memory kernel): after every
 /// command the kernel holds exactly what the state asks for, and the store reloads to the
 /// same state.
@@ -441,7 +493,7 @@ mod sequences {
 
     fn op() -> impl Strategy<Value = Op> {
         let e = 0u8..8;
-        let m = 1u8..6;
+        let m = 1u8..8;
         prop_oneof![
             proptest::option::of(e.clone()).prop_map(Op::Alloc),
             (e.clone(), m.clone(), any::<bool>()).prop_map(|(a, b, c)| Op::Bind(a, b, c)),
@@ -450,7 +502,7 @@ mod sequences {
             (m.clone(), 10u8..16).prop_map(|(a, b)| Op::HostAdd(a, b)),
             m.clone().prop_map(Op::HostDel),
             (m.clone(), any::<bool>()).prop_map(|(a, b)| Op::Quarantine(a, b)),
-            proptest::collection::vec((m.clone(), 10u8..16), 0..4).prop_map(Op::File),
+            proptest::collection::vec((m.clone(), 10u8..16), 0..6).prop_map(Op::File),
             (m.clone(), 10u8..16).prop_map(|(a, b)| Op::Dhcp(a, b)),
             m.prop_map(Op::DhcpRelease),
             (0u16..3000).prop_map(Op::Expire),
@@ -490,7 +542,9 @@ mod sequences {
                 let dir = tempfile::tempdir().unwrap();
                 // Dynamic leases from .13-.15, inside the addresses reservations take too.
                 let range = crate::state::Range { start: priv_ip(13), end: priv_ip(15) };
-                let l = Limits { dynamic: Some(range), ..limits() };
+                // Room for two reservations beside the range's three leases: the seven
+                // MACs do not all fit, and the kernel's VM table is as small as that.
+                let l = Limits { dynamic: Some(range), max_guests: 5, ..limits() };
                 let cfg = crate::dhcp::Settings {
                     server: l.gateway,
                     net: l.private,
@@ -502,7 +556,8 @@ mod sequences {
                 };
                 let mut offers = crate::dhcp::handler::Offers::default();
                 let mut now = 1_800_000_000u64;
-                let mut en = Engine::new(Store::open(dir.path()).unwrap(), MemKernel::default(), l).unwrap();
+                let kernel = MemKernel { vm_capacity: Some(5), ..MemKernel::default() };
+                let mut en = Engine::new(Store::open(dir.path()).unwrap(), kernel, l).unwrap();
                 let c = pool_add(en.state(), &l, "203.0.113.0/29".parse().unwrap());
                 en.run("pool", c).await.unwrap();
                 for op in ops {
