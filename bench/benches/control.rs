@@ -1,6 +1,7 @@
-//! The control plane's hot paths on the host, at several numbers of reservations and
-//! bindings: answering a DHCP DISCOVER, planning one bind, and a reconcile pass that finds
-//! nothing to correct (what the daemon runs after a failed kernel update and at every start).
+//! The control plane's hot paths on the host, at several numbers of reservations, leases and
+//! bindings: answering a DHCP DISCOVER (a reserved MAC, and a new client of the dynamic
+//! range), planning one bind, and a reconcile pass that finds nothing to correct (what the
+//! daemon runs after a failed kernel update and at every start).
 
 use std::net::Ipv4Addr;
 
@@ -13,7 +14,7 @@ use eip_user::{
     dhcp::{Settings, handler},
     kernel::{KernelView, reconcile},
     lifecycle::{self, Limits, Target},
-    state::{Eip, Host, Mac, Source, State},
+    state::{Eip, Host, Lease, Mac, Range, Source, State},
 };
 
 const SIZES: [u32; 3] = [1, 1_000, 10_000];
@@ -36,16 +37,13 @@ fn world(hosts: u32, bound: u32) -> State {
     let mut s = State::default();
     s.pools.insert("198.18.0.0/15".parse().expect("a CIDR"));
     for i in 0..hosts {
-        s.hosts.insert(
-            mac(i),
-            Host {
-                mac: mac(i),
-                name: Some(format!("vm{i}")),
-                ip: private(i),
-                source: Source::File,
-                quarantined: false,
-            },
-        );
+        s.hosts.insert(Host {
+            mac: mac(i),
+            name: Some(format!("vm{i}")),
+            ip: private(i),
+            source: Source::File,
+            quarantined: false,
+        });
     }
     for i in 0..bound {
         s.eips.insert(Eip {
@@ -92,6 +90,35 @@ fn dhcp(c: &mut Criterion) {
     for n in SIZES {
         let state = world(n, 0);
         let msg = discover(mac(n / 2));
+        g.bench_with_input(BenchmarkId::from_parameter(n), &n, |b, _| {
+            let mut offers = handler::Offers::default();
+            b.iter(|| handler::handle(&cfg, &state, &mut offers, 1_000_000, black_box(&msg)))
+        });
+    }
+    g.finish();
+    // 131,072 dynamic addresses; n of them leased, spread over the range as clients' MACs
+    // spread their starting points.
+    let range = Range {
+        start: Ipv4Addr::new(10, 65, 0, 0),
+        end: Ipv4Addr::new(10, 66, 255, 255),
+    };
+    let cfg = Settings {
+        range: Some(range),
+        ..cfg
+    };
+    let mut g = c.benchmark_group("dhcp discover (new client, n leases)");
+    for n in SIZES {
+        let mut state = world(0, 0);
+        for i in 0..n {
+            state.leases.insert(Lease {
+                mac: mac(i),
+                ip: range.nth(i.wrapping_mul(7_919)),
+                granted: 0,
+                expires: 2_000_000,
+                hostname: None,
+            });
+        }
+        let msg = discover(mac(n + 1));
         g.bench_with_input(BenchmarkId::from_parameter(n), &n, |b, _| {
             let mut offers = handler::Offers::default();
             b.iter(|| handler::handle(&cfg, &state, &mut offers, 1_000_000, black_box(&msg)))

@@ -4,7 +4,7 @@
 //! lifecycle is tested without a kernel.
 
 use std::{
-    collections::{BTreeMap, BTreeSet, HashMap},
+    collections::{BTreeSet, HashMap},
     fmt,
     net::Ipv4Addr,
     str::FromStr,
@@ -13,7 +13,7 @@ use std::{
 use ipnet::Ipv4Net;
 use serde::{Deserialize, Serialize};
 
-use crate::state::{Bound, Eip, Host, Lease, Mac, Range, Source, State, Write, is_usable, usable};
+use crate::state::{Bound, ByMac, Eip, Host, Lease, Mac, Range, Source, State, Write, is_usable, usable};
 
 /// What reservations, leases and pools must fit: the bridge's subnet and address, the number
 /// of statistics slots (the dataplane's binding capacity), the size of the dataplane's VM
@@ -322,19 +322,17 @@ impl Holders for State {
     }
 }
 
-/// The reservations a hosts-file sync builds up, indexed by address and name, so that a file
-/// of N lines is checked in N log N steps rather than N².
+/// The reservations a hosts-file sync builds up, indexed by name too, so that a file of N
+/// lines is checked in N log N steps rather than N².
 struct Building {
-    hosts: BTreeMap<Mac, Host>,
-    by_ip: HashMap<Ipv4Addr, Mac>,
+    hosts: ByMac<Host>,
     by_name: HashMap<String, Mac>,
 }
 
 impl Building {
     fn new(hosts: impl Iterator<Item = Host>) -> Self {
         let mut b = Building {
-            hosts: BTreeMap::new(),
-            by_ip: HashMap::new(),
+            hosts: ByMac::default(),
             by_name: HashMap::new(),
         };
         hosts.for_each(|h| b.insert(h));
@@ -342,17 +340,16 @@ impl Building {
     }
 
     fn insert(&mut self, h: Host) {
-        self.by_ip.insert(h.ip, h.mac);
         if let Some(n) = &h.name {
             self.by_name.insert(n.clone(), h.mac);
         }
-        self.hosts.insert(h.mac, h);
+        self.hosts.insert(h);
     }
 }
 
 impl Holders for Building {
     fn ip_holder(&self, ip: Ipv4Addr) -> Option<Mac> {
-        self.by_ip.get(&ip).copied()
+        self.hosts.at(ip).next().map(|h| h.mac)
     }
 
     fn name_holder(&self, name: &str) -> Option<Mac> {

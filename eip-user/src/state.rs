@@ -196,10 +196,89 @@ pub struct Bound {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct State {
     pub pools: BTreeSet<Ipv4Net>,
-    pub hosts: BTreeMap<Mac, Host>,
+    pub hosts: ByMac<Host>,
     pub eips: Eips,
-    pub leases: BTreeMap<Mac, Lease>,
+    pub leases: ByMac<Lease>,
     pub declined: BTreeMap<Ipv4Addr, Declined>,
+}
+
+/// A record of a MAC and the private address it holds.
+pub trait Addressed: Clone {
+    fn mac(&self) -> Mac;
+    fn ip(&self) -> Ipv4Addr;
+}
+
+impl Addressed for Host {
+    fn mac(&self) -> Mac {
+        self.mac
+    }
+    fn ip(&self) -> Ipv4Addr {
+        self.ip
+    }
+}
+
+impl Addressed for Lease {
+    fn mac(&self) -> Mac {
+        self.mac
+    }
+    fn ip(&self) -> Ipv4Addr {
+        self.ip
+    }
+}
+
+/// Reservations or leases by MAC, read as a map, with an index by address: what holds an
+/// address is a lookup, not a walk (the DHCP responder asks it for every dynamic client).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ByMac<T> {
+    map: BTreeMap<Mac, T>,
+    /// (address, MAC) of every record.
+    by_ip: BTreeSet<(Ipv4Addr, Mac)>,
+}
+
+impl<T> Default for ByMac<T> {
+    fn default() -> Self {
+        ByMac {
+            map: BTreeMap::new(),
+            by_ip: BTreeSet::new(),
+        }
+    }
+}
+
+impl<T> Deref for ByMac<T> {
+    type Target = BTreeMap<Mac, T>;
+    fn deref(&self) -> &Self::Target {
+        &self.map
+    }
+}
+
+impl<T: Addressed> ByMac<T> {
+    /// Adds `r`, or replaces the record of its MAC.
+    pub fn insert(&mut self, r: T) {
+        self.remove(&r.mac());
+        self.by_ip.insert((r.ip(), r.mac()));
+        self.map.insert(r.mac(), r);
+    }
+
+    pub fn remove(&mut self, mac: &Mac) -> Option<T> {
+        let r = self.map.remove(mac)?;
+        self.by_ip.remove(&(r.ip(), *mac));
+        Some(r)
+    }
+
+    /// The records holding `ip`, by MAC.
+    pub fn at(&self, ip: Ipv4Addr) -> impl Iterator<Item = &T> {
+        self.by_ip
+            .range((ip, Mac([0; 6]))..=(ip, Mac([0xff; 6])))
+            .filter_map(|(_, m)| self.map.get(m))
+    }
+}
+
+impl<T: Addressed> FromIterator<T> for ByMac<T> {
+    fn from_iter<I: IntoIterator<Item = T>>(iter: I) -> Self {
+        let mut out = ByMac::default();
+        iter.into_iter().for_each(|r| out.insert(r));
+        out
+    }
 }
 
 impl State {
@@ -213,7 +292,7 @@ impl State {
                     self.pools.remove(net);
                 }
                 Write::PutHost(h) => {
-                    self.hosts.insert(h.mac, h.clone());
+                    self.hosts.insert(h.clone());
                 }
                 Write::DelHost(mac) => {
                     self.hosts.remove(mac);
@@ -225,7 +304,7 @@ impl State {
                     self.eips.remove(a);
                 }
                 Write::PutLease(l) => {
-                    self.leases.insert(l.mac, l.clone());
+                    self.leases.insert(l.clone());
                 }
                 Write::DelLease(m) => {
                     self.leases.remove(m);
@@ -250,7 +329,7 @@ impl State {
     }
 
     pub fn host_by_ip(&self, ip: Ipv4Addr) -> Option<&Host> {
-        self.hosts.values().find(|h| h.ip == ip)
+        self.hosts.at(ip).next()
     }
 
     pub fn host_by_name(&self, name: &str) -> Option<&Host> {
@@ -294,7 +373,7 @@ impl State {
     }
 
     pub fn lease_by_ip(&self, ip: Ipv4Addr) -> Option<&Lease> {
-        self.leases.values().find(|l| l.ip == ip)
+        self.leases.at(ip).next()
     }
 
     /// The dataplane flags of a reservation's VM entry.
@@ -457,6 +536,36 @@ mod tests {
                     let mac = Mac([2, 0, 0, 0, 0, m]);
                     prop_assert_eq!(eips.bound_to(mac), eips.values().find(|e| e.bound == Some(mac)));
                 }
+            }
+        }
+
+        /// What holds an address is what a walk over the records finds, after any sequence of
+        /// inserts, replacements (a MAC moving to another address) and removals; two MACs may
+        /// hold one address, as a corrupt store could have it.
+        #[test]
+        fn address_index_agrees_with_a_walk(
+            ops in prop::collection::vec((any::<bool>(), 0u8..8, 0u8..6), 0..80)
+        ) {
+            let mut leases = ByMac::<Lease>::default();
+            for (put, m, a) in ops {
+                let mac = Mac([2, 0, 0, 0, 0, m]);
+                if put {
+                    leases.insert(Lease {
+                        mac,
+                        ip: Ipv4Addr::new(10, 0, 0, a),
+                        granted: 0,
+                        expires: 1,
+                        hostname: None,
+                    });
+                } else {
+                    leases.remove(&mac);
+                }
+                for a in 0..6 {
+                    let ip = Ipv4Addr::new(10, 0, 0, a);
+                    let walked: Vec<&Lease> = leases.values().filter(|l| l.ip == ip).collect();
+                    prop_assert_eq!(leases.at(ip).collect::<Vec<_>>(), walked);
+                }
+                prop_assert_eq!(leases.by_ip.len(), leases.len());
             }
         }
     }

@@ -154,7 +154,7 @@ impl Store {
             let (k, v) = row.map_err(self.err("read hosts"))?;
             let h: Host =
                 serde_json::from_str(v.value()).map_err(self.corrupt(format!("host {}", k.value())))?;
-            state.hosts.insert(h.mac, h);
+            state.hosts.insert(h);
         }
         let eips = txn.open_table(EIPS).map_err(self.err("open eips"))?;
         for row in eips.iter().map_err(self.err("read eips"))? {
@@ -168,7 +168,7 @@ impl Store {
             let (k, v) = row.map_err(self.err("read leases"))?;
             let l: Lease =
                 serde_json::from_str(v.value()).map_err(self.corrupt(format!("lease {}", k.value())))?;
-            state.leases.insert(l.mac, l);
+            state.leases.insert(l);
         }
         let declined = txn.open_table(DECLINED).map_err(self.err("open declined"))?;
         for row in declined.iter().map_err(self.err("read declined"))? {
@@ -329,10 +329,10 @@ pub fn excerpt(state: &State, writes: &[Write]) -> State {
     }
     for m in &macs {
         if let Some(h) = state.hosts.get(m) {
-            out.hosts.insert(*m, h.clone());
+            out.hosts.insert(h.clone());
         }
         if let Some(l) = state.leases.get(m) {
-            out.leases.insert(*m, l.clone());
+            out.leases.insert(l.clone());
         }
         if let Some(e) = state.eip_of(*m) {
             out.eips.insert(e.clone());
@@ -347,7 +347,7 @@ pub fn excerpt(state: &State, writes: &[Write]) -> State {
     let owners: Vec<Mac> = out.eips.values().filter_map(|e| e.bound).chain(written).collect();
     for m in owners {
         if let Some(h) = state.hosts.get(&m) {
-            out.hosts.insert(m, h.clone());
+            out.hosts.insert(h.clone());
         }
     }
     out

@@ -3,7 +3,7 @@
 //! the store, so every row of the state machine is a unit test.
 
 use std::{
-    collections::{BTreeSet, HashMap},
+    collections::HashMap,
     hash::{DefaultHasher, Hash, Hasher},
     net::Ipv4Addr,
 };
@@ -209,27 +209,16 @@ impl Client<'_> {
     /// Whether `ip` may be this client's dynamic address: in the range (which the daemon
     /// checked lies among the subnet's hosts), not the server's, nobody's reservation, no
     /// other MAC's lease, not declined.
-    fn dynamic_ok(&self, ip: Ipv4Addr, taken: &BTreeSet<Ipv4Addr>) -> bool {
+    fn dynamic_ok(&self, ip: Ipv4Addr) -> bool {
         self.cfg.range.is_some_and(|r| r.contains(ip))
             && ip != self.cfg.server
-            && !taken.contains(&ip)
+            && !self.taken(ip)
             && !self.declined(ip)
     }
 
-    /// Addresses held by reservations and by other MACs' leases.
-    fn taken(&self) -> BTreeSet<Ipv4Addr> {
-        self.state
-            .hosts
-            .values()
-            .map(|h| h.ip)
-            .chain(
-                self.state
-                    .leases
-                    .values()
-                    .filter(|l| l.mac != self.mac)
-                    .map(|l| l.ip),
-            )
-            .collect()
+    /// Whether a reservation or another MAC's lease holds `ip`.
+    fn taken(&self, ip: Ipv4Addr) -> bool {
+        self.state.host_by_ip(ip).is_some() || self.state.leases.at(ip).any(|l| l.mac != self.mac)
     }
 
     /// Whether `ip` is this client's to use: its reservation, or (without one) a dynamic
@@ -237,7 +226,7 @@ impl Client<'_> {
     fn owns(&self, ip: Ipv4Addr) -> bool {
         match self.state.hosts.get(&self.mac) {
             Some(h) => h.ip == ip,
-            None => self.dynamic_ok(ip, &self.taken()),
+            None => self.dynamic_ok(ip),
         }
     }
 
@@ -255,8 +244,7 @@ impl Client<'_> {
         let Some(range) = self.cfg.range else {
             return Err(DropReason::UnknownMac);
         };
-        let taken = self.taken();
-        let free = |ip: Ipv4Addr| self.dynamic_ok(ip, &taken);
+        let free = |ip: Ipv4Addr| self.dynamic_ok(ip);
         let known = self.state.leases.get(&self.mac).map(|l| l.ip);
         for ip in known.into_iter().chain(self.requested()) {
             if free(ip) && offers.held_for_other(ip, self.mac, self.now).is_none() {
@@ -372,7 +360,7 @@ impl Client<'_> {
         let leased = self.state.leases.get(&self.mac).is_some_and(|l| l.ip == ip);
         let reserved = self.state.hosts.get(&self.mac).is_some_and(|h| h.ip == ip);
         // Only the address this server gave the client: a client cannot take others' away.
-        if !leased && !reserved && !self.dynamic_ok(ip, &self.taken()) {
+        if !leased && !reserved && !self.dynamic_ok(ip) {
             return Outcome::drop(DropReason::BadRequest);
         }
         let mut writes = Vec::new();

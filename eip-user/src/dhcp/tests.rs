@@ -450,9 +450,14 @@ fn a_changed_reservation_naks_the_renewal_then_offers_the_new_address() {
         ip: ip("192.168.6.15"),
     };
     let mut file = s.clone();
-    for h in file.hosts.values_mut() {
-        h.source = Source::File;
-    }
+    file.hosts = s
+        .hosts
+        .values()
+        .map(|h| Host {
+            source: Source::File,
+            ..h.clone()
+        })
+        .collect();
     let (change, rejected) = lifecycle::sync_file_hosts(&file, &l, &[line]);
     assert!(rejected.is_empty());
     assert!(
