@@ -401,7 +401,63 @@ pub struct Eips {
     /// How many EIPs use each slot (one, unless a store was edited by hand).
     slots: BTreeMap<u32, u32>,
     /// The unused slots below the highest used one.
-    holes: BTreeSet<u32>,
+    holes: Gaps,
+}
+
+/// A set of slots kept as disjoint ranges (start -> end, exclusive; adjacent ones merged), so
+/// a gap costs one entry however wide it is: an excerpt of the state holding one EIP of slot
+/// 100,000 must not list the 99,999 below it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+struct Gaps(BTreeMap<u32, u32>);
+
+impl Gaps {
+    /// Adds `a..b`, which holds no slot of the set.
+    fn add(&mut self, mut a: u32, mut b: u32) {
+        if a >= b {
+            return;
+        }
+        if let Some((&s, &e)) = self.0.range(..a).next_back()
+            && e == a
+        {
+            self.0.remove(&s);
+            a = s;
+        }
+        if let Some(e) = self.0.remove(&b) {
+            b = e;
+        }
+        self.0.insert(a, b);
+    }
+
+    fn remove(&mut self, x: u32) {
+        if let Some((&s, &e)) = self.0.range(..=x).next_back()
+            && x < e
+        {
+            self.0.remove(&s);
+            self.add(s, x);
+            self.add(x + 1, e);
+        }
+    }
+
+    /// Drops every slot at or above `x`.
+    fn truncate(&mut self, x: u32) {
+        self.0.split_off(&x);
+        if let Some((_, e)) = self.0.range_mut(..x).next_back() {
+            *e = (*e).min(x);
+        }
+    }
+
+    /// The lowest slot of the set at or above `x`.
+    fn first_from(&self, x: u32) -> Option<u32> {
+        match self.0.range(..=x).next_back() {
+            Some((_, &e)) if x < e => Some(x),
+            _ => self.0.range(x..).next().map(|(&s, _)| s),
+        }
+    }
+
+    #[cfg(test)]
+    fn slots(&self) -> BTreeSet<u32> {
+        self.0.iter().flat_map(|(&s, &e)| s..e).collect()
+    }
 }
 
 impl PartialEq for Eips {
@@ -428,9 +484,9 @@ impl Eips {
         }
         let high = self.high();
         if e.slot > high {
-            self.holes.extend(high + 1..e.slot);
+            self.holes.add(high + 1, e.slot);
         }
-        self.holes.remove(&e.slot);
+        self.holes.remove(e.slot);
         *self.slots.entry(e.slot).or_default() += 1;
         self.map.insert(e.addr, e);
         old
@@ -448,11 +504,10 @@ impl Eips {
             if *n == 0 {
                 self.slots.remove(&e.slot);
                 if e.slot < self.high() {
-                    self.holes.insert(e.slot);
+                    self.holes.add(e.slot, e.slot + 1);
                 } else {
                     // The highest slot went: the holes just below it are above the new high.
-                    let high = self.high();
-                    self.holes.split_off(&high);
+                    self.holes.truncate(self.high());
                 }
             }
         }
@@ -475,8 +530,8 @@ impl Eips {
     /// The lowest slot in 1..=`max` no EIP uses.
     pub fn free_slot(&self, max: u32) -> Option<u32> {
         // Slot 0 is never used, so the first hole at or above 1 is the lowest free slot.
-        let slot = match self.holes.range(1..).next() {
-            Some(&h) => h,
+        let slot = match self.holes.first_from(1) {
+            Some(h) => h,
             None => self.high() + 1,
         };
         (slot <= max).then_some(slot)
@@ -528,7 +583,11 @@ mod tests {
                 // The holes are exactly the unused slots below the highest used one.
                 let high = used.last().copied().unwrap_or(0);
                 let holes: BTreeSet<u32> = (1..high).filter(|s| !used.contains(s)).collect();
-                prop_assert_eq!(&eips.holes, &holes);
+                prop_assert_eq!(&eips.holes.slots(), &holes);
+                // The ranges are disjoint and not adjacent: one entry per gap.
+                let ranges: Vec<(u32, u32)> = eips.holes.0.iter().map(|(&s, &e)| (s, e)).collect();
+                prop_assert!(ranges.iter().all(|(s, e)| s < e));
+                prop_assert!(ranges.windows(2).all(|w| w[0].1 < w[1].0), "{:?}", ranges);
                 for max in [0, 5, 19, 40] {
                     prop_assert_eq!(eips.free_slot(max), (1..=max).find(|s| !used.contains(s)));
                 }
@@ -568,6 +627,23 @@ mod tests {
                 prop_assert_eq!(leases.by_ip.len(), leases.len());
             }
         }
+    }
+
+    #[test]
+    fn a_wide_gap_is_one_entry() {
+        // What an excerpt of the state holds when a bind takes slot 100,000: the cost of
+        // keeping the gap below it must not grow with its width.
+        let mut eips = Eips::default();
+        let addr = Ipv4Addr::new(198, 18, 0, 1);
+        eips.insert(Eip {
+            addr,
+            slot: 100_000,
+            bound: None,
+        });
+        assert_eq!(eips.holes.0.len(), 1);
+        assert_eq!(eips.free_slot(200_000), Some(1));
+        eips.remove(&addr);
+        assert!(eips.holes.0.is_empty());
     }
 
     #[test]
