@@ -208,6 +208,19 @@ async fn reload_hosts(engine: &Mutex<Engine<Live>>, path: &Path, why: &str) {
     if let Err(e) = en.run(&command, Ok(change)).await {
         tracing::error!(error = %api::error_chain(&e), "hosts file reload");
     }
+    drop(en);
+    give_back_free_memory();
+}
+
+/// Returns the heap's free pages to the kernel. A hosts-file sync or a reconcile pass builds
+/// and drops copies of the whole state; glibc keeps what they freed, so without this the
+/// resident set stays at the peak (80 MiB instead of 34 MiB with 100,000 reservations).
+fn give_back_free_memory() {
+    // SAFETY: malloc_trim only walks the allocator's own free lists.
+    #[cfg(target_env = "gnu")]
+    unsafe {
+        libc::malloc_trim(0);
+    }
 }
 
 /// Fails unless the VM table has room for every reservation of `state` beside the entries
@@ -349,6 +362,7 @@ pub async fn run(args: DaemonArgs, socket: PathBuf) -> Result<(), DaemonError> {
     }
     let fixes = shared.engine.lock().await.reconcile().await?;
     tracing::info!(corrections = fixes, "kernel reconciled to the store");
+    give_back_free_memory();
 
     if let Some(addr) = args.metrics {
         metrics::serve(addr, shared.clone()).await?;
@@ -402,7 +416,10 @@ pub async fn run(args: DaemonArgs, socket: PathBuf) -> Result<(), DaemonError> {
                 }
                 let mut en = shared.engine.lock().await;
                 expire(&mut en).await;
-                en.reconcile_if_dirty().await;
+                if en.dirty {
+                    en.reconcile_if_dirty().await;
+                    give_back_free_memory();
+                }
                 if ticks.is_multiple_of(2)
                     && let Err(e) = en.kernel.refresh_ports().await
                 {

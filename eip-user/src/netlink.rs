@@ -173,6 +173,7 @@ impl Netlink {
     /// Removes this daemon's aliases of `addrs` from every interface (teardown without a
     /// daemon, which does not know the external interface). Returns how many went.
     pub async fn del_aliases_anywhere(&self, addrs: &[Ipv4Addr]) -> Result<usize, NetlinkError> {
+        let addrs: std::collections::HashSet<Ipv4Addr> = addrs.iter().copied().collect();
         let mut mine = Vec::new();
         let mut msgs = self.handle.address().get().execute();
         while let Some(m) = msgs.try_next().await.map_err(req("list addresses"))? {

@@ -84,6 +84,7 @@ pub struct Store {
 
 impl Store {
     pub const FILE: &'static str = "eip.redb";
+    const CACHE_BYTES: usize = 4 << 20;
 
     /// Opens (or creates) the store in `dir`.
     pub fn open(dir: &Path) -> Result<Store, StoreError> {
@@ -92,10 +93,16 @@ impl Store {
             source,
         })?;
         let path = dir.join(Self::FILE);
-        let db = Database::create(&path).map_err(|source| StoreError::Open {
-            path: path.clone(),
-            source,
-        })?;
+        // The daemon keeps the whole state in memory and reads the store only when it starts,
+        // so redb's page cache (1 GiB by default, filled by every page a commit writes) only
+        // grows the resident set.
+        let db = Database::builder()
+            .set_cache_size(Self::CACHE_BYTES)
+            .create(&path)
+            .map_err(|source| StoreError::Open {
+                path: path.clone(),
+                source,
+            })?;
         let mut store = Store {
             db,
             path,
