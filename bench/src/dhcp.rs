@@ -32,18 +32,7 @@ impl Bed {
     fn new() -> Result<Bed> {
         let server = crate::control::hypervisor()?;
         let client = NetNs::new("eipdc")?;
-        server.ip(&[
-            "link",
-            "add",
-            "p0",
-            "type",
-            "veth",
-            "peer",
-            "name",
-            "eth0",
-            "netns",
-            client.name(),
-        ])?;
+        server.veth("p0", "eth0", &client)?;
         server.ip(&["link", "set", "p0", "master", "br0"])?;
         server.ip(&["link", "set", "p0", "up"])?;
         // perfdhcp sends from an interface with an address.

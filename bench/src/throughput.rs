@@ -512,22 +512,17 @@ fn measure(bed: &Bed, kind: Kind, n: Option<u32>, plan: &Plan, out: &mut Vec<Fig
                 }
                 _ => {}
             }
-            out.push(Figure::new(
-                "throughput",
-                &format!("{}: UDP 64 B, {dir}, {flows}", kind.name()),
-                bindings,
-                "delivered",
-                r.delivered_pps / 1e3,
-                "kpps",
-            ));
-            out.push(Figure::new(
-                "throughput",
-                &format!("{}: UDP 64 B, {dir}, {flows}", kind.name()),
-                bindings,
-                "sent (generator)",
-                r.sent_pps / 1e3,
-                "kpps",
-            ));
+            let variant = format!("{}: UDP 64 B, {dir}, {flows}", kind.name());
+            for (metric, pps) in [("delivered", r.delivered_pps), ("sent (generator)", r.sent_pps)] {
+                out.push(Figure::new(
+                    "throughput",
+                    &variant,
+                    bindings,
+                    metric,
+                    pps / 1e3,
+                    "kpps",
+                ));
+            }
         }
         let gbps = tcp(bed, kind, ingress, plan.tcp_secs)?;
         out.push(Figure::new(

@@ -214,7 +214,7 @@ async fn reload_hosts(engine: &Mutex<Engine<Live>>, path: &Path, why: &str) {
 
 /// Returns the heap's free pages to the kernel. A hosts-file sync or a reconcile pass builds
 /// and drops copies of the whole state; glibc keeps what they freed, so without this the
-/// resident set stays at the peak (80 MiB instead of 34 MiB with 100,000 reservations).
+/// resident set stays at the peak (80 MiB instead of 37 MiB with 100,000 reservations).
 fn give_back_free_memory() {
     // SAFETY: malloc_trim only walks the allocator's own free lists.
     #[cfg(target_env = "gnu")]

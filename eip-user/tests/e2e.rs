@@ -213,18 +213,7 @@ fn icmp_errors(w: &mut World) -> Outcome {
     let far = NetNs::new("eipf").map_err(err("far namespace"))?;
     let setup = || -> std::io::Result<()> {
         let out = w.outside();
-        out.ip(&[
-            "link",
-            "add",
-            "far0",
-            "type",
-            "veth",
-            "peer",
-            "name",
-            "eth0",
-            "netns",
-            far.name(),
-        ])?;
+        out.veth("far0", "eth0", &far)?;
         out.ip(&["addr", "add", &format!("{FAR_GW}/24"), "dev", "far0"])?;
         out.ip(&["link", "set", "far0", "mtu", &FAR_MTU.to_string(), "up"])?;
         out.sysctl("net.ipv4.ip_forward", "1")?;

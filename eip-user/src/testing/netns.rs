@@ -81,6 +81,22 @@ impl NetNs {
         c
     }
 
+    /// A veth pair: `name` here, `peer` in the namespace `other`.
+    pub fn veth(&self, name: &str, peer: &str, other: &NetNs) -> io::Result<Output> {
+        self.ip(&[
+            "link",
+            "add",
+            name,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            peer,
+            "netns",
+            &other.name,
+        ])
+    }
+
     pub fn sysctl(&self, key: &str, value: &str) -> io::Result<()> {
         self.exec("sysctl", &["-qw", &format!("{key}={value}")]).map(drop)
     }

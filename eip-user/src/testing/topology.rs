@@ -77,18 +77,7 @@ impl Topology {
     pub fn build(naming: Naming, vms: &[([u8; 6], Option<Ipv4Addr>)]) -> io::Result<Self> {
         let outside = naming.create("out", "eipo")?;
         let hv = naming.create("hv", "eiph")?;
-        hv.ip(&[
-            "link",
-            "add",
-            EXT_IF,
-            "type",
-            "veth",
-            "peer",
-            "name",
-            WAN_IF,
-            "netns",
-            outside.name(),
-        ])?;
+        hv.veth(EXT_IF, WAN_IF, &outside)?;
         hv.ip(&["addr", "add", &format!("{EXT_ADDR}/24"), "dev", EXT_IF])?;
         hv.ip(&["link", "set", EXT_IF, "up"])?;
         outside.ip(&["addr", "add", &format!("{OUTSIDE_ADDR}/24"), "dev", WAN_IF])?;
@@ -116,18 +105,7 @@ impl Topology {
         for (i, (mac, addr)) in vms.iter().enumerate() {
             let ns = naming.create(&format!("vm{}", i + 1), "eipv")?;
             let port = format!("port{i}");
-            hv.ip(&[
-                "link",
-                "add",
-                &port,
-                "type",
-                "veth",
-                "peer",
-                "name",
-                VM_IF,
-                "netns",
-                ns.name(),
-            ])?;
+            hv.veth(&port, VM_IF, &ns)?;
             hv.ip(&["link", "set", &port, "master", BRIDGE_IF])?;
             hv.ip(&["link", "set", &port, "up"])?;
             ns.ip(&["link", "set", VM_IF, "address", &crate::dataplane::fmt_mac(*mac)])?;
