@@ -56,6 +56,8 @@ pub enum DataplaneError {
     },
     #[error("map {name} is missing from the eBPF object")]
     MissingMap { name: &'static str },
+    #[error("map {name} of the eBPF object is not a hash map")]
+    NotAHashMap { name: &'static str },
     #[error("cannot attach {name} to {iface}")]
     Attach {
         name: &'static str,
@@ -177,7 +179,7 @@ impl Dataplane {
                     .info()
                     .map(|i| i.max_entries())
                     .map_err(map_err(name, "read its size")),
-                _ => Err(DataplaneError::MissingMap { name }),
+                _ => Err(DataplaneError::NotAHashMap { name }),
             };
         Ok(Sizes {
             bindings: max_entries(MAP_DNAT)?,
