@@ -3,7 +3,6 @@
 //! SIGINT/SIGTERM leaving the dataplane forwarding (or removing it with --teardown-on-exit).
 
 use std::{
-    hash::{DefaultHasher, Hash, Hasher},
     os::unix::fs::PermissionsExt,
     path::{Path, PathBuf},
     sync::Arc,
@@ -24,7 +23,7 @@ use crate::{
     dataplane::{DataplaneError, Sizes},
     dhcp::{self, service::DhcpError},
     engine::{Engine, EngineError},
-    hostsfile,
+    hosts_follow::Follower,
     kernel::KernelError,
     lifecycle::{self, Refusal},
     live::Live,
@@ -180,38 +179,6 @@ fn group_id(name: &str) -> Result<u32, DaemonError> {
     Ok(unsafe { (*gr).gr_gid })
 }
 
-/// What the hosts file looked like when last read.
-fn fingerprint(path: &Path) -> Option<u64> {
-    let text = std::fs::read(path).ok()?;
-    let mut h = DefaultHasher::new();
-    text.hash(&mut h);
-    Some(h.finish())
-}
-
-async fn reload_hosts(engine: &Mutex<Engine<Live>>, path: &Path, why: &str) {
-    let (lines, bad) = match hostsfile::read(path) {
-        Ok(p) => p,
-        Err(e) => {
-            tracing::error!(file = %path.display(), error = %e, "cannot read the hosts file; reservations unchanged");
-            return;
-        }
-    };
-    for b in &bad {
-        tracing::warn!(file = %path.display(), line = b.line, "skipped: {}", b.reason);
-    }
-    let mut en = engine.lock().await;
-    let (change, rejected) = lifecycle::sync_file_hosts(en.state(), &en.limits, &lines);
-    for (line, r) in &rejected {
-        tracing::warn!(file = %path.display(), line, "skipped: {r}");
-    }
-    let command = format!("hosts file {} ({why})", path.display());
-    if let Err(e) = en.run(&command, Ok(change)).await {
-        tracing::error!(error = %api::error_chain(&e), "hosts file reload");
-    }
-    drop(en);
-    give_back_free_memory();
-}
-
 /// Returns the heap's free pages to the kernel. A hosts-file sync or a reconcile pass builds
 /// and drops copies of the whole state; glibc keeps what they freed, so without this the
 /// resident set stays at the peak (80 MiB instead of 37 MiB with 100,000 reservations).
@@ -355,11 +322,11 @@ pub async fn run(args: DaemonArgs, socket: PathBuf) -> Result<(), DaemonError> {
         shutdown: stop_tx,
         dhcp: dhcp_stats.clone(),
     });
-    let mut hosts_print = None;
-    if let Some(path) = &args.hosts {
-        hosts_print = fingerprint(path);
-        reload_hosts(&shared.engine, path, "start").await;
-    }
+    let mut hosts = match &args.hosts {
+        Some(path) => Some(Follower::start(path, &shared.engine).await),
+        None => None,
+    };
+    give_back_free_memory();
     let fixes = shared.engine.lock().await.reconcile().await?;
     tracing::info!(corrections = fixes, "kernel reconciled to the store");
     give_back_free_memory();
@@ -394,9 +361,9 @@ pub async fn run(args: DaemonArgs, socket: PathBuf) -> Result<(), DaemonError> {
             _ = term.recv() => break args.teardown_on_exit,
             _ = int.recv() => break args.teardown_on_exit,
             _ = hup.recv() => {
-                if let Some(path) = &args.hosts {
-                    hosts_print = fingerprint(path);
-                    reload_hosts(&shared.engine, path, "SIGHUP").await;
+                if let Some(h) = &mut hosts {
+                    h.confirm(&shared.engine).await;
+                    give_back_free_memory();
                 }
             }
             r = stop_rx.changed() => {
@@ -407,12 +374,10 @@ pub async fn run(args: DaemonArgs, socket: PathBuf) -> Result<(), DaemonError> {
             }
             _ = tick.tick() => {
                 ticks += 1;
-                if let Some(path) = &args.hosts {
-                    let now = fingerprint(path);
-                    if now.is_some() && now != hosts_print {
-                        hosts_print = now;
-                        reload_hosts(&shared.engine, path, "changed").await;
-                    }
+                if let Some(h) = &mut hosts
+                    && h.tick(&shared.engine).await
+                {
+                    give_back_free_memory();
                 }
                 let mut en = shared.engine.lock().await;
                 expire(&mut en).await;

@@ -74,12 +74,16 @@ impl<K: Kernel> Engine<K> {
         let before = store::excerpt(&self.state, &change.writes);
         let mut after = before.clone();
         after.apply(&change.writes);
-        self.store.commit(
+        if let Err(e) = self.store.commit(
             &change.writes,
             command,
             store::records(&before),
             store::records(&after),
-        )?;
+        ) {
+            let cause = std::error::Error::source(&e).map(ToString::to_string);
+            tracing::error!(command, error = %e, cause, "not saved; nothing changed");
+            return Err(e.into());
+        }
         self.state.apply(&change.writes);
         self.emit(lifecycle::lease_events(&before, &after, &change.writes));
         let effects = lifecycle::effects(&before, &after, &change.writes);

@@ -15,6 +15,7 @@ pub mod dhcp;
 pub mod engine;
 pub mod ether;
 pub mod garp;
+pub mod hosts_follow;
 pub mod hostsfile;
 pub mod kernel;
 pub mod lifecycle;

@@ -480,6 +480,29 @@ pub fn sync_file_hosts(
     limits: &Limits,
     lines: &[FileHost],
 ) -> (Change, Vec<(usize, Refusal)>) {
+    sync_file_hosts_holding(state, limits, lines, &BTreeSet::new())
+}
+
+/// The file-owned reservations that `lines` no longer hold: what a sync would delete.
+pub fn gone_from_file(state: &State, lines: &[FileHost]) -> BTreeSet<Mac> {
+    let in_file: BTreeSet<Mac> = lines.iter().map(|l| l.mac).collect();
+    state
+        .hosts
+        .values()
+        .filter(|h| h.source == Source::File && !in_file.contains(&h.mac))
+        .map(|h| h.mac)
+        .collect()
+}
+
+/// [`sync_file_hosts`], keeping the file's reservations of `hold` although their lines are
+/// gone (the file may be half-written): they stay as they are, and no line may take their
+/// address or name meanwhile.
+pub fn sync_file_hosts_holding(
+    state: &State,
+    limits: &Limits,
+    lines: &[FileHost],
+    hold: &BTreeSet<Mac>,
+) -> (Change, Vec<(usize, Refusal)>) {
     let mut writes = Vec::new();
     let mut rejected = Vec::new();
     let mut in_file = BTreeSet::new();
@@ -488,7 +511,7 @@ pub fn sync_file_hosts(
         .hosts
         .values()
         .cloned()
-        .partition(|h| h.source == Source::File);
+        .partition(|h| h.source == Source::File && !hold.contains(&h.mac));
     let mut next = Building::new(cli.into_iter());
     let from_file = |m: &Mac| state.hosts.get(m).is_some_and(|h| h.source == Source::File);
     let kept: BTreeSet<Mac> = lines.iter().map(|l| l.mac).filter(|m| from_file(m)).collect();

@@ -67,6 +67,12 @@ pub enum StoreError {
         #[source]
         source: Box<dyn std::error::Error + Send + Sync>,
     },
+    #[error(
+        "{path} is not an eip state database ({why}); move it away to start an empty store, or put the right file back"
+    )]
+    NotAStore { path: PathBuf, why: String },
+    #[error("state database {path} is closed after a failed write and could not be re-opened yet")]
+    Closed { path: PathBuf },
     #[error("state database {path}: record {key} is corrupt")]
     Corrupt {
         path: PathBuf,
@@ -77,39 +83,37 @@ pub enum StoreError {
 }
 
 pub struct Store {
-    db: Database,
+    /// `None` after a failed write closed it, until the next write re-opens it.
+    db: Option<Database>,
     path: PathBuf,
     next_seq: u64,
+    /// A write failed (a full disk, an I/O error): redb refuses every later one until the
+    /// database is re-opened, so the next write re-opens it first.
+    reopen: bool,
 }
 
 impl Store {
     pub const FILE: &'static str = "eip.redb";
     const CACHE_BYTES: usize = 4 << 20;
 
-    /// Opens (or creates) the store in `dir`.
+    /// Opens the store in `dir`, or creates it when the file is missing. A file that is there
+    /// but is not a store (zero-length, another program's) is refused: creating a new store
+    /// over it would start the daemon with no bindings and wipe them from the kernel.
     pub fn open(dir: &Path) -> Result<Store, StoreError> {
         std::fs::create_dir_all(dir).map_err(|source| StoreError::Dir {
             path: dir.to_owned(),
             source,
         })?;
         let path = dir.join(Self::FILE);
-        // The daemon keeps the whole state in memory and reads the store only when it starts,
-        // so redb's page cache (1 GiB by default, filled by every page a commit writes) only
-        // grows the resident set.
-        let db = Database::builder()
-            .set_cache_size(Self::CACHE_BYTES)
-            .create(&path)
-            .map_err(|source| StoreError::Open {
-                path: path.clone(),
-                source,
-            })?;
+        let db = Self::open_db(&path)?;
         let mut store = Store {
-            db,
+            db: Some(db),
             path,
             next_seq: 1,
+            reopen: false,
         };
         // Create the tables, so reads of a fresh store find them.
-        let txn = store.db.begin_write().map_err(store.err("begin"))?;
+        let txn = store.db()?.begin_write().map_err(store.err("begin"))?;
         {
             txn.open_table(POOLS).map_err(store.err("open pools"))?;
             txn.open_table(HOSTS).map_err(store.err("open hosts"))?;
@@ -123,6 +127,71 @@ impl Store {
         }
         txn.commit().map_err(store.err("commit"))?;
         Ok(store)
+    }
+
+    fn open_db(path: &Path) -> Result<Database, StoreError> {
+        // The daemon keeps the whole state in memory and reads the store only when it starts,
+        // so redb's page cache (1 GiB by default, filled by every page a commit writes) only
+        // grows the resident set.
+        let mut builder = Database::builder();
+        builder.set_cache_size(Self::CACHE_BYTES);
+        let opened = match std::fs::metadata(path) {
+            Ok(m) if m.len() == 0 => {
+                return Err(StoreError::NotAStore {
+                    path: path.to_owned(),
+                    why: "it is empty (zero bytes)".into(),
+                });
+            }
+            Ok(_) => builder.open(path),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => builder.create(path),
+            Err(source) => {
+                return Err(StoreError::Dir {
+                    path: path.to_owned(),
+                    source,
+                });
+            }
+        };
+        opened.map_err(|source| match source {
+            redb::DatabaseError::Storage(redb::StorageError::Corrupted(why)) => StoreError::NotAStore {
+                path: path.to_owned(),
+                why,
+            },
+            redb::DatabaseError::Storage(redb::StorageError::Io(e))
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::UnexpectedEof | std::io::ErrorKind::InvalidData
+                ) =>
+            {
+                StoreError::NotAStore {
+                    path: path.to_owned(),
+                    why: e.to_string(),
+                }
+            }
+            source => StoreError::Open {
+                path: path.to_owned(),
+                source,
+            },
+        })
+    }
+
+    fn db(&self) -> Result<&Database, StoreError> {
+        self.db.as_ref().ok_or_else(|| StoreError::Closed {
+            path: self.path.clone(),
+        })
+    }
+
+    /// After a failed write: closes the database and opens it again, which clears redb's
+    /// failed state (and repairs the file if it must) once the disk has room again.
+    fn recover(&mut self) -> Result<(), StoreError> {
+        if !self.reopen {
+            return Ok(());
+        }
+        self.db = None;
+        let db = Self::open_db(&self.path)?;
+        self.db = Some(db);
+        self.reopen = false;
+        tracing::info!(path = %self.path.display(), "state database re-opened after the failed write");
+        Ok(())
     }
 
     fn err<E: std::error::Error + Send + Sync + 'static>(
@@ -144,7 +213,7 @@ impl Store {
 
     /// Everything but the history.
     pub fn load(&self) -> Result<State, StoreError> {
-        let txn = self.db.begin_read().map_err(self.err("begin read"))?;
+        let txn = self.db()?.begin_read().map_err(self.err("begin read"))?;
         let mut state = State::default();
         let pools = txn.open_table(POOLS).map_err(self.err("open pools"))?;
         for row in pools.iter().map_err(self.err("read pools"))? {
@@ -197,6 +266,21 @@ impl Store {
         before: Vec<Record>,
         after: Vec<Record>,
     ) -> Result<u64, StoreError> {
+        self.recover()?;
+        let r = self.write(writes, command, before, after);
+        if r.is_err() {
+            self.reopen = true;
+        }
+        r
+    }
+
+    fn write(
+        &mut self,
+        writes: &[Write],
+        command: &str,
+        before: Vec<Record>,
+        after: Vec<Record>,
+    ) -> Result<u64, StoreError> {
         let entry = Entry {
             seq: self.next_seq,
             time: humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string(),
@@ -204,7 +288,7 @@ impl Store {
             before,
             after,
         };
-        let txn = self.db.begin_write().map_err(self.err("begin"))?;
+        let txn = self.db()?.begin_write().map_err(self.err("begin"))?;
         {
             let mut pools = txn.open_table(POOLS).map_err(self.err("open pools"))?;
             let mut hosts = txn.open_table(HOSTS).map_err(self.err("open hosts"))?;
@@ -274,7 +358,7 @@ impl Store {
 
     /// The history, oldest first; `limit` keeps the newest entries only.
     pub fn history(&self, limit: Option<usize>) -> Result<Vec<Entry>, StoreError> {
-        let txn = self.db.begin_read().map_err(self.err("begin read"))?;
+        let txn = self.db()?.begin_read().map_err(self.err("begin read"))?;
         let table = txn.open_table(HISTORY).map_err(self.err("open history"))?;
         let mut out = Vec::new();
         for row in table.iter().map_err(self.err("read history"))?.rev() {
@@ -440,5 +524,107 @@ mod tests {
         let _first = Store::open(dir.path()).unwrap();
         let err = Store::open(dir.path()).err().expect("second open must fail");
         assert!(matches!(err, StoreError::Open { .. }), "{err}");
+    }
+
+    #[test]
+    fn a_file_that_is_not_a_store_is_refused_and_left_as_it_is() {
+        for (what, content) in [
+            ("zero-length", &b""[..]),
+            ("short", &b"not a database"[..]),
+            ("foreign", &[0x42u8; 8192][..]),
+        ] {
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join(Store::FILE);
+            std::fs::write(&path, content).unwrap();
+            let err = Store::open(dir.path())
+                .err()
+                .unwrap_or_else(|| panic!("{what} file opened"));
+            assert!(matches!(err, StoreError::NotAStore { .. }), "{what}: {err:?}");
+            assert!(err.to_string().contains("is not an eip state database"), "{err}");
+            assert_eq!(
+                std::fs::read(&path).unwrap(),
+                content,
+                "{what}: the file was touched"
+            );
+        }
+    }
+
+    /// A small tmpfs, unmounted on drop.
+    struct Tmpfs(tempfile::TempDir);
+
+    impl Tmpfs {
+        fn new(size: &str) -> Tmpfs {
+            let dir = tempfile::tempdir().unwrap();
+            let ok = std::process::Command::new("mount")
+                .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+                .arg(dir.path())
+                .status()
+                .unwrap()
+                .success();
+            assert!(ok, "mount a tmpfs (needs root)");
+            Tmpfs(dir)
+        }
+    }
+
+    impl Drop for Tmpfs {
+        fn drop(&mut self) {
+            let _ = std::process::Command::new("umount").arg(self.0.path()).status();
+        }
+    }
+
+    /// A full disk refuses changes with the OS's reason; once there is room again the store
+    /// takes changes without a restart (it re-opens redb, which refuses every write after a
+    /// failed one), and everything acknowledged before, during and after is there.
+    #[test]
+    fn a_full_disk_refuses_changes_and_the_store_recovers_when_space_is_back() {
+        let fs = Tmpfs::new("8m");
+        let dir = fs.0.path().join("state");
+        let mut store = Store::open(&dir).unwrap();
+        let mut acked = Vec::new();
+        let commit = |store: &mut Store, n: usize| {
+            let pool: Ipv4Net = format!("10.{}.{}.0/24", n / 256, n % 256).parse().unwrap();
+            let big = "x".repeat(64 << 10);
+            store
+                .commit(&[Write::PutPool(pool)], &format!("{n} {big}"), vec![], vec![])
+                .map(|_| pool)
+        };
+        for n in 0..4 {
+            acked.push(commit(&mut store, n).unwrap());
+        }
+        // Fill what is left.
+        let filler = fs.0.path().join("filler");
+        let mut f = std::fs::File::create(&filler).unwrap();
+        let chunk = vec![0u8; 64 << 10];
+        while std::io::Write::write_all(&mut f, &chunk).is_ok() {}
+        drop(f);
+        let mut failures = 0;
+        for n in 4..400 {
+            match commit(&mut store, n) {
+                Ok(p) => acked.push(p),
+                Err(e) => {
+                    failures += 1;
+                    assert!(
+                        matches!(
+                            e,
+                            StoreError::Db { .. } | StoreError::Open { .. } | StoreError::Closed { .. }
+                        ),
+                        "{e}"
+                    );
+                    if failures == 3 {
+                        break;
+                    }
+                }
+            }
+        }
+        assert_eq!(failures, 3, "the disk never filled");
+        std::fs::remove_file(&filler).unwrap();
+        for n in 1000..1003 {
+            acked.push(commit(&mut store, n).expect("a commit once space is back"));
+        }
+        drop(store);
+        let state = Store::open(&dir).unwrap().load().unwrap();
+        for p in &acked {
+            assert!(state.pools.contains(p), "acknowledged {p} lost");
+        }
     }
 }

@@ -235,7 +235,7 @@ fn lifecycle_on_real_interfaces() {
 
     // A reservation deleted (here: its hosts-file line) recycles its EIP.
     std::fs::write(&lab.hosts, "52:54:00:00:00:02,vm2,192.168.6.12\n").unwrap();
-    let deadline = Instant::now() + Duration::from_secs(10);
+    let deadline = Instant::now() + Duration::from_secs(15);
     while lab.list().iter().any(|r| r.eip == eip(11)) {
         assert!(
             Instant::now() < deadline,

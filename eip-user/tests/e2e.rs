@@ -90,7 +90,7 @@ impl World {
 
     /// Waits (at most 5 s) until `f` holds.
     fn wait(&self, what: &str, mut f: impl FnMut(&World) -> Result<bool, String>) -> Outcome {
-        let deadline = Instant::now() + Duration::from_secs(5);
+        let deadline = Instant::now() + Duration::from_secs(10);
         while !f(self)? {
             if Instant::now() > deadline {
                 return Err(format!("timed out waiting for {what}"));

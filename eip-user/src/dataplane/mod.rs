@@ -454,10 +454,13 @@ fn os_err(name: &'static str, what: &str, io_error: std::io::Error) -> Dataplane
     }
 }
 
-/// Removing what is not there is not an error for these idempotent operations.
+/// Removing what is not there is not an error for these idempotent operations. aya reports a
+/// delete of a missing key as the syscall's ENOENT, not as `KeyNotFound` (which only its
+/// lookups return), so both mean "already gone".
 fn ignore_missing(r: Result<(), MapError>) -> Result<(), MapError> {
     match r {
         Err(MapError::KeyNotFound) => Ok(()),
+        Err(MapError::SyscallError(e)) if e.io_error.raw_os_error() == Some(libc::ENOENT) => Ok(()),
         r => r,
     }
 }

@@ -85,9 +85,10 @@ enum Prior {
 fn restore<M: BindingMaps>(maps: &mut M, prior: &Prior) -> Result<(), M::Error> {
     match *prior {
         Prior::Snat(k, Some(v)) => maps.put_snat(k, v),
-        Prior::Snat(k, None) => maps.del_snat(k),
+        Prior::Snat(k, None) if maps.snat(k)?.is_some() => maps.del_snat(k),
         Prior::Dnat(k, Some(v)) => maps.put_dnat(k, v),
-        Prior::Dnat(k, None) => maps.del_dnat(k),
+        Prior::Dnat(k, None) if maps.dnat(k)?.is_some() => maps.del_dnat(k),
+        Prior::Snat(..) | Prior::Dnat(..) => Ok(()),
     }
 }
 
@@ -120,15 +121,21 @@ pub fn execute<M: BindingMaps>(maps: &mut M, ops: &[MapOp]) -> Result<(), Update
                     )?;
                     prior
                 }
+                // A key that is already gone is left alone: a delete is idempotent, so a plan
+                // (a reconcile's, say) may name an entry an earlier op of it removed.
                 MapOp::DelSnat { private } => {
-                    let prior = Prior::Snat(private, maps.snat(private)?);
-                    maps.del_snat(private)?;
-                    prior
+                    let prior = maps.snat(private)?;
+                    if prior.is_some() {
+                        maps.del_snat(private)?;
+                    }
+                    Prior::Snat(private, prior)
                 }
                 MapOp::DelDnat { eip } => {
-                    let prior = Prior::Dnat(eip, maps.dnat(eip)?);
-                    maps.del_dnat(eip)?;
-                    prior
+                    let prior = maps.dnat(eip)?;
+                    if prior.is_some() {
+                        maps.del_dnat(eip)?;
+                    }
+                    Prior::Dnat(eip, prior)
                 }
             })
         })();
@@ -158,15 +165,21 @@ pub struct MemMaps {
     pub writes: usize,
 }
 
+/// Why an in-memory map write failed.
 #[derive(Debug, thiserror::Error)]
-#[error("injected failure")]
-pub struct Injected;
+pub enum MemMapError {
+    #[error("injected failure")]
+    Injected,
+    /// What the kernel answers (ENOENT) to a delete of a key that is not there.
+    #[error("no such key {0}")]
+    Missing(Ipv4Addr),
+}
 
 impl MemMaps {
-    fn write(&mut self) -> Result<(), Injected> {
+    fn write(&mut self) -> Result<(), MemMapError> {
         self.writes += 1;
         if self.fail_at == Some(self.writes) {
-            Err(Injected)
+            Err(MemMapError::Injected)
         } else {
             Ok(())
         }
@@ -174,32 +187,33 @@ impl MemMaps {
 }
 
 impl BindingMaps for MemMaps {
-    type Error = Injected;
-    fn snat(&self, private: Ipv4Addr) -> Result<Option<Binding>, Injected> {
+    type Error = MemMapError;
+    fn snat(&self, private: Ipv4Addr) -> Result<Option<Binding>, MemMapError> {
         Ok(self.snat.get(&private).copied())
     }
-    fn dnat(&self, eip: Ipv4Addr) -> Result<Option<Binding>, Injected> {
+    fn dnat(&self, eip: Ipv4Addr) -> Result<Option<Binding>, MemMapError> {
         Ok(self.dnat.get(&eip).copied())
     }
-    fn put_snat(&mut self, private: Ipv4Addr, value: Binding) -> Result<(), Injected> {
+    fn put_snat(&mut self, private: Ipv4Addr, value: Binding) -> Result<(), MemMapError> {
         self.write()?;
         self.snat.insert(private, value);
         Ok(())
     }
-    fn put_dnat(&mut self, eip: Ipv4Addr, value: Binding) -> Result<(), Injected> {
+    fn put_dnat(&mut self, eip: Ipv4Addr, value: Binding) -> Result<(), MemMapError> {
         self.write()?;
         self.dnat.insert(eip, value);
         Ok(())
     }
-    fn del_snat(&mut self, private: Ipv4Addr) -> Result<(), Injected> {
+    fn del_snat(&mut self, private: Ipv4Addr) -> Result<(), MemMapError> {
         self.write()?;
-        self.snat.remove(&private);
-        Ok(())
+        self.snat
+            .remove(&private)
+            .map(drop)
+            .ok_or(MemMapError::Missing(private))
     }
-    fn del_dnat(&mut self, eip: Ipv4Addr) -> Result<(), Injected> {
+    fn del_dnat(&mut self, eip: Ipv4Addr) -> Result<(), MemMapError> {
         self.write()?;
-        self.dnat.remove(&eip);
-        Ok(())
+        self.dnat.remove(&eip).map(drop).ok_or(MemMapError::Missing(eip))
     }
 }
 

@@ -533,72 +533,204 @@ mod sequences {
         Ipv4Addr::new(192, 168, 6, n)
     }
 
+    /// The lifecycle of one property case: an engine on a fresh store with a pool, the DHCP
+    /// settings and the clock that the ops run against.
+    struct World {
+        en: Engine<MemKernel>,
+        l: Limits,
+        cfg: crate::dhcp::Settings,
+        offers: crate::dhcp::handler::Offers,
+        now: u64,
+        _dir: tempfile::TempDir,
+    }
+
+    impl World {
+        async fn new() -> World {
+            let dir = tempfile::tempdir().unwrap();
+            // Dynamic leases from .13-.15, inside the addresses reservations take too.
+            let range = crate::state::Range {
+                start: priv_ip(13),
+                end: priv_ip(15),
+            };
+            // Room for two reservations beside the range's three leases: the seven
+            // MACs do not all fit, and the kernel's VM table is as small as that.
+            let l = Limits {
+                dynamic: Some(range),
+                max_guests: 5,
+                ..limits()
+            };
+            let cfg = crate::dhcp::Settings {
+                server: l.gateway,
+                net: l.private,
+                lease_time: 1000,
+                dns: vec![],
+                domain: None,
+                mtu: None,
+                range: Some(range),
+            };
+            let kernel = MemKernel {
+                vm_capacity: Some(5),
+                ..MemKernel::default()
+            };
+            let mut en = Engine::new(Store::open(dir.path()).unwrap(), kernel, l).unwrap();
+            let c = pool_add(en.state(), &l, "203.0.113.0/29".parse().unwrap());
+            en.run("pool", c).await.unwrap();
+            World {
+                en,
+                l,
+                cfg,
+                offers: Default::default(),
+                now: 1_800_000_000,
+                _dir: dir,
+            }
+        }
+
+        /// The change `op` asks of the current state.
+        fn change(&mut self, op: &Op) -> Result<Change, Refusal> {
+            let (s, l) = (self.en.state().clone(), self.l);
+            match op {
+                Op::Alloc(a) => alloc(&s, &l, a.map(eip)).map(|(_, c)| c),
+                Op::Bind(a, m, no_move) => bind(&s, &l, eip(*a), &Target::Mac(mac(*m)), *no_move),
+                Op::Unbind(a) => unbind(&s, eip(*a)),
+                Op::Release(a) => release(&s, eip(*a)),
+                Op::HostAdd(m, a) => host_add(&s, &l, mac(*m), priv_ip(*a), None),
+                Op::HostDel(m) => host_del(&s, &l, &mac(*m).to_string()),
+                Op::Quarantine(m, on) => quarantine(&s, &Target::Mac(mac(*m)), *on),
+                Op::File(lines) => {
+                    let lines: Vec<FileHost> = lines
+                        .iter()
+                        .enumerate()
+                        .map(|(i, (m, a))| FileHost {
+                            line: i + 1,
+                            mac: mac(*m),
+                            name: None,
+                            ip: priv_ip(*a),
+                        })
+                        .collect();
+                    Ok(sync_file_hosts(&s, &l, &lines).0)
+                }
+                Op::Dhcp(m, a) | Op::DhcpRelease(m @ a) => {
+                    let (t, addr) = match op {
+                        Op::Dhcp(..) => (dhcproto::v4::MessageType::Request, priv_ip(*a)),
+                        _ => (
+                            dhcproto::v4::MessageType::Release,
+                            s.leases.get(&mac(*m)).map_or(priv_ip(10), |l| l.ip),
+                        ),
+                    };
+                    let o = crate::dhcp::handler::handle(
+                        &self.cfg,
+                        &s,
+                        &mut self.offers,
+                        self.now,
+                        &dhcp(*m, t, addr),
+                    );
+                    Ok(Change {
+                        writes: o.writes,
+                        message: o.command,
+                    })
+                }
+                Op::Expire(secs) => {
+                    self.now += u64::from(*secs);
+                    Ok(expire(&s, self.now))
+                }
+            }
+        }
+
+        /// Runs `op`; a refusal is fine (and changes nothing), any other failure is not.
+        async fn run(&mut self, op: &Op) -> bool {
+            let c = self.change(op);
+            let refused = c.is_err();
+            self.en
+                .run("op", c)
+                .await
+                .map(|_| ())
+                .or_else(|e| match e {
+                    crate::engine::EngineError::Refused(_) => Ok(()),
+                    other => Err(other),
+                })
+                .unwrap();
+            refused
+        }
+    }
+
+    /// Kernel entries in the daemon's maps that no store asked for, or that a store asked
+    /// for once: what a kill -9, a bpftool write or another daemon leaves behind.
+    #[derive(Debug, Clone)]
+    struct Debris {
+        dnat: Vec<(u8, u8, u32)>,
+        snat: Vec<(u8, u8, u32)>,
+        vms: Vec<(u8, u8, u16)>,
+        macs: Vec<(u8, u8, u16)>,
+        aliases: Vec<u8>,
+        /// Start from the kernel the state asks for (then overwrite), or from an empty one.
+        from_desired: bool,
+    }
+
+    fn debris() -> impl Strategy<Value = Debris> {
+        let e = 0u8..8;
+        let p = 10u8..16;
+        let m = 1u8..8;
+        fn few<S: Strategy>(s: S) -> proptest::collection::VecStrategy<S> {
+            proptest::collection::vec(s, 0..4)
+        }
+        (
+            few((e.clone(), p.clone(), 0u32..8)),
+            few((p.clone(), e.clone(), 0u32..8)),
+            few((p.clone(), m.clone(), 0u16..2)),
+            few((m, p, 0u16..2)),
+            few(e),
+            any::<bool>(),
+        )
+            .prop_map(|(dnat, snat, vms, macs, aliases, from_desired)| Debris {
+                dnat,
+                snat,
+                vms,
+                macs,
+                aliases,
+                from_desired,
+            })
+    }
+
+    /// Writes `d` into the in-memory kernel.
+    fn scatter(k: &mut MemKernel, d: &Debris) {
+        use eip_common::maps::Binding;
+        let bind = |a: Ipv4Addr, slot| Binding {
+            addr: a.to_bits(),
+            slot,
+        };
+        if !d.from_desired {
+            k.maps.dnat.clear();
+            k.maps.snat.clear();
+            k.vms.clear();
+            k.macs.clear();
+            k.aliases.clear();
+        }
+        for &(e, p, slot) in &d.dnat {
+            k.maps.dnat.insert(eip(e), bind(priv_ip(p), slot));
+        }
+        for &(p, e, slot) in &d.snat {
+            k.maps.snat.insert(priv_ip(p), bind(eip(e), slot));
+        }
+        for &(p, m, f) in &d.vms {
+            k.vms.insert(priv_ip(p), (mac(m), f));
+        }
+        for &(m, p, f) in &d.macs {
+            k.macs.insert(mac(m), (priv_ip(p), f));
+        }
+        k.aliases.extend(d.aliases.iter().map(|e| eip(*e)));
+    }
+
     proptest! {
         #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
         #[test]
         fn kernel_and_store_follow_the_state(ops in proptest::collection::vec(op(), 1..40)) {
             let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
             rt.block_on(async {
-                let dir = tempfile::tempdir().unwrap();
-                // Dynamic leases from .13-.15, inside the addresses reservations take too.
-                let range = crate::state::Range { start: priv_ip(13), end: priv_ip(15) };
-                // Room for two reservations beside the range's three leases: the seven
-                // MACs do not all fit, and the kernel's VM table is as small as that.
-                let l = Limits { dynamic: Some(range), max_guests: 5, ..limits() };
-                let cfg = crate::dhcp::Settings {
-                    server: l.gateway,
-                    net: l.private,
-                    lease_time: 1000,
-                    dns: vec![],
-                    domain: None,
-                    mtu: None,
-                    range: Some(range),
-                };
-                let mut offers = crate::dhcp::handler::Offers::default();
-                let mut now = 1_800_000_000u64;
-                let kernel = MemKernel { vm_capacity: Some(5), ..MemKernel::default() };
-                let mut en = Engine::new(Store::open(dir.path()).unwrap(), kernel, l).unwrap();
-                let c = pool_add(en.state(), &l, "203.0.113.0/29".parse().unwrap());
-                en.run("pool", c).await.unwrap();
+                let mut w = World::new().await;
                 for op in ops {
-                    let s = en.state().clone();
-                    let c = match &op {
-                        Op::Alloc(a) => alloc(&s, &l, a.map(eip)).map(|(_, c)| c),
-                        Op::Bind(a, m, no_move) => bind(&s, &l, eip(*a), &Target::Mac(mac(*m)), *no_move),
-                        Op::Unbind(a) => unbind(&s, eip(*a)),
-                        Op::Release(a) => release(&s, eip(*a)),
-                        Op::HostAdd(m, a) => host_add(&s, &l, mac(*m), priv_ip(*a), None),
-                        Op::HostDel(m) => host_del(&s, &l, &mac(*m).to_string()),
-                        Op::Quarantine(m, on) => quarantine(&s, &Target::Mac(mac(*m)), *on),
-                        Op::File(lines) => {
-                            let lines: Vec<FileHost> = lines
-                                .iter()
-                                .enumerate()
-                                .map(|(i, (m, a))| FileHost { line: i + 1, mac: mac(*m), name: None, ip: priv_ip(*a) })
-                                .collect();
-                            Ok(sync_file_hosts(&s, &l, &lines).0)
-                        }
-                        Op::Dhcp(m, a) | Op::DhcpRelease(m @ a) => {
-                            let (t, addr) = match &op {
-                                Op::Dhcp(..) => (dhcproto::v4::MessageType::Request, priv_ip(*a)),
-                                _ => (
-                                    dhcproto::v4::MessageType::Release,
-                                    s.leases.get(&mac(*m)).map_or(priv_ip(10), |l| l.ip),
-                                ),
-                            };
-                            let o = crate::dhcp::handler::handle(&cfg, &s, &mut offers, now, &dhcp(*m, t, addr));
-                            Ok(Change { writes: o.writes, message: o.command })
-                        }
-                        Op::Expire(secs) => {
-                            now += u64::from(*secs);
-                            Ok(expire(&s, now))
-                        }
-                    };
-                    let refused = c.is_err();
-                    en.run("op", c).await.map(|_| ()).or_else(|e| match e {
-                        crate::engine::EngineError::Refused(_) => Ok(()),
-                        other => Err(other),
-                    }).unwrap();
+                    let s = w.en.state().clone();
+                    let refused = w.run(&op).await;
+                    let en = &mut w.en;
                     if refused {
                         prop_assert_eq!(en.state(), &s, "a refusal changed the state: {:?}", op);
                     }
@@ -613,13 +745,38 @@ mod sequences {
                     prop_assert_eq!(bound.len(), dedup.len());
                     // Every lease is backed: its MAC's reservation, or a dynamic address in the
                     // range that nobody has reserved.
-                    prop_assert!(stale_leases(en.state(), &l).is_empty(), "after {:?}: {:?}", op, en.state().leases);
+                    prop_assert!(stale_leases(en.state(), &w.l).is_empty(), "after {:?}: {:?}", op, en.state().leases);
                     let mut ips: Vec<Ipv4Addr> = en.state().guests().values().map(|g| g.0).collect();
                     let n = ips.len();
                     ips.sort();
                     ips.dedup();
                     prop_assert_eq!(n, ips.len(), "two VM entries claim one address");
                 }
+                Ok(())
+            })?;
+        }
+
+        /// From any kernel (stale, missing and foreign entries in every map, aliases missing
+        /// or extra) one reconcile pass makes it what the store asks for, without failing on
+        /// an entry that is already gone (the in-memory maps refuse a delete of a missing key,
+        /// as the kernel does); a second pass finds nothing to do.
+        #[test]
+        fn reconcile_converges_in_one_pass_from_any_kernel(
+            ops in proptest::collection::vec(op(), 0..25),
+            d in debris(),
+        ) {
+            let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+            rt.block_on(async {
+                let mut w = World::new().await;
+                for op in &ops {
+                    w.run(op).await;
+                }
+                let desired = KernelView::desired(w.en.state());
+                w.en.kernel.vm_capacity = None;
+                scatter(&mut w.en.kernel, &d);
+                w.en.reconcile().await.map_err(|e| TestCaseError::fail(format!("reconcile failed: {e}")))?;
+                prop_assert_eq!(&w.en.kernel.view().await.unwrap(), &desired);
+                prop_assert_eq!(w.en.reconcile().await.unwrap(), 0, "the second pass changed something");
                 Ok(())
             })?;
         }
