@@ -210,7 +210,10 @@ impl CliError {
     pub fn exit_code(&self) -> u8 {
         match self {
             CliError::Client(
-                ClientError::NotRunning(_) | ClientError::Permission(_) | ClientError::Connect { .. },
+                ClientError::NotRunning(_)
+                | ClientError::Permission(_)
+                | ClientError::Connect { .. }
+                | ClientError::Timeout { .. },
             ) => 3,
             _ => 1,
         }
@@ -286,7 +289,7 @@ fn print_leases(l: &Leases) {
 
 /// Runs one client command against the daemon.
 pub async fn run(socket: PathBuf, command: Command) -> Result<(), CliError> {
-    let c = Client::new(&socket);
+    let c = Client::from_env(&socket);
     let say = |d: Done| println!("{}", d.message);
     match command {
         Command::Daemon(_) => unreachable!("main runs the daemon"),

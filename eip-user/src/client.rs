@@ -23,6 +23,11 @@ pub enum ClientError {
         #[source]
         source: std::io::Error,
     },
+    #[error("the daemon on {path} did not answer within {} s (EIP_TIMEOUT sets the limit in seconds)", .after.as_secs())]
+    Timeout {
+        path: PathBuf,
+        after: std::time::Duration,
+    },
     #[error("the daemon hung up: {0}")]
     Http(#[from] hyper::Error),
     #[error("{0}")]
@@ -33,13 +38,31 @@ pub enum ClientError {
 
 pub struct Client {
     socket: PathBuf,
+    timeout: std::time::Duration,
 }
 
 impl Client {
+    /// How long a command waits for the daemon by default: connecting and the whole answer.
+    pub const TIMEOUT: std::time::Duration = std::time::Duration::from_secs(15);
+
     pub fn new(socket: &Path) -> Self {
         Client {
             socket: socket.to_owned(),
+            timeout: Self::TIMEOUT,
         }
+    }
+
+    /// As [`Client::new`], with the limit from `EIP_TIMEOUT` (seconds) when it is set.
+    pub fn from_env(socket: &Path) -> Self {
+        let mut c = Self::new(socket);
+        if let Some(secs) = std::env::var("EIP_TIMEOUT")
+            .ok()
+            .and_then(|v| v.trim().parse::<f64>().ok())
+            .filter(|s| s.is_finite() && *s > 0.0)
+        {
+            c.timeout = std::time::Duration::from_secs_f64(secs.min(86_400.0));
+        }
+        c
     }
 
     pub async fn get<T: DeserializeOwned>(&self, path: &str) -> Result<T, ClientError> {
@@ -59,6 +82,23 @@ impl Client {
     }
 
     async fn call<B: Serialize, T: DeserializeOwned>(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&B>,
+    ) -> Result<T, ClientError> {
+        // A daemon stopped (SIGSTOP), wedged or flooded must not hang a script.
+        tokio::time::timeout(self.timeout, self.exchange(method, path, body))
+            .await
+            .unwrap_or_else(|_| {
+                Err(ClientError::Timeout {
+                    path: self.socket.clone(),
+                    after: self.timeout,
+                })
+            })
+    }
+
+    async fn exchange<B: Serialize, T: DeserializeOwned>(
         &self,
         method: Method,
         path: &str,

@@ -50,6 +50,8 @@ pub enum DaemonError {
     Engine(#[from] EngineError),
     #[error("another daemon already serves {0}")]
     SocketBusy(PathBuf),
+    #[error("another eip daemon{} runs instance {instance}; stop it first, or name another --instance", .pid.map(|p| format!(" (pid {p})")).unwrap_or_default())]
+    InstanceBusy { instance: String, pid: Option<u32> },
     #[error("{path}: {what}")]
     Io {
         path: PathBuf,
@@ -122,6 +124,49 @@ fn dhcp_settings(
 fn io_err(path: &Path, what: &'static str) -> impl FnOnce(std::io::Error) -> DaemonError {
     let path = path.to_owned();
     move |source| DaemonError::Io { path, what, source }
+}
+
+/// Where each running daemon holds the lock of its instance, whatever its state directory
+/// and socket: two daemons on one instance's pins would undo each other's bindings.
+pub const LOCK_DIR: &str = "/run/eip";
+
+/// The lock file of `instance`.
+pub fn lock_path(instance: &str) -> PathBuf {
+    Path::new(LOCK_DIR).join(format!("{instance}.lock"))
+}
+
+/// Takes the instance's lock (flock, so it goes with the process, kill -9 included) and
+/// writes this daemon's pid in it. The file is left in place when the daemon ends: removing
+/// it would let a third daemon lock a new file while a second holds the old one.
+fn lock_instance(instance: &str) -> Result<std::fs::File, DaemonError> {
+    use std::{io::Write, os::fd::AsRawFd};
+    std::fs::create_dir_all(LOCK_DIR).map_err(io_err(Path::new(LOCK_DIR), "create the lock directory"))?;
+    let path = lock_path(instance);
+    let mut file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(&path)
+        .map_err(io_err(&path, "open the instance lock"))?;
+    // SAFETY: flock(2) on a descriptor we own.
+    if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+        let e = std::io::Error::last_os_error();
+        if e.raw_os_error() == Some(libc::EWOULDBLOCK) {
+            let pid = std::fs::read_to_string(&path)
+                .ok()
+                .and_then(|t| t.trim().parse().ok());
+            return Err(DaemonError::InstanceBusy {
+                instance: instance.to_owned(),
+                pid,
+            });
+        }
+        return Err(io_err(&path, "lock the instance")(e));
+    }
+    file.set_len(0)
+        .map_err(io_err(&path, "write the instance lock"))?;
+    writeln!(file, "{}", std::process::id()).map_err(io_err(&path, "write the instance lock"))?;
+    Ok(file)
 }
 
 /// Routing and the egress fallback need these (see the dataplane's README section).
@@ -207,6 +252,10 @@ fn check_room(state: &State, limits: &lifecycle::Limits) -> Result<(), DaemonErr
 pub async fn run(args: DaemonArgs, socket: PathBuf) -> Result<(), DaemonError> {
     let nl = Netlink::new()?;
     let ext = nl.link(&args.ext).await?;
+    let instance = args.instance.clone().unwrap_or_else(|| ext.name.clone());
+    // Before anything else: a second daemon on this instance touches nothing.
+    crate::pins::Pins::new(&instance)?;
+    let _lock = lock_instance(&instance)?;
     let bridge = nl.link(&args.bridge).await?;
     let bridge_net = nl.ipv4_net(&bridge).await?;
     let mut limits = lifecycle::Limits {
@@ -224,7 +273,6 @@ pub async fn run(args: DaemonArgs, socket: PathBuf) -> Result<(), DaemonError> {
     host_prerequisites(&bridge.name)?;
     let listener = bind_socket(&socket, args.socket_group.as_deref())?;
 
-    let instance = args.instance.clone().unwrap_or_else(|| ext.name.clone());
     let pins = Pins::new(&instance)?;
     if !pins.exists() {
         // Refused before the maps are created: a VM table this size could not hold every
@@ -335,14 +383,8 @@ pub async fn run(args: DaemonArgs, socket: PathBuf) -> Result<(), DaemonError> {
         metrics::serve(addr, shared.clone()).await?;
     }
     let app = api::router(shared.clone());
-    let mut serve_stop = stop_rx.clone();
-    let server = tokio::spawn(async move {
-        axum::serve(listener, app)
-            .with_graceful_shutdown(async move {
-                let _ = serve_stop.wait_for(Option::is_some).await;
-            })
-            .await
-    });
+    let max = crate::serve::connection_limit();
+    let server = tokio::spawn(crate::serve::serve(listener, app, max, stop_rx.clone()));
     tracing::info!(socket = %socket.display(), "serving");
     if let (Some(settings), Some(stats)) = (dhcp_settings, dhcp_stats) {
         let server = dhcp::service::Server::new(settings, bridge.clone(), stats)?;
@@ -395,10 +437,8 @@ pub async fn run(args: DaemonArgs, socket: PathBuf) -> Result<(), DaemonError> {
     };
     tracing::info!(teardown, "stopping");
     shared.shutdown.send_replace(Some(teardown));
-    match server.await {
-        Ok(Err(e)) => tracing::warn!(error = %e, "socket server"),
-        Err(e) => tracing::warn!(error = %e, "socket server task"),
-        Ok(Ok(())) => {}
+    if let Err(e) = server.await {
+        tracing::warn!(error = %e, "socket server task");
     }
     if teardown {
         let bound: Vec<_> = shared

@@ -23,6 +23,7 @@ pub mod live;
 pub mod metrics;
 pub mod netlink;
 pub mod pins;
+pub mod serve;
 pub mod state;
 pub mod store;
 #[cfg(feature = "testing")]

@@ -46,12 +46,24 @@ fn main() -> ExitCode {
                 }
             }
         }
-        command => match runtime.block_on(eip_user::cli::run(cli.socket, command)) {
-            Ok(()) => ExitCode::SUCCESS,
-            Err(e) => {
-                eprintln!("error: {}", eip_user::api::error_chain(&e));
-                ExitCode::from(e.exit_code())
+        command => {
+            // A reader that goes away (`eip history | head -1`) ends the command quietly, as
+            // it ends `ip` or `git`, instead of a panic in println!.
+            // SAFETY: signal(2) before any thread of ours writes to stdout.
+            unsafe {
+                libc::signal(libc::SIGPIPE, libc::SIG_DFL);
             }
-        },
+            cli_command(&runtime, cli.socket, command)
+        }
+    }
+}
+
+fn cli_command(runtime: &tokio::runtime::Runtime, socket: std::path::PathBuf, command: Command) -> ExitCode {
+    match runtime.block_on(eip_user::cli::run(socket, command)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {}", eip_user::api::error_chain(&e));
+            ExitCode::from(e.exit_code())
+        }
     }
 }

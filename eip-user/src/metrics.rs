@@ -118,18 +118,9 @@ pub async fn serve<K: Kernel + Sync>(
                 what: "bind the metrics listener",
                 source,
             })?;
-    let mut stop = shared.shutdown.subscribe();
+    let stop = shared.shutdown.subscribe();
     let app = Router::new().route("/metrics", get(page::<K>)).with_state(shared);
-    tokio::spawn(async move {
-        let r = axum::serve(listener, app)
-            .with_graceful_shutdown(async move {
-                let _ = stop.wait_for(Option::is_some).await;
-            })
-            .await;
-        if let Err(e) = r {
-            tracing::warn!(error = %e, "metrics server");
-        }
-    });
+    tokio::spawn(crate::serve::serve(listener, app, 64, stop));
     tracing::info!(%addr, "serving metrics");
     Ok(())
 }

@@ -303,6 +303,17 @@ impl Pins {
             .map_err(aya_err(&path, "read the pinned map"))
     }
 
+    /// Writes one entry of a pinned binding map behind the daemon's back, as `bpftool map
+    /// update` would (fault tests).
+    pub fn put_binding(&self, name: &str, key: Ipv4Addr, value: Binding) -> Result<(), PinError> {
+        let path = self.maps().join(name);
+        let data = MapData::from_pin(&path).map_err(aya_err(&path, "open the pinned map"))?;
+        let mut map: HashMap<MapData, u32, Binding> =
+            HashMap::try_from(Map::HashMap(data)).map_err(aya_err(&path, "not a binding map"))?;
+        map.insert(key.to_bits(), value, 0)
+            .map_err(aya_err(&path, "write the pinned map"))
+    }
+
     /// The pinned anti-spoofing map: MAC -> the address it may use.
     pub fn macs(&self) -> Result<BTreeMap<[u8; 6], Ipv4Addr>, PinError> {
         let path = self.maps().join(eip_common::maps::MAP_MACS);

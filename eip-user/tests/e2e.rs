@@ -88,7 +88,7 @@ impl World {
         self.lab.vm(i)
     }
 
-    /// Waits (at most 5 s) until `f` holds.
+    /// Waits (at most 10 s) until `f` holds.
     fn wait(&self, what: &str, mut f: impl FnMut(&World) -> Result<bool, String>) -> Outcome {
         let deadline = Instant::now() + Duration::from_secs(10);
         while !f(self)? {

@@ -51,6 +51,11 @@ impl Instance {
         Path::new(crate::pins::BPFFS).join("eip").join(&self.name)
     }
 
+    /// The instance's pins, to read (and, in fault tests, write) its maps.
+    pub fn pinned(&self) -> crate::pins::Pins {
+        crate::pins::Pins::new(&self.name).expect("a unique name is a valid instance")
+    }
+
     pub fn socket(&self) -> PathBuf {
         self.dir.join("eip.sock")
     }
@@ -168,6 +173,7 @@ impl Drop for Instance {
         // Without a daemon this removes the pins and aliases of the instance.
         let _ = self.cli(&["teardown", "--instance", &self.name]);
         let _ = std::fs::remove_dir_all(self.pins());
+        let _ = std::fs::remove_file(crate::daemon::lock_path(&self.name));
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }

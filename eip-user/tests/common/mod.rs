@@ -1,0 +1,121 @@
+//! What the daemon's tests share: a hypervisor lab with the real daemon, and small probes.
+
+#![allow(dead_code)]
+
+use std::{net::Ipv4Addr, process::Output};
+
+use eip_user::{
+    api::EipRow,
+    testing::{
+        daemon::Instance,
+        lab::daemon_args,
+        netns::NetNs,
+        process::Background,
+        topology::{vm_mac as mac, *},
+    },
+};
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_eip");
+
+pub fn eip(last: u8) -> Ipv4Addr {
+    Ipv4Addr::new(203, 0, 113, last)
+}
+
+/// `n` VMs with static addresses (.11, .12, ...), a hosts file naming them vm1, vm2, ...,
+/// and a started daemon.
+pub struct Lab {
+    pub daemon: Option<Background>,
+    /// More daemon arguments for the next start.
+    pub extra: Vec<&'static str>,
+    pub inst: Instance,
+    pub topo: Topology,
+    pub hosts: std::path::PathBuf,
+}
+
+impl Lab {
+    pub fn new(n: u8) -> Lab {
+        Lab::with(n, &[])
+    }
+
+    /// As [`Lab::new`], with `extra` daemon arguments from the first start.
+    pub fn with(n: u8, extra: &[&'static str]) -> Lab {
+        let vms: Vec<_> = (1..=n).map(|i| (mac(i), Some(vm_ip(i)))).collect();
+        let topo = Topology::new(&vms).expect("topology");
+        let inst = Instance::new(std::path::Path::new(BIN), &topo.hv).expect("instance");
+        let hosts = inst.dir.join("hosts");
+        let text: String = (1..=n)
+            .map(|i| format!("{},vm{i},{}\n", eip_user::dataplane::fmt_mac(mac(i)), vm_ip(i)))
+            .collect();
+        std::fs::write(&hosts, format!("# test reservations\n{text}")).unwrap();
+        let mut lab = Lab {
+            daemon: None,
+            extra: extra.to_vec(),
+            inst,
+            topo,
+            hosts,
+        };
+        lab.start();
+        lab
+    }
+
+    pub fn start(&mut self) {
+        // Loopback is per namespace, so every lab can use the same metrics port.
+        let mut owned = daemon_args(&self.hosts);
+        owned.extend(["--metrics".into(), "127.0.0.1:9477".into()]);
+        let mut args: Vec<&str> = owned.iter().map(String::as_str).collect();
+        args.extend(&self.extra);
+        self.daemon = Some(self.inst.start(&args).expect("daemon"));
+    }
+
+    pub fn stop(&mut self) {
+        self.inst.stop(self.daemon.take().expect("running"));
+    }
+
+    pub fn log(&self) -> String {
+        self.inst.log_text()
+    }
+
+    pub fn cli(&self, args: &[&str]) -> Output {
+        self.inst.cli(args).expect("run eip")
+    }
+
+    /// Runs the CLI and expects success; returns stdout.
+    pub fn ok(&self, args: &[&str]) -> String {
+        self.inst.ok(args)
+    }
+
+    pub fn list(&self) -> Vec<EipRow> {
+        serde_json::from_str(&self.ok(&["list", "--json"])).expect("list --json")
+    }
+
+    /// The /32 addresses on the external interface.
+    pub fn aliases(&self) -> Vec<Ipv4Addr> {
+        self.topo.aliases().expect("ext0's addresses")
+    }
+
+    pub fn vm(&self, n: u8) -> &NetNs {
+        &self.topo.vms[usize::from(n) - 1].ns
+    }
+}
+
+/// Pings `addr` from the outside: whether `count` echoes came back.
+pub fn pings(outside: &NetNs, addr: Ipv4Addr, count: u32) -> bool {
+    outside
+        .command("ping")
+        .args(["-n", "-q", "-c", &count.to_string(), "-i", "0.1", "-W", "1"])
+        .arg(addr.to_string())
+        .output()
+        .map(|o| o.status.success())
+        .unwrap_or(false)
+}
+
+/// The dataplane counter `name`, from `eip stats`.
+pub fn counter(lab: &Lab, name: &str) -> u64 {
+    let stats: serde_json::Value = serde_json::from_str(&lab.ok(&["stats", "--json"])).unwrap();
+    stats["counters"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c[0] == name)
+        .map_or(0, |c| c[1].as_u64().unwrap())
+}

@@ -1,0 +1,516 @@
+//! The faults a hypervisor sees in a normal month, each on real interfaces in namespaces with
+//! the real daemon, and around each a capture on the upstream side that fails the test if a
+//! packet with a VM's private source address left the hypervisor.
+
+mod common;
+
+use std::{
+    io::Write,
+    net::Ipv4Addr,
+    os::unix::net::UnixStream,
+    process::Command,
+    thread,
+    time::{Duration, Instant},
+};
+
+use common::{Lab, eip, pings};
+use eip_common::maps::{Binding, MAP_DNAT, MAP_SNAT};
+use eip_user::testing::{
+    lab::daemon_args,
+    process::{Background, Capture},
+    topology::{OUTSIDE_ADDR, WAN_IF, vm_ip},
+};
+
+/// Packets from the bridge subnet seen by the outside: a VM's private address leaked.
+struct LeakWatch(Capture);
+
+impl LeakWatch {
+    fn start(lab: &Lab) -> LeakWatch {
+        LeakWatch(
+            Capture::start_filter(&lab.topo.outside, WAN_IF, "src net 192.168.6.0/24").expect("capture"),
+        )
+    }
+
+    fn assert_none(self) {
+        let seen = self.0.finish().expect("capture");
+        assert!(
+            seen.trim().is_empty(),
+            "private source addresses reached the outside:\n{seen}"
+        );
+    }
+}
+
+/// A VM that keeps talking to the outside (5 pings a second for at most `secs`), so that a
+/// fault that lets its private address out shows in the capture.
+fn chatter(lab: &Lab, vm: u8, secs: u32) -> Background {
+    let mut c = lab.vm(vm).command("ping");
+    c.args(["-n", "-q", "-i", "0.2", "-w", &secs.to_string()])
+        .arg(OUTSIDE_ADDR.to_string())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null());
+    Background::spawn(c, "ping").expect("ping")
+}
+
+fn reservations(lab: &Lab) -> Vec<String> {
+    let hosts: serde_json::Value = serde_json::from_str(&lab.ok(&["host", "list", "--json"])).unwrap();
+    let mut names: Vec<String> = hosts
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|h| h["name"].as_str().map(str::to_owned))
+        .collect();
+    names.sort();
+    names
+}
+
+fn bound(lab: &Lab) -> Vec<(Ipv4Addr, Option<Ipv4Addr>)> {
+    lab.list().into_iter().map(|r| (r.eip, r.private)).collect()
+}
+
+/// Waits until `f` holds, at most `secs`.
+fn wait_for(secs: u64, what: &str, mut f: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    while !f() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Editors, `cat new > file` and configuration tools rewrite the hosts file in place. What
+/// is read in between is not the file, and nothing read then may release an EIP.
+#[test]
+fn a_hosts_file_rewritten_in_place_releases_nothing() {
+    let lab = Lab::new(6);
+    lab.ok(&["bind", "203.0.113.10", "vm1"]);
+    lab.ok(&["bind", "203.0.113.11", "vm6"]);
+    let all: Vec<String> = (1..=6).map(|i| format!("vm{i}")).collect();
+    let before = bound(&lab);
+    let original = std::fs::read(&lab.hosts).unwrap();
+    let leaks = LeakWatch::start(&lab);
+    let _talk = chatter(&lab, 1, 45);
+    let _talk6 = chatter(&lab, 6, 45);
+
+    // Two writes 1.5 s apart: the first line, then the rest.
+    let lines: Vec<&[u8]> = original.split_inclusive(|b| *b == b'\n').collect();
+    std::fs::write(&lab.hosts, lines[..2].concat()).unwrap();
+    thread::sleep(Duration::from_millis(1500));
+    std::fs::OpenOptions::new()
+        .append(true)
+        .open(&lab.hosts)
+        .unwrap()
+        .write_all(&lines[2..].concat())
+        .unwrap();
+    thread::sleep(Duration::from_secs(7));
+    assert_eq!(reservations(&lab), all, "{}", lab.log());
+    assert_eq!(bound(&lab), before);
+
+    // Forty fast truncate-and-write cycles.
+    for _ in 0..40 {
+        let f = std::fs::File::create(&lab.hosts).unwrap();
+        thread::sleep(Duration::from_millis(15));
+        (&f).write_all(&original).unwrap();
+        drop(f);
+        thread::sleep(Duration::from_millis(25));
+    }
+    thread::sleep(Duration::from_secs(7));
+    assert_eq!(reservations(&lab), all, "{}", lab.log());
+    assert_eq!(bound(&lab), before);
+    assert!(pings(&lab.topo.outside, eip(10), 2));
+
+    // Emptied and left so: most of the reservations at once is held until SIGHUP says so.
+    std::fs::write(&lab.hosts, "").unwrap();
+    thread::sleep(Duration::from_secs(7));
+    assert_eq!(reservations(&lab), all);
+    assert_eq!(bound(&lab), before);
+    assert!(
+        lab.log().contains("send SIGHUP to the daemon to confirm"),
+        "{}",
+        lab.log()
+    );
+    std::fs::write(&lab.hosts, &original).unwrap();
+    thread::sleep(Duration::from_secs(7));
+    assert_eq!(bound(&lab), before);
+
+    // A line that is not UTF-8 is skipped with its number and the rest applies: vm2's line
+    // (line 3) goes bad, a seventh reservation is added after it.
+    let mut text = original.clone();
+    let at = text.windows(3).position(|w| w == b"vm2").unwrap();
+    text[at + 1] = 0xff;
+    text.extend_from_slice(b"52:54:00:00:00:07,vm7,192.168.6.17\n");
+    std::fs::write(&lab.hosts, &text).unwrap();
+    wait_for(10, "vm7's reservation", || {
+        reservations(&lab).contains(&"vm7".to_owned())
+    });
+    wait_for(10, "vm2's reservation to go", || {
+        !reservations(&lab).contains(&"vm2".to_owned())
+    });
+    assert!(lab.log().contains("line=3"), "{}", lab.log());
+    assert!(lab.log().contains("not valid UTF-8"), "{}", lab.log());
+    assert_eq!(bound(&lab), before, "vm2 had no EIP; the others keep theirs");
+    leaks.assert_none();
+}
+
+/// SIGHUP confirms a file that deletes most reservations at once.
+#[test]
+fn sighup_confirms_a_mass_deletion() {
+    let lab = Lab::new(3);
+    lab.ok(&["bind", "203.0.113.10", "vm1"]);
+    let leaks = LeakWatch::start(&lab);
+    std::fs::write(&lab.hosts, "52:54:00:00:00:03,vm3,192.168.6.13\n").unwrap();
+    thread::sleep(Duration::from_secs(7));
+    assert_eq!(reservations(&lab), ["vm1", "vm2", "vm3"]);
+    let pid = lab.daemon.as_ref().unwrap().pid();
+    // SAFETY: kill(2) on the daemon this test started.
+    assert_eq!(unsafe { libc::kill(pid as i32, libc::SIGHUP) }, 0);
+    wait_for(5, "the confirmed deletion", || reservations(&lab) == ["vm3"]);
+    assert!(
+        lab.list().is_empty(),
+        "vm1's EIP is released with its reservation"
+    );
+    assert!(!pings(&lab.topo.outside, eip(10), 1));
+    leaks.assert_none();
+}
+
+/// Runs one more daemon on the lab's instance with `args` (its own log file); returns its
+/// exit status and log, or panics if it is still running after 10 s.
+fn daemon_exits(lab: &Lab, args: &[&std::ffi::OsStr]) -> (std::process::ExitStatus, String) {
+    let dir = lab.inst.dir.join("other");
+    std::fs::create_dir_all(&dir).unwrap();
+    let log = dir.join("log");
+    let mut c = lab.inst.command().unwrap();
+    c.arg("daemon")
+        .args(["--instance", &lab.inst.name])
+        .args(args)
+        .args(daemon_args(&lab.hosts))
+        .stdout(std::fs::File::create(&log).unwrap())
+        .stderr(std::fs::File::create(&log).unwrap());
+    let mut d = Background::spawn(c, "another eip daemon").unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let status = loop {
+        if let Some(s) = d.try_wait().unwrap() {
+            break s;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the daemon kept running: {}",
+            std::fs::read_to_string(&log).unwrap_or_default()
+        );
+        thread::sleep(Duration::from_millis(50));
+    };
+    (status, std::fs::read_to_string(&log).unwrap())
+}
+
+/// A second daemon on the lab's instance with its own state directory and socket.
+fn second_daemon(lab: &Lab) -> (std::process::ExitStatus, String) {
+    let dir = lab.inst.dir.join("second");
+    daemon_exits(
+        lab,
+        &[
+            "--state-dir".as_ref(),
+            dir.join("state").as_os_str(),
+            "--socket".as_ref(),
+            dir.join("sock").as_os_str(),
+        ],
+    )
+}
+
+#[test]
+fn a_second_daemon_on_the_instance_is_refused_and_touches_nothing() {
+    let lab = Lab::new(2);
+    lab.ok(&["bind", "203.0.113.10", "vm1"]);
+    let leaks = LeakWatch::start(&lab);
+    let _talk = chatter(&lab, 1, 10);
+    let maps = |name| lab.inst.pinned().bindings(name).unwrap();
+    let (dnat, snat) = (maps(MAP_DNAT), maps(MAP_SNAT));
+    let (status, log) = second_daemon(&lab);
+    assert_eq!(status.code(), Some(1), "{log}");
+    let pid = lab.daemon.as_ref().unwrap().pid();
+    assert!(
+        log.contains(&format!(
+            "another eip daemon (pid {pid}) runs instance {}",
+            lab.inst.name
+        )),
+        "{log}"
+    );
+    assert_eq!(
+        log.lines().filter(|l| l.contains("ERROR")).count(),
+        1,
+        "one sentence: {log}"
+    );
+    assert_eq!((maps(MAP_DNAT), maps(MAP_SNAT)), (dnat, snat));
+    assert_eq!(bound(&lab), [(eip(10), Some(vm_ip(1)))]);
+    assert_eq!(lab.aliases(), [eip(10)]);
+    assert!(pings(&lab.topo.outside, eip(10), 2));
+    leaks.assert_none();
+}
+
+#[test]
+fn a_state_file_that_is_not_a_store_is_refused_and_the_dataplane_keeps_forwarding() {
+    let mut lab = Lab::new(1);
+    lab.ok(&["bind", "203.0.113.10", "vm1"]);
+    lab.stop();
+    let file = lab.inst.state_dir().join(eip_user::store::Store::FILE);
+    let saved = std::fs::read(&file).unwrap();
+    let leaks = LeakWatch::start(&lab);
+    let _talk = chatter(&lab, 1, 10);
+    for content in [&b""[..], b"# not a database\n"] {
+        std::fs::write(&file, content).unwrap();
+        let state = lab.inst.state_dir();
+        let (status, err) = daemon_exits(&lab, &["--state-dir".as_ref(), state.as_os_str()]);
+        assert_eq!(status.code(), Some(1), "{err}");
+        assert!(err.contains("is not an eip state database"), "{err}");
+        assert_eq!(std::fs::read(&file).unwrap(), content, "the file was touched");
+        let dnat = lab.inst.pinned().bindings(MAP_DNAT).unwrap();
+        assert_eq!(
+            dnat.keys().copied().collect::<Vec<_>>(),
+            [eip(10)],
+            "the binding was wiped"
+        );
+        assert!(
+            pings(&lab.topo.outside, eip(10), 2),
+            "the dataplane stopped forwarding"
+        );
+    }
+    std::fs::write(&file, saved).unwrap();
+    lab.start();
+    assert_eq!(bound(&lab), [(eip(10), Some(vm_ip(1)))]);
+    leaks.assert_none();
+}
+
+/// A binding in the pinned maps that the store does not have (a kill -9 between the
+/// kernel's write and the next reconcile, or a hand-written bpftool entry): the next start
+/// removes it, without failing on an entry an earlier correction already took.
+#[test]
+fn a_restart_over_stale_pinned_bindings_converges() {
+    let mut lab = Lab::new(3);
+    lab.ok(&["bind", "203.0.113.10", "vm1"]);
+    let leaks = LeakWatch::start(&lab);
+    for kill in [false, true] {
+        let d = lab.daemon.take().unwrap();
+        if kill {
+            d.kill9().unwrap();
+        } else {
+            lab.inst.stop(d);
+        }
+        let pins = lab.inst.pinned();
+        let stale = Binding {
+            addr: vm_ip(2).to_bits(),
+            slot: 7,
+        };
+        pins.put_binding(MAP_DNAT, eip(20), stale).unwrap();
+        pins.put_binding(
+            MAP_SNAT,
+            vm_ip(2),
+            Binding {
+                addr: eip(20).to_bits(),
+                slot: 7,
+            },
+        )
+        .unwrap();
+        // A reverse entry of a VM with no forward entry at all.
+        pins.put_binding(
+            MAP_SNAT,
+            vm_ip(3),
+            Binding {
+                addr: eip(21).to_bits(),
+                slot: 8,
+            },
+        )
+        .unwrap();
+        lab.start();
+        let dnat = pins.bindings(MAP_DNAT).unwrap();
+        let snat = pins.bindings(MAP_SNAT).unwrap();
+        assert_eq!(
+            dnat.keys().copied().collect::<Vec<_>>(),
+            [eip(10)],
+            "{}",
+            lab.log()
+        );
+        assert_eq!(
+            snat.keys().copied().collect::<Vec<_>>(),
+            [vm_ip(1)],
+            "{}",
+            lab.log()
+        );
+        assert!(pings(&lab.topo.outside, eip(10), 2));
+    }
+    leaks.assert_none();
+}
+
+/// `eip history | head -1` and friends: a reader that goes away ends the CLI quietly.
+#[test]
+fn a_closed_stdout_is_a_quiet_exit() {
+    let lab = Lab::new(1);
+    for i in 1..=20 {
+        lab.ok(&["alloc", &format!("203.0.113.{i}")]);
+    }
+    for cmd in ["history", "list --json", "history --json"] {
+        let script = format!(
+            "'{}' {cmd} | true; echo \"status ${{PIPESTATUS[0]}}\"",
+            lab.inst.bin.display()
+        );
+        let out = Command::new("bash")
+            .env("EIP_SOCKET", lab.inst.socket())
+            .args(["-c", &script])
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(!stderr.contains("panicked"), "{cmd}: {stderr}");
+        assert!(stderr.trim().is_empty(), "{cmd}: {stderr}");
+        let status = stdout.trim();
+        assert!(
+            status == "status 141" || status == "status 0",
+            "{cmd}: {status} (141: ended by SIGPIPE, as git and ip end)"
+        );
+    }
+}
+
+/// The daemon's open descriptors.
+fn fds(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd")).map_or(0, |d| d.count())
+}
+
+/// Raises this process's soft descriptor limit to `n` (the test holds many connections).
+fn set_nofile(n: u64) {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit with a struct we own.
+    unsafe {
+        assert_eq!(libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim), 0);
+        lim.rlim_cur = n.min(lim.rlim_max);
+        assert_eq!(libc::setrlimit(libc::RLIMIT_NOFILE, &lim), 0);
+    }
+}
+
+/// 1,050 connections that never finish their request do not lock the CLI out, and are
+/// closed within seconds; a daemon that does not answer at all (SIGSTOP) makes the CLI exit
+/// 3 after its timeout instead of hanging.
+#[test]
+fn the_api_cannot_be_starved() {
+    let mut lab = Lab::new(1);
+    // The daemon under the common default limit of 1,024 descriptors, as in the report.
+    lab.stop();
+    set_nofile(1024);
+    lab.start();
+    set_nofile(4096);
+    let pid = lab.daemon.as_ref().unwrap().pid();
+    let idle = fds(pid);
+    let mut held = Vec::new();
+    for i in 0..1050 {
+        let Ok(mut s) = UnixStream::connect(lab.inst.socket()) else {
+            break;
+        };
+        // Half of them start a request and never end it.
+        if i % 2 == 0 {
+            let _ = s.write_all(b"GET /v1/eips HTTP/1.1\r\nhost: eip\r\n");
+        }
+        s.set_nonblocking(true).unwrap();
+        held.push(s);
+    }
+    assert!(held.len() > 1000, "only {} connections opened", held.len());
+    let t = Instant::now();
+    lab.ok(&["list"]);
+    assert!(
+        t.elapsed() < Duration::from_secs(12),
+        "the CLI waited {:?}",
+        t.elapsed()
+    );
+    wait_for(15, "the idle connections to be closed", || fds(pid) < idle + 20);
+    drop(held);
+
+    // SAFETY: kill(2) on the daemon this test started; SIGCONT follows below.
+    assert_eq!(unsafe { libc::kill(pid as i32, libc::SIGSTOP) }, 0);
+    let t = Instant::now();
+    let out = lab
+        .inst
+        .command()
+        .unwrap()
+        .env("EIP_TIMEOUT", "2")
+        .arg("list")
+        .output()
+        .unwrap();
+    let waited = t.elapsed();
+    // SAFETY: as above.
+    unsafe { libc::kill(pid as i32, libc::SIGCONT) };
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(3), "{err}");
+    assert!(err.contains("did not answer within 2 s"), "{err}");
+    assert!(waited < Duration::from_secs(5), "{waited:?}");
+    lab.ok(&["list"]);
+}
+
+/// A small tmpfs over the instance's state directory, unmounted on drop.
+struct Tmpfs(std::path::PathBuf);
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        // Lazily: a daemon still holding the store (a failed test) must not keep it mounted.
+        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
+    }
+}
+
+/// The state's disk fills up: changes are refused with the reason (and logged), and once
+/// there is room again the daemon takes changes without a restart; nothing acknowledged is
+/// lost.
+#[test]
+fn a_full_disk_refuses_changes_and_the_daemon_recovers_on_its_own() {
+    let mut lab = Lab::new(2);
+    lab.ok(&["bind", "203.0.113.10", "vm1"]);
+    lab.stop();
+    let state = lab.inst.state_dir();
+    let file = state.join(eip_user::store::Store::FILE);
+    let saved = std::fs::read(&file).unwrap();
+    std::fs::remove_file(&file).unwrap();
+    assert!(
+        Command::new("mount")
+            .args(["-t", "tmpfs", "-o", "size=4m", "tmpfs"])
+            .arg(&state)
+            .status()
+            .unwrap()
+            .success()
+    );
+    let _fs = Tmpfs(state.clone());
+    std::fs::write(&file, saved).unwrap();
+    lab.start();
+    let leaks = LeakWatch::start(&lab);
+    let _talk = chatter(&lab, 1, 20);
+
+    let filler = state.join("filler");
+    let mut f = std::fs::File::create(&filler).unwrap();
+    while f.write_all(&[0u8; 65536]).is_ok() {}
+    drop(f);
+    let mut refused = None;
+    let mut acked = vec![eip(10)];
+    for i in 20..120u8 {
+        let out = lab.cli(&["alloc", &eip(i).to_string()]);
+        if out.status.success() {
+            acked.push(eip(i));
+        } else {
+            refused = Some(String::from_utf8_lossy(&out.stderr).into_owned());
+            break;
+        }
+    }
+    let refused = refused.expect("the disk never filled");
+    assert!(refused.contains("No space left on device"), "{refused}");
+    assert!(lab.log().contains("not saved; nothing changed"), "{}", lab.log());
+    assert!(
+        pings(&lab.topo.outside, eip(10), 1),
+        "traffic stops with a full disk"
+    );
+
+    std::fs::remove_file(&filler).unwrap();
+    lab.ok(&["bind", "203.0.113.11", "vm2"]);
+    acked.push(eip(11));
+    assert!(pings(&lab.topo.outside, eip(11), 2));
+    lab.stop();
+    lab.start();
+    let have: Vec<Ipv4Addr> = lab.list().into_iter().map(|r| r.eip).collect();
+    for a in &acked {
+        assert!(have.contains(a), "acknowledged {a} lost: {have:?}");
+    }
+    leaks.assert_none();
+    lab.stop();
+}
