@@ -29,7 +29,7 @@ use crate::{
     live::Live,
     metrics,
     netlink::{Netlink, NetlinkError},
-    pins::{BPFFS, PinError, Pins, Started},
+    pins::{PinError, Pins, Started},
     state::State,
     store::{Store, StoreError},
 };
@@ -283,7 +283,7 @@ pub async fn run(args: DaemonArgs, socket: PathBuf) -> Result<(), DaemonError> {
         bindings: args.max_bindings,
         vms: args.max_vms,
     };
-    let (mut dp, started) = pins.start(sizes, &ext.name, &bridge.name)?;
+    let (dp, started) = pins.start(sizes, &ext.name, &bridge.name)?;
     tracing::info!(pins = %pins.root().display(), ?started, "dataplane ready");
     let capacity = dp.capacity()?;
     if capacity != sizes {
@@ -297,14 +297,20 @@ pub async fn run(args: DaemonArgs, socket: PathBuf) -> Result<(), DaemonError> {
     }
     // The dataplane keeps serving what it had when this start is refused.
     check_room(&state, &limits)?;
-    dp.set_config(&Config {
+    let config = Config {
         bridge_mac: bridge.mac,
         flags: if args.no_antispoof { 0 } else { CONFIG_ANTISPOOF }
             | if args.no_fast_path { CONFIG_NO_FAST_PATH } else { 0 },
         private_net: limits.private.network().to_bits(),
         private_mask: limits.private.netmask().to_bits(),
-    })?;
-    let mut live = Live::new(dp, nl.clone(), ext.clone(), bridge.clone());
+    };
+    let mut live = Live::new(
+        dp,
+        nl.clone(),
+        (ext.clone(), bridge.clone()),
+        pins.clone(),
+        config,
+    )?;
     live.refresh_ports().await?;
     let mut engine = Engine::with_state(store, state, live, limits);
     if let Some(path) = &args.lease_script {
@@ -382,6 +388,11 @@ pub async fn run(args: DaemonArgs, socket: PathBuf) -> Result<(), DaemonError> {
     if let Some(addr) = args.metrics {
         metrics::serve(addr, shared.clone()).await?;
     }
+    // Before the socket answers: a SIGTERM from whoever saw it answer must stop the daemon
+    // the orderly way, not kill it.
+    let mut term = signal(SignalKind::terminate()).map_err(io_err(&socket, "install signal handlers"))?;
+    let mut int = signal(SignalKind::interrupt()).map_err(io_err(&socket, "install signal handlers"))?;
+    let mut hup = signal(SignalKind::hangup()).map_err(io_err(&socket, "install signal handlers"))?;
     let app = api::router(shared.clone());
     let max = crate::serve::connection_limit();
     let server = tokio::spawn(crate::serve::serve(listener, app, max, stop_rx.clone()));
@@ -393,9 +404,6 @@ pub async fn run(args: DaemonArgs, socket: PathBuf) -> Result<(), DaemonError> {
         tracing::info!("DHCP server off (--no-dhcp)");
     }
 
-    let mut term = signal(SignalKind::terminate()).map_err(io_err(&socket, "install signal handlers"))?;
-    let mut int = signal(SignalKind::interrupt()).map_err(io_err(&socket, "install signal handlers"))?;
-    let mut hup = signal(SignalKind::hangup()).map_err(io_err(&socket, "install signal handlers"))?;
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     let mut ticks: u64 = 0;
     let teardown = loop {
@@ -423,11 +431,17 @@ pub async fn run(args: DaemonArgs, socket: PathBuf) -> Result<(), DaemonError> {
                 }
                 let mut en = shared.engine.lock().await;
                 expire(&mut en).await;
-                if en.dirty {
+                match en.kernel.upkeep().await {
+                    Ok(true) => en.dirty = true,
+                    Ok(false) => {}
+                    Err(e) => tracing::error!(error = %api::error_chain(&e), "dataplane upkeep"),
+                }
+                if en.dirty && en.kernel.ext_present() {
                     en.reconcile_if_dirty().await;
                     give_back_free_memory();
                 }
                 if ticks.is_multiple_of(2)
+                    && en.kernel.bridge_present()
                     && let Err(e) = en.kernel.refresh_ports().await
                 {
                     tracing::warn!(error = %api::error_chain(&e), "bridge port refresh");
@@ -479,7 +493,7 @@ async fn expire(engine: &mut Engine<Live>) {
 
 /// The only pinned instance, for `eip teardown` without a daemon or --instance.
 pub fn only_instance() -> Result<String, String> {
-    let dir = Path::new(BPFFS).join("eip");
+    let dir = crate::bpffs::root().join("eip");
     let names: Vec<String> = std::fs::read_dir(&dir)
         .map(|d| {
             d.filter_map(Result::ok)

@@ -120,6 +120,8 @@ pub enum KernelError {
     Update(#[from] crate::dataplane::UpdateError),
     #[error(transparent)]
     Netlink(#[from] crate::netlink::NetlinkError),
+    #[error(transparent)]
+    Pins(#[from] crate::pins::PinError),
     #[error("gratuitous ARP for {eip} on {iface}")]
     Announce {
         eip: Ipv4Addr,

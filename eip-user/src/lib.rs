@@ -7,6 +7,7 @@
 //! bridge), [`api`] and [`client`] (the socket), [`cli`] and [`daemon`].
 
 pub mod api;
+pub mod bpffs;
 pub mod cli;
 pub mod client;
 pub mod daemon;

@@ -3,7 +3,7 @@
 
 use std::{collections::HashMap, net::Ipv4Addr};
 
-use eip_common::maps::{Counter, EipStats, MAP_DNAT, MAP_SNAT, Vm};
+use eip_common::maps::{Config, Counter, EipStats, MAP_DNAT, MAP_SNAT, Vm};
 
 use crate::{
     dataplane::Dataplane,
@@ -12,6 +12,7 @@ use crate::{
     kernel::{Kernel, KernelError, KernelView, apply_binding},
     lifecycle::Effect,
     netlink::{Link, Netlink},
+    pins::{Held, Pins},
     state::Mac,
 };
 
@@ -20,6 +21,13 @@ pub struct Live {
     nl: Netlink,
     ext: Link,
     bridge: Link,
+    /// The pins, and our own descriptors of what they hold (see [`Live::upkeep`]).
+    pins: Pins,
+    held: Held,
+    /// What the dataplane's configuration map holds.
+    config: Config,
+    /// The interfaces found missing at the last upkeep, so that is logged once.
+    missing: Vec<String>,
     /// MAC -> bridge port, from the last FDB dump.
     fdb: HashMap<[u8; 6], u32>,
     /// The VM entries as last written or read, so a port refresh compares against memory
@@ -30,16 +38,96 @@ pub struct Live {
 }
 
 impl Live {
-    pub fn new(dp: Dataplane, nl: Netlink, ext: Link, bridge: Link) -> Self {
-        Live {
+    pub fn new(
+        mut dp: Dataplane,
+        nl: Netlink,
+        (ext, bridge): (Link, Link),
+        pins: Pins,
+        config: Config,
+    ) -> Result<Self, KernelError> {
+        dp.set_config(&config)?;
+        let held = pins.hold()?;
+        Ok(Live {
             dp,
             nl,
             ext,
             bridge,
+            pins,
+            held,
+            config,
+            missing: Vec::new(),
             fdb: HashMap::new(),
             guests: None,
             garp: None,
+        })
+    }
+
+    /// Once a second: puts back pins removed under the daemon, and follows the external
+    /// interface and the bridge when they are deleted and created again (a driver reload, a
+    /// bond or bridge re-created): the program is attached to the new interface and the
+    /// aliases go back on it. Returns whether the kernel must be reconciled (aliases).
+    pub async fn upkeep(&mut self) -> Result<bool, KernelError> {
+        let back = self.pins.repair(&self.held)?;
+        if !back.is_empty() {
+            tracing::warn!(
+                pins = %self.pins.root().display(),
+                count = back.len(),
+                "pins were removed under the daemon; pinned again (the programs stayed attached)"
+            );
         }
+        let mut reconcile = false;
+        for xdp in [true, false] {
+            let now = match self.nl.link_opt(&self.link(xdp).name).await? {
+                Some(now) => now,
+                None => {
+                    let name = self.link(xdp).name.clone();
+                    if !self.missing.contains(&name) {
+                        tracing::error!(iface = %name, "the interface is gone; its traffic stops until it is back");
+                        self.missing.push(name);
+                    }
+                    continue;
+                }
+            };
+            self.missing.retain(|n| *n != now.name);
+            let was = self.link(xdp);
+            if now.index == was.index && now.mac == was.mac {
+                continue;
+            }
+            if now.index != was.index {
+                let (from, kind) = (was.index, if xdp { "XDP" } else { "TC" });
+                self.pins.reattach(&mut self.dp, xdp, &now.name)?;
+                self.held = self.pins.hold()?;
+                tracing::warn!(iface = %now.name, from, to = now.index, "the interface was re-created: {kind} attached again");
+            } else {
+                tracing::info!(iface = %now.name, mac = %Mac(now.mac), "the interface's MAC changed");
+            }
+            if xdp {
+                self.ext = now;
+                // The aliases and announcements go to the new interface.
+                reconcile = true;
+            } else {
+                self.config.bridge_mac = now.mac;
+                self.dp.set_config(&self.config)?;
+                self.bridge = now;
+                self.fdb.clear();
+                self.refresh_ports().await?;
+            }
+        }
+        Ok(reconcile)
+    }
+
+    fn link(&self, ext: bool) -> &Link {
+        if ext { &self.ext } else { &self.bridge }
+    }
+
+    /// Whether the bridge is there (a port refresh without it only fails).
+    pub fn bridge_present(&self) -> bool {
+        !self.missing.contains(&self.bridge.name)
+    }
+
+    /// Whether the external interface is there (a reconcile without it only fails).
+    pub fn ext_present(&self) -> bool {
+        !self.missing.contains(&self.ext.name)
     }
 
     /// Re-reads the bridge's forwarding database and points every VM entry at the port its

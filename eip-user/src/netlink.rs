@@ -68,6 +68,15 @@ impl Netlink {
         Ok(Netlink { handle })
     }
 
+    /// The interface `name`, or `None` when there is none.
+    pub async fn link_opt(&self, name: &str) -> Result<Option<Link>, NetlinkError> {
+        match self.link(name).await {
+            Ok(l) => Ok(Some(l)),
+            Err(NetlinkError::NoInterface(_)) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
     pub async fn link(&self, name: &str) -> Result<Link, NetlinkError> {
         let mut links = self.handle.link().get().match_name(name.to_owned()).execute();
         let msg = match links.try_next().await {

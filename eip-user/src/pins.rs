@@ -32,9 +32,7 @@ use eip_common::maps::{ALL_MAPS, Binding, MAP_DNAT, PROG_EGRESS, PROG_INGRESS};
 
 use crate::dataplane::{Dataplane, DataplaneError, Sizes, XdpAttachMode};
 
-/// Where bpffs is mounted.
-pub const BPFFS: &str = "/sys/fs/bpf";
-const BPF_FS_MAGIC: i64 = 0xcafe_4a11;
+pub use crate::bpffs::BPFFS;
 
 #[derive(Debug, thiserror::Error)]
 pub enum PinError {
@@ -45,8 +43,8 @@ pub enum PinError {
         #[source]
         source: io::Error,
     },
-    #[error("cannot mount bpffs on {BPFFS}")]
-    Mount(#[source] io::Error),
+    #[error(transparent)]
+    Bpffs(#[from] crate::bpffs::BpffsError),
     #[error(transparent)]
     Dataplane(#[from] DataplaneError),
     #[error("{path}: {what}")]
@@ -117,6 +115,11 @@ enum Link {
     Replaced,
 }
 
+/// The daemon's own descriptor of every object it pinned. While it holds them, removing a
+/// pin detaches nothing (a link lives while anyone holds it), and [`Pins::repair`] can put
+/// the pin back.
+pub struct Held(Vec<(PathBuf, std::os::fd::OwnedFd)>);
+
 /// One instance's pin directory.
 #[derive(Debug, Clone)]
 pub struct Pins {
@@ -135,7 +138,7 @@ impl Pins {
             return Err(PinError::BadInstance(instance.to_owned()));
         }
         Ok(Pins {
-            root: Path::new(BPFFS).join("eip").join(instance),
+            root: crate::bpffs::root().join("eip").join(instance),
         })
     }
 
@@ -159,13 +162,69 @@ impl Pins {
         self.root.exists()
     }
 
+    /// Every path the instance pins.
+    fn paths(&self) -> Vec<PathBuf> {
+        let mut out: Vec<PathBuf> = ALL_MAPS.iter().map(|m| self.maps().join(m)).collect();
+        for hook in [XDP, TC] {
+            out.push(self.prog(hook.prog));
+            out.push(self.link(hook.link));
+        }
+        out
+    }
+
+    /// Opens a descriptor of every pinned object (after [`Pins::start`] or a re-attach).
+    pub fn hold(&self) -> Result<Held, PinError> {
+        self.paths()
+            .into_iter()
+            .map(|p| {
+                let fd = crate::bpffs::obj_get(&p).map_err(io_err(&p, "open the pinned object"))?;
+                Ok((p, fd))
+            })
+            .collect::<Result<_, _>>()
+            .map(Held)
+    }
+
+    /// Pins again, from the descriptors in `held`, whatever pin is gone (removed by hand, or
+    /// the whole directory with `rm -rf`). Returns the paths put back.
+    pub fn repair(&self, held: &Held) -> Result<Vec<PathBuf>, PinError> {
+        use std::os::fd::AsFd;
+        let mut back = Vec::new();
+        for (path, fd) in &held.0 {
+            if path.exists() {
+                continue;
+            }
+            if let Some(dir) = path.parent() {
+                std::fs::create_dir_all(dir).map_err(io_err(dir, "create the pin directory"))?;
+            }
+            crate::bpffs::pin_fd(fd.as_fd(), path).map_err(io_err(path, "pin again"))?;
+            back.push(path.clone());
+        }
+        Ok(back)
+    }
+
+    /// Attaches `hook` anew to `iface` (re-created under another index), replacing the pinned
+    /// link, whose interface is gone.
+    pub fn reattach(&self, dp: &mut Dataplane, xdp: bool, iface: &str) -> Result<(), PinError> {
+        let hook = if xdp { XDP } else { TC };
+        remove_if_present(&self.link(hook.link))?;
+        if xdp {
+            self.start_xdp(dp, iface)?;
+        } else {
+            self.start_tc(dp, iface)?;
+        }
+        Ok(())
+    }
+
     /// Loads the embedded programs over the pinned maps and makes them the ones attached.
     pub fn start(&self, sizes: Sizes, ext: &str, bridge: &str) -> Result<(Dataplane, Started), PinError> {
-        ensure_bpffs()?;
+        crate::bpffs::ensure()?;
         for dir in [self.maps(), self.root.join("progs"), self.root.join("links")] {
             std::fs::create_dir_all(&dir).map_err(io_err(&dir, "create the pin directory"))?;
         }
         let mut dp = Dataplane::load_with(sizes, Some(&self.maps()))?;
+        for (hook, iface) in [(XDP, ext), (TC, bridge)] {
+            self.drop_defunct_link(hook, iface)?;
+        }
         let xdp = self.start_xdp(&mut dp, ext)?;
         let tc = self.start_tc(&mut dp, bridge)?;
         let started = match (xdp, tc) {
@@ -176,6 +235,34 @@ impl Pins {
             _ => Started::Upgraded,
         };
         Ok((dp, started))
+    }
+
+    /// Unpins the hook's link when it is not attached to `iface` as it is now: its interface
+    /// was deleted (the link is defunct) or re-created under another index. Adopting it would
+    /// leave the interface without the program.
+    fn drop_defunct_link(&self, hook: Hook, iface: &str) -> Result<(), PinError> {
+        let path = self.link(hook.link);
+        let Ok(fd) = crate::bpffs::obj_get(&path) else {
+            return Ok(());
+        };
+        let attached = crate::bpffs::link_ifindex(std::os::fd::AsFd::as_fd(&fd))
+            .map_err(io_err(&path, "read the pinned link"))?;
+        let c = std::ffi::CString::new(iface)
+            .map_err(|e| io_err(&path, "interface name")(io::Error::other(e)))?;
+        // SAFETY: if_nametoindex with a NUL-terminated name.
+        let want = unsafe { libc::if_nametoindex(c.as_ptr()) };
+        if attached != want {
+            tracing::warn!(
+                link = %path.display(),
+                attached,
+                iface,
+                ifindex = want,
+                "the pinned {} link is not attached to {iface} (the interface was deleted or re-created): attaching anew",
+                hook.kind
+            );
+            remove_if_present(&path)?;
+        }
+        Ok(())
     }
 
     /// Whether the program under a pinned link is the pinned program and has `tag` (the
@@ -373,30 +460,4 @@ fn remove_if_present(path: &Path) -> Result<(), PinError> {
         Err(e) if e.kind() != io::ErrorKind::NotFound => Err(io_err(path, "unpin")(e)),
         _ => Ok(()),
     }
-}
-
-/// Mounts bpffs on /sys/fs/bpf unless it is there.
-pub fn ensure_bpffs() -> Result<(), PinError> {
-    let path = std::ffi::CString::new(BPFFS).map_err(|e| PinError::Mount(io::Error::other(e)))?;
-    // SAFETY: statfs into a zeroed struct we own, with a NUL-terminated path.
-    let mut st: libc::statfs = unsafe { std::mem::zeroed() };
-    if unsafe { libc::statfs(path.as_ptr(), &mut st) } == 0 && st.f_type as i64 == BPF_FS_MAGIC {
-        return Ok(());
-    }
-    let fstype = c"bpf";
-    // SAFETY: mount(2) with NUL-terminated strings and no data.
-    let r = unsafe {
-        libc::mount(
-            fstype.as_ptr(),
-            path.as_ptr(),
-            fstype.as_ptr(),
-            0,
-            std::ptr::null(),
-        )
-    };
-    if r != 0 {
-        return Err(PinError::Mount(io::Error::last_os_error()));
-    }
-    tracing::info!("mounted bpffs on {BPFFS}");
-    Ok(())
 }

@@ -77,15 +77,7 @@ impl Topology {
     pub fn build(naming: Naming, vms: &[([u8; 6], Option<Ipv4Addr>)]) -> io::Result<Self> {
         let outside = naming.create("out", "eipo")?;
         let hv = naming.create("hv", "eiph")?;
-        hv.veth(EXT_IF, WAN_IF, &outside)?;
-        hv.ip(&["addr", "add", &format!("{EXT_ADDR}/24"), "dev", EXT_IF])?;
-        hv.ip(&["link", "set", EXT_IF, "up"])?;
-        outside.ip(&["addr", "add", &format!("{OUTSIDE_ADDR}/24"), "dev", WAN_IF])?;
-        outside.ip(&["link", "set", WAN_IF, "up"])?;
-        outside.ip(&["route", "add", POOL, "via", &EXT_ADDR.to_string()])?;
-        // A wire delivers complete checksums; a veth would hand over partial ones (checksum
-        // offload). With tx offload off, the outside behaves like a host on a real wire.
-        outside.exec("ethtool", &["-K", WAN_IF, "tx", "off"])?;
+        wire(&hv, &outside)?;
 
         hv.ip(&["link", "add", BRIDGE_IF, "type", "bridge"])?;
         hv.ip(&[
@@ -128,6 +120,17 @@ impl Topology {
         })
     }
 
+    /// Deletes the external interface, and with it the outside's end, as a driver reload or
+    /// a rebuilt lab does.
+    pub fn del_ext(&self) -> io::Result<()> {
+        self.hv.ip(&["link", "del", EXT_IF]).map(drop)
+    }
+
+    /// Creates the external interface and the outside's end again, as [`Topology::new`] did.
+    pub fn add_ext(&self) -> io::Result<()> {
+        wire(&self.hv, &self.outside)
+    }
+
     /// Every namespace's name, the outside's first.
     pub fn names(&self) -> Vec<String> {
         [&self.outside, &self.hv]
@@ -158,4 +161,19 @@ impl Topology {
     pub fn bridge_mac(&self) -> io::Result<[u8; 6]> {
         self.hv.mac(BRIDGE_IF)
     }
+}
+
+/// The link between the hypervisor's external interface and the outside, with their
+/// addresses and the outside's route to the pool.
+fn wire(hv: &NetNs, outside: &NetNs) -> io::Result<()> {
+    hv.veth(EXT_IF, WAN_IF, outside)?;
+    hv.ip(&["addr", "add", &format!("{EXT_ADDR}/24"), "dev", EXT_IF])?;
+    hv.ip(&["link", "set", EXT_IF, "up"])?;
+    outside.ip(&["addr", "add", &format!("{OUTSIDE_ADDR}/24"), "dev", WAN_IF])?;
+    outside.ip(&["link", "set", WAN_IF, "up"])?;
+    outside.ip(&["route", "add", POOL, "via", &EXT_ADDR.to_string()])?;
+    // A wire delivers complete checksums; a veth would hand over partial ones (checksum
+    // offload). With tx offload off, the outside behaves like a host on a real wire.
+    outside.exec("ethtool", &["-K", WAN_IF, "tx", "off"])?;
+    Ok(())
 }
