@@ -285,6 +285,9 @@ impl Bed {
         }
         threaded_napi(hv, EXT_IF)?;
         threaded_napi(hv, &topo.vms[0].port)?;
+        // The receiver is a tester's port, not a user's VM: GRO on gives its veth end the NAPI
+        // that redirected frames need (the daemon runs with --fast-path-veth to match).
+        vm.exec("ethtool", &["-K", VM_IF, "gro", "on"])?;
         Ok(Bed { daemon: None, topo })
     }
 
@@ -361,9 +364,11 @@ impl Bed {
             "198.18.0.0/15",
             "--no-dhcp",
         ];
-        if !fast {
-            args.push("--no-fast-path");
-        }
+        args.push(if fast {
+            "--fast-path-veth"
+        } else {
+            "--no-fast-path"
+        });
         let daemon = Daemon::start(inst, &hosts, &args, "warn", Duration::from_secs(60))?;
         if fresh {
             for i in 0..n.saturating_sub(1) {

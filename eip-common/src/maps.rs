@@ -91,6 +91,13 @@ impl MacKey {
 pub const VM_QUARANTINED: u16 = 1 << 0;
 /// [`Vm::flags`] and [`Lease::flags`]: do not check this VM's source addresses.
 pub const VM_NO_ANTISPOOF: u16 = 1 << 1;
+/// [`Vm::flags`], set by the daemon from the port (not by the state): the VM's bridge port
+/// cannot be trusted to take redirected frames. A veth drops them unless its other end, the
+/// VM's, has NAPI (GRO on, or an XDP program), which the host cannot see or set. Ingress
+/// hands this VM's translated packets to the kernel's forwarding instead.
+pub const VM_PORT_KERNEL: u16 = 1 << 8;
+/// The [`Vm::flags`] the daemon derives from the port.
+pub const VM_PORT_FLAGS: u16 = VM_PORT_KERNEL;
 
 /// Per-binding counters, per CPU. Bytes are IPv4 datagram bytes (the total length field),
 /// without the link-layer header.
@@ -127,10 +134,13 @@ pub enum Counter {
     EgressFallback = 7,
     /// VM to another VM's EIP, translated both ways and sent back to the bridge.
     Hairpin = 8,
+    /// Ingress translated and passed to the kernel, because the VM's port cannot take
+    /// redirected frames ([`VM_PORT_KERNEL`]).
+    IngressKernelPort = 9,
 }
 
 impl Counter {
-    pub const ALL: [Counter; 9] = [
+    pub const ALL: [Counter; 10] = [
         Counter::DropMalformed,
         Counter::DropSpoofed,
         Counter::DropQuarantined,
@@ -140,6 +150,7 @@ impl Counter {
         Counter::EgressFastPath,
         Counter::EgressFallback,
         Counter::Hairpin,
+        Counter::IngressKernelPort,
     ];
 
     /// The name operators see in `eip stats` and the metrics.
@@ -154,6 +165,7 @@ impl Counter {
             Counter::EgressFastPath => "egress_fast_path",
             Counter::EgressFallback => "egress_fallback",
             Counter::Hairpin => "hairpin",
+            Counter::IngressKernelPort => "ingress_kernel_port",
         }
     }
 }

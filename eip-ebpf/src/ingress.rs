@@ -5,7 +5,7 @@
 use aya_ebpf::{bindings::xdp_action, macros::xdp, programs::XdpContext};
 use eip_common::{
     Packet,
-    maps::{CONFIG_NO_FAST_PATH, Counter, VM_QUARANTINED},
+    maps::{CONFIG_NO_FAST_PATH, Counter, VM_PORT_KERNEL, VM_QUARANTINED},
     parse::{ETH_P_IP, IP_DST, parse_eth, parse_ipv4},
     rewrite::{Field, apply, decrement_ttl, plan},
 };
@@ -58,6 +58,12 @@ fn try_ingress(ctx: &XdpContext) -> Result<u32, Counter> {
     let port = vm.port_ifindex;
     if cfg.flags & CONFIG_NO_FAST_PATH != 0 || port == 0 {
         count(Counter::IngressFallback);
+        return Ok(xdp_action::XDP_PASS);
+    }
+    // A port that would drop redirected frames (a veth whose VM end has no NAPI): the
+    // kernel's bridge delivers them as skbs.
+    if vm.flags & VM_PORT_KERNEL != 0 {
+        count(Counter::IngressKernelPort);
         return Ok(xdp_action::XDP_PASS);
     }
     // An expiring TTL goes to the kernel, which answers it with time-exceeded.

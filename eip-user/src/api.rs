@@ -111,6 +111,10 @@ pub struct EipRow {
     pub in_bytes: u64,
     pub out_packets: u64,
     pub out_bytes: u64,
+    /// How inbound traffic reaches the VM: "fast" (XDP redirect to its port) or "kernel
+    /// (why)"; none while unbound.
+    #[serde(default)]
+    pub path: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
@@ -126,6 +130,10 @@ pub struct Stats {
     pub eips: Vec<EipRow>,
     /// Dataplane counters by name (drops by reason among them).
     pub counters: Vec<(String, u64)>,
+    /// Packets the leak guard dropped: they would have left the external interface with a
+    /// VM's private source (`None`: no guard, nftables missing).
+    #[serde(default)]
+    pub guard_dropped: Option<u64>,
     /// The DHCP server's counters, when it runs.
     pub dhcp: Option<crate::dhcp::Counts>,
 }
@@ -296,6 +304,7 @@ fn rows<K: Kernel>(engine: &Engine<K>) -> Vec<EipRow> {
                 in_bytes: st.in_bytes,
                 out_packets: st.out_packets,
                 out_bytes: st.out_bytes,
+                path: host.and_then(|h| engine.kernel.path_of(h.ip)).map(str::to_owned),
             }
         })
         .collect()
@@ -429,6 +438,7 @@ async fn stats<K: Kernel + Sync>(AxState(sh): Sh<K>) -> Result<Json<Stats>, Fail
             .map(|(c, v)| (c.name().to_owned(), v))
             .collect(),
         dhcp: sh.dhcp.as_ref().map(|d| d.counts()),
+        guard_dropped: en.kernel.guard_dropped(),
     }))
 }
 

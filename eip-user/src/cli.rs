@@ -165,6 +165,11 @@ pub struct DaemonArgs {
     /// hand them to the kernel (so the host's firewall and routing see them), at a cost.
     #[arg(long)]
     pub no_fast_path: bool,
+    /// Redirect to VMs on veth bridge ports too. Only when each VM's end of its veth has GRO
+    /// on or an XDP program: otherwise the kernel drops what is redirected to it. Without
+    /// this, the kernel delivers to veth ports (taps take the redirect as they are).
+    #[arg(long)]
+    pub fast_path_veth: bool,
     /// Binding capacity of the dataplane maps (fixed when the maps are first created).
     #[arg(long, default_value_t = eip_common::maps::DEFAULT_MAX_BINDINGS)]
     pub max_bindings: u32,
@@ -233,7 +238,7 @@ fn opt<T: ToString>(v: &Option<T>) -> String {
 
 fn print_rows(rows: &[EipRow]) {
     println!(
-        "{:<15} {:<9} {:<15} {:<17} {:<16} {:>10} {:>12} {:>10} {:>12}",
+        "{:<15} {:<9} {:<15} {:<17} {:<16} {:>10} {:>12} {:>10} {:>12}  PATH",
         "EIP", "STATE", "PRIVATE", "MAC", "NAME", "IN_PKTS", "IN_BYTES", "OUT_PKTS", "OUT_BYTES"
     );
     for r in rows {
@@ -242,7 +247,7 @@ fn print_rows(rows: &[EipRow]) {
             EipState::Bound => "bound",
         };
         println!(
-            "{:<15} {:<9} {:<15} {:<17} {:<16} {:>10} {:>12} {:>10} {:>12}",
+            "{:<15} {:<9} {:<15} {:<17} {:<16} {:>10} {:>12} {:>10} {:>12}  {}",
             r.eip,
             state,
             opt(&r.private),
@@ -251,7 +256,8 @@ fn print_rows(rows: &[EipRow]) {
             r.in_packets,
             r.in_bytes,
             r.out_packets,
-            r.out_bytes
+            r.out_bytes,
+            opt(&r.path)
         );
     }
 }
@@ -366,6 +372,10 @@ pub async fn run(socket: PathBuf, command: Command) -> Result<(), CliError> {
                 println!("{:<24} {:>12}", "COUNTER", "PACKETS");
                 for (name, v) in &s.counters {
                     println!("{name:<24} {v:>12}");
+                }
+                match s.guard_dropped {
+                    Some(v) => println!("{:<24} {v:>12}", "guard_dropped"),
+                    None => println!("{:<24} {:>12}", "guard_dropped", "no guard"),
                 }
                 if let Some(d) = &s.dhcp {
                     println!();

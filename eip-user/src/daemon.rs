@@ -279,6 +279,25 @@ pub async fn run(args: DaemonArgs, socket: PathBuf) -> Result<(), DaemonError> {
         // reservation. Pinned maps keep their size; they are checked once loaded.
         check_room(&state, &limits)?;
     }
+    if nl.is_veth(ext.index).await? == Some(true) {
+        tracing::warn!(
+            iface = %ext.name,
+            "the external interface is a veth: a sender beyond it with checksum offload on (a veth's default) hands over partial TCP and UDP checksums that XDP cannot complete, and the VMs drop those packets; turn it off on that sender (ethtool -K IF tx off) or use a NIC"
+        );
+    }
+    // Before any program is attached: from now on nothing untranslated leaves with a private
+    // source, whatever window the programs leave.
+    match crate::guard::install(&instance, &ext.name, limits.private) {
+        Ok(()) => tracing::info!(
+            table = %crate::guard::table(&instance),
+            "leak guard: nothing from {} leaves {} untranslated",
+            limits.private,
+            ext.name
+        ),
+        Err(e) => {
+            tracing::warn!(error = %api::error_chain(&e), "no leak guard: a VM's untranslated packets can leave with its private address")
+        }
+    }
     let sizes = Sizes {
         bindings: args.max_bindings,
         vms: args.max_vms,
@@ -311,6 +330,7 @@ pub async fn run(args: DaemonArgs, socket: PathBuf) -> Result<(), DaemonError> {
         pins.clone(),
         config,
     )?;
+    live.fast_path_veth = args.fast_path_veth;
     live.refresh_ports().await?;
     let mut engine = Engine::with_state(store, state, live, limits);
     if let Some(path) = &args.lease_script {
@@ -471,6 +491,9 @@ pub async fn run(args: DaemonArgs, socket: PathBuf) -> Result<(), DaemonError> {
         // The engine (and the dataplane's fds) must be gone before unpinning frees the links.
         drop(shared);
         pins.remove()?;
+        if let Err(e) = crate::guard::remove(&instance) {
+            tracing::warn!(error = %api::error_chain(&e), "remove the leak guard");
+        }
         tracing::info!(pins = %pins.root().display(), "dataplane removed");
     } else {
         tracing::info!("the dataplane keeps forwarding (pinned)");
@@ -519,6 +542,7 @@ pub fn only_instance() -> Result<String, String> {
 pub async fn teardown_offline(instance: &str) -> Result<String, Box<dyn std::error::Error + Send + Sync>> {
     let pins = Pins::new(instance)?;
     if !pins.exists() {
+        let _ = crate::guard::remove(instance);
         return Err(format!(
             "instance {instance} has nothing pinned under {}",
             pins.root().display()
@@ -529,6 +553,8 @@ pub async fn teardown_offline(instance: &str) -> Result<String, Box<dyn std::err
     let nl = Netlink::new()?;
     let removed = nl.del_aliases_anywhere(&bound).await?;
     pins.remove()?;
+    // The guard goes last: until the programs are gone it keeps untranslated packets in.
+    let _ = crate::guard::remove(instance);
     Ok(format!(
         "removed instance {instance}: {removed} aliases, pins under {}",
         pins.root().display()

@@ -143,6 +143,15 @@ pub trait Kernel: Send + 'static {
     fn view(&mut self) -> impl Future<Output = Result<KernelView, KernelError>> + Send;
     fn eip_stats(&self, slot: u32) -> Result<EipStats, KernelError>;
     fn counters(&self) -> Result<Vec<(Counter, u64)>, KernelError>;
+    /// How inbound traffic reaches the VM at `private` ("fast", or "kernel (why)"), when the
+    /// kernel knows the VM.
+    fn path_of(&self, _private: Ipv4Addr) -> Option<&'static str> {
+        None
+    }
+    /// Packets the leak guard dropped (see [`crate::guard`]), when there is one.
+    fn guard_dropped(&self) -> Option<u64> {
+        None
+    }
 }
 
 /// Applies binding effects to any [`BindingMaps`] in the dataplane's write order.

@@ -16,6 +16,7 @@ pub mod dhcp;
 pub mod engine;
 pub mod ether;
 pub mod garp;
+pub mod guard;
 pub mod hosts_follow;
 pub mod hostsfile;
 pub mod kernel;

@@ -3,7 +3,9 @@
 
 use std::{collections::HashMap, net::Ipv4Addr};
 
-use eip_common::maps::{Config, Counter, EipStats, MAP_DNAT, MAP_SNAT, Vm};
+use eip_common::maps::{
+    CONFIG_NO_FAST_PATH, Config, Counter, EipStats, MAP_DNAT, MAP_SNAT, VM_PORT_FLAGS, VM_PORT_KERNEL, Vm,
+};
 
 use crate::{
     dataplane::Dataplane,
@@ -28,6 +30,12 @@ pub struct Live {
     config: Config,
     /// The interfaces found missing at the last upkeep, so that is logged once.
     missing: Vec<String>,
+    /// Bridge ports by ifindex: whether the kernel must deliver to them (a veth) rather than
+    /// the XDP redirect. Ifindexes are not reused while the daemon runs... unless a port is
+    /// re-created, which gets a new one.
+    port_kinds: HashMap<u32, bool>,
+    /// `--fast-path-veth`: the operator says the VM ends of veth ports take redirected frames.
+    pub fast_path_veth: bool,
     /// MAC -> bridge port, from the last FDB dump.
     fdb: HashMap<[u8; 6], u32>,
     /// The VM entries as last written or read, so a port refresh compares against memory
@@ -56,6 +64,8 @@ impl Live {
             held,
             config,
             missing: Vec::new(),
+            port_kinds: HashMap::new(),
+            fast_path_veth: false,
             fdb: HashMap::new(),
             guests: None,
             garp: None,
@@ -130,8 +140,25 @@ impl Live {
         !self.missing.contains(&self.ext.name)
     }
 
+    /// The port flags ([`VM_PORT_FLAGS`]) for a VM behind `port`.
+    async fn port_flags(&mut self, port: u32) -> Result<u16, KernelError> {
+        if port == 0 || self.fast_path_veth {
+            return Ok(0);
+        }
+        let veth = match self.port_kinds.get(&port) {
+            Some(v) => *v,
+            None => {
+                let v = self.nl.is_veth(port).await?.unwrap_or(false);
+                self.port_kinds.insert(port, v);
+                v
+            }
+        };
+        Ok(if veth { VM_PORT_KERNEL } else { 0 })
+    }
+
     /// Re-reads the bridge's forwarding database and points every VM entry at the port its
-    /// MAC is on now (0, the kernel path, while unknown). Returns the entries changed.
+    /// MAC is on now (0, the kernel path, while unknown), with the port's flags. Returns the
+    /// entries changed.
     pub async fn refresh_ports(&mut self) -> Result<usize, KernelError> {
         self.fdb = self.nl.fdb(self.bridge.index).await?;
         let mut guests = match self.guests.take() {
@@ -142,7 +169,15 @@ impl Live {
         let mut result = Ok(());
         for (&ip, vm) in guests.iter_mut() {
             let port = self.fdb.get(&vm.mac).copied().unwrap_or(0);
-            if port != vm.port_ifindex {
+            let port_flags = match self.port_flags(port).await {
+                Ok(f) => f,
+                Err(e) => {
+                    result = Err(e);
+                    break;
+                }
+            };
+            let flags = vm.flags & !VM_PORT_FLAGS | port_flags;
+            if port != vm.port_ifindex || flags != vm.flags {
                 tracing::info!(
                     vm = %ip,
                     mac = %Mac(vm.mac),
@@ -150,17 +185,33 @@ impl Live {
                     to = port,
                     "VM's bridge port changed"
                 );
-                if let Err(e) = self.dp.set_guest(ip, vm.mac, port, vm.flags) {
-                    result = Err(e);
+                say_kernel_port(ip, port, vm.flags, flags);
+                if let Err(e) = self.dp.set_guest(ip, vm.mac, port, flags) {
+                    result = Err(e.into());
                     break;
                 }
                 vm.port_ifindex = port;
+                vm.flags = flags;
                 changed += 1;
             }
         }
         self.guests = Some(guests);
         result?;
         Ok(changed)
+    }
+
+    /// How inbound traffic reaches the VM at `private`, as the dataplane has it now.
+    fn path(&self, private: Ipv4Addr) -> Option<&'static str> {
+        let vm = self.guests.as_ref()?.get(&private)?;
+        Some(if self.config.flags & CONFIG_NO_FAST_PATH != 0 {
+            "kernel (--no-fast-path)"
+        } else if vm.port_ifindex == 0 {
+            "kernel (port not learned yet)"
+        } else if vm.flags & VM_PORT_KERNEL != 0 {
+            "kernel (veth port)"
+        } else {
+            "fast"
+        })
     }
 
     /// Makes sure the VM entry of `mac` points at its bridge port: a DHCP client that just
@@ -190,6 +241,13 @@ impl Kernel for Live {
             }
             Effect::SetGuest { private, mac, flags } => {
                 let port = self.fdb.get(&mac.0).copied().unwrap_or(0);
+                let flags = flags | self.port_flags(port).await?;
+                let before = self
+                    .guests
+                    .as_ref()
+                    .and_then(|g| g.get(&private))
+                    .map_or(0, |v| v.flags);
+                say_kernel_port(private, port, before, flags);
                 self.dp.set_guest(private, mac.0, port, flags)?;
                 if let Some(g) = &mut self.guests {
                     g.insert(
@@ -230,15 +288,16 @@ impl Kernel for Live {
         let view = KernelView {
             dnat: pairs(self.dp.binding_entries(MAP_DNAT)?),
             snat: pairs(self.dp.binding_entries(MAP_SNAT)?),
+            // The port's flags are this adapter's, not the state's.
             vms: vms
                 .iter()
-                .map(|(ip, vm)| (*ip, (Mac(vm.mac), vm.flags)))
+                .map(|(ip, vm)| (*ip, (Mac(vm.mac), vm.flags & !VM_PORT_FLAGS)))
                 .collect(),
             macs: self
                 .dp
                 .leases()?
                 .into_iter()
-                .map(|(mac, l)| (Mac(mac), (Ipv4Addr::from_bits(l.addr), l.flags)))
+                .map(|(mac, l)| (Mac(mac), (Ipv4Addr::from_bits(l.addr), l.flags & !VM_PORT_FLAGS)))
                 .collect(),
             aliases: self.nl.aliases(self.ext.index).await?,
         };
@@ -250,7 +309,26 @@ impl Kernel for Live {
         Ok(self.dp.stats(slot)?)
     }
 
+    fn path_of(&self, private: Ipv4Addr) -> Option<&'static str> {
+        self.path(private)
+    }
+
+    fn guard_dropped(&self) -> Option<u64> {
+        crate::guard::dropped(self.pins.instance())
+    }
+
     fn counters(&self) -> Result<Vec<(Counter, u64)>, KernelError> {
         Ok(self.dp.counters()?)
+    }
+}
+
+/// Logs, once per change, that the kernel delivers to a VM because its port is a veth.
+fn say_kernel_port(vm: Ipv4Addr, port: u32, before: u16, after: u16) {
+    if after & VM_PORT_KERNEL != 0 && before & VM_PORT_KERNEL == 0 {
+        tracing::info!(
+            %vm,
+            port,
+            "the VM's bridge port is a veth: the kernel delivers its inbound traffic (a veth drops redirected frames unless its VM end has GRO on or an XDP program; --fast-path-veth says it does)"
+        );
     }
 }

@@ -68,6 +68,22 @@ impl Netlink {
         Ok(Netlink { handle })
     }
 
+    /// Whether interface `index` is a veth (`None`: no such interface).
+    pub async fn is_veth(&self, index: u32) -> Result<Option<bool>, NetlinkError> {
+        use rtnetlink::packet_route::link::{InfoKind, LinkInfo};
+        let mut links = self.handle.link().get().match_index(index).execute();
+        let msg = match links.try_next().await {
+            Ok(Some(m)) => m,
+            Ok(None) => return Ok(None),
+            Err(rtnetlink::Error::NetlinkError(e)) if e.raw_code() == -libc::ENODEV => return Ok(None),
+            Err(e) => return Err(req(format!("look up ifindex {index}"))(e)),
+        };
+        Ok(Some(msg.attributes.iter().any(|a| {
+            matches!(a, LinkAttribute::LinkInfo(infos)
+                if infos.iter().any(|i| matches!(i, LinkInfo::Kind(InfoKind::Veth))))
+        })))
+    }
+
     /// The interface `name`, or `None` when there is none.
     pub async fn link_opt(&self, name: &str) -> Result<Option<Link>, NetlinkError> {
         match self.link(name).await {

@@ -124,6 +124,7 @@ pub struct Held(Vec<(PathBuf, std::os::fd::OwnedFd)>);
 #[derive(Debug, Clone)]
 pub struct Pins {
     root: PathBuf,
+    instance: String,
 }
 
 impl Pins {
@@ -139,11 +140,16 @@ impl Pins {
         }
         Ok(Pins {
             root: crate::bpffs::root().join("eip").join(instance),
+            instance: instance.to_owned(),
         })
     }
 
     pub fn root(&self) -> &Path {
         &self.root
+    }
+
+    pub fn instance(&self) -> &str {
+        &self.instance
     }
 
     pub fn maps(&self) -> PathBuf {
@@ -225,8 +231,10 @@ impl Pins {
         for (hook, iface) in [(XDP, ext), (TC, bridge)] {
             self.drop_defunct_link(hook, iface)?;
         }
-        let xdp = self.start_xdp(&mut dp, ext)?;
+        // Egress first: once ingress translates a VM's traffic in, its replies are translated
+        // on the way out (what is still untranslated meanwhile the leak guard keeps in).
         let tc = self.start_tc(&mut dp, bridge)?;
+        let xdp = self.start_xdp(&mut dp, ext)?;
         let started = match (xdp, tc) {
             (Link::Attached(Some(mode)), _) => Started::Fresh(mode),
             (Link::Replaced, _) | (_, Link::Replaced) => Started::Upgraded,

@@ -13,7 +13,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use common::{Lab, eip, pings};
+use common::{Lab, counter, eip, pings};
 use eip_common::maps::{Binding, MAP_DNAT, MAP_SNAT};
 use eip_user::testing::{
     lab::daemon_args,
@@ -644,4 +644,149 @@ fn a_daemon_started_with_ip_netns_exec_pins_where_they_outlive_it() {
         lab.log()
     );
     leaks.assert_none();
+}
+
+/// Pings `addr` from `ns` until one is answered (at most `secs`).
+fn reaches(ns: &eip_user::testing::netns::NetNs, addr: Ipv4Addr) -> bool {
+    ns.command("ping")
+        .args(["-n", "-q", "-c", "3", "-i", "0.2", "-W", "1"])
+        .arg(addr.to_string())
+        .output()
+        .is_ok_and(|o| o.status.success())
+}
+
+fn path_of(lab: &Lab, e: Ipv4Addr) -> Option<String> {
+    lab.list().into_iter().find(|r| r.eip == e).and_then(|r| r.path)
+}
+
+/// VMs on every kind of bridge port, left as their owners leave them, reach and are reached
+/// through their EIPs: a veth with GRO off (the default), a veth whose VM turned GRO on, and a
+/// tap held open as QEMU holds it. The kernel delivers to veths (a veth drops redirected frames
+/// unless its VM end has NAPI, which the host cannot see), XDP redirects to the tap; each with
+/// its exact counter and shown per VM; with --fast-path-veth the GRO-on veth takes the redirect.
+#[test]
+fn the_fast_path_delivers_on_every_kind_of_bridge_port() {
+    use eip_user::testing::topology::PortKind::{Tap, Veth};
+    let mut lab = Lab::with_ports(&[Veth, Veth, Tap], &[]);
+    // The second VM's owner turned GRO on, as some do.
+    lab.vm(2).exec("ethtool", &["-K", "eth0", "gro", "on"]).unwrap();
+    for (i, vm) in [(10u8, "vm1"), (11, "vm2"), (12, "vm3")] {
+        lab.ok(&["bind", &eip(i).to_string(), vm]);
+    }
+    let leaks = LeakWatch::start(&lab);
+    // The ports are learned from the bridge's forwarding database as the VMs talk.
+    for n in 1..=3 {
+        assert!(reaches(lab.vm(n), OUTSIDE_ADDR), "vm{n} cannot reach the outside");
+    }
+    wait_for(5, "the ports to be learned", || {
+        (10..=12).all(|i| path_of(&lab, eip(i)).is_some_and(|p| !p.contains("not learned")))
+    });
+    assert_eq!(path_of(&lab, eip(10)).as_deref(), Some("kernel (veth port)"));
+    assert_eq!(path_of(&lab, eip(11)).as_deref(), Some("kernel (veth port)"));
+    assert_eq!(path_of(&lab, eip(12)).as_deref(), Some("fast"));
+    assert!(
+        lab.log().contains("the VM's bridge port is a veth"),
+        "{}",
+        lab.log()
+    );
+
+    let counters = |lab: &Lab| {
+        (
+            counter(lab, "ingress_kernel_port"),
+            counter(lab, "ingress_fast_path"),
+        )
+    };
+    for (i, via_kernel) in [(10u8, true), (11, true), (12, false)] {
+        let (k, f) = counters(&lab);
+        assert!(
+            pings(&lab.topo.outside, eip(i), 3),
+            "{} is not reached: {}",
+            eip(i),
+            lab.log()
+        );
+        let (k2, f2) = counters(&lab);
+        let expected = if via_kernel { (k + 3, f) } else { (k, f + 3) };
+        assert_eq!((k2, f2), expected, "{}'s path counters", eip(i));
+    }
+
+    // The operator says the VM ends take redirected frames.
+    lab.stop();
+    lab.extra = vec!["--fast-path-veth"];
+    lab.start();
+    assert!(reaches(lab.vm(2), OUTSIDE_ADDR));
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while path_of(&lab, eip(11)).as_deref() != Some("fast") {
+        assert!(
+            Instant::now() < deadline,
+            "vm2 not on the fast path: {:?}\n{}",
+            lab.list(),
+            lab.log()
+        );
+        thread::sleep(Duration::from_millis(100));
+    }
+    let (_, f) = counters(&lab);
+    assert!(
+        pings(&lab.topo.outside, eip(11), 3),
+        "the GRO-on veth with the redirect"
+    );
+    assert_eq!(counters(&lab).1, f + 3);
+    leaks.assert_none();
+}
+
+fn guard_dropped(lab: &Lab) -> u64 {
+    let stats: serde_json::Value = serde_json::from_str(&lab.ok(&["stats", "--json"])).unwrap();
+    stats["guard_dropped"]
+        .as_u64()
+        .expect("a leak guard is installed")
+}
+
+/// What nothing translated never leaves: a VM without an EIP, and a bound VM while its
+/// egress program is gone (its link unpinned while no daemon held it). The guard counts what
+/// it kept in; the next daemon attaches egress again.
+#[test]
+fn untranslated_packets_never_leave_with_a_private_source() {
+    let mut lab = Lab::new(2);
+    lab.ok(&["bind", "203.0.113.10", "vm1"]);
+    let leaks = LeakWatch::start(&lab);
+    let before = guard_dropped(&lab);
+    assert!(!reaches(lab.vm(2), OUTSIDE_ADDR), "vm2 has no EIP");
+    assert!(
+        guard_dropped(&lab) >= before + 3,
+        "the guard did not count vm2's pings"
+    );
+
+    lab.stop();
+    std::fs::remove_file(lab.inst.pins().join("links/tc")).unwrap();
+    let (k, out) = (guard_dropped_offline(&lab), lab.vm(1));
+    assert!(!reaches(out, OUTSIDE_ADDR), "vm1 got out with no egress program");
+    assert!(guard_dropped_offline(&lab) >= k + 3);
+    lab.start();
+    assert!(
+        reaches(lab.vm(1), OUTSIDE_ADDR),
+        "egress is attached again: {}",
+        lab.log()
+    );
+    leaks.assert_none();
+}
+
+/// The guard's counter read with nft, for when no daemon runs.
+fn guard_dropped_offline(lab: &Lab) -> u64 {
+    let table = eip_user::guard::table(&lab.inst.name);
+    let out = lab
+        .topo
+        .hv
+        .exec("nft", &["-j", "list", "table", "ip", &table])
+        .unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    v["nftables"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find_map(|i| {
+            i["rule"]["expr"]
+                .as_array()?
+                .iter()
+                .find_map(|e| e["counter"]["packets"].as_u64())
+        })
+        .expect("the guard's counter")
 }

@@ -52,11 +52,23 @@ pub fn vm_ip(n: u8) -> Ipv4Addr {
     Ipv4Addr::new(192, 168, 6, 10 + n)
 }
 
+/// What a VM's bridge port is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PortKind {
+    /// A veth pair, as a container's (the VM's end left at its defaults: GRO off).
+    Veth,
+    /// A tap held open by a process that copies frames to the guest, as QEMU holds a VM's.
+    Tap,
+}
+
 pub struct VmNs {
+    /// For a tap port, the copying thread: stopped (and the taps gone) before the namespace.
+    pub tap: Option<super::tap::TapLink>,
     pub ns: NetNs,
     /// The VM's bridge port, in the hypervisor namespace.
     pub port: String,
     pub mac: [u8; 6],
+    pub kind: PortKind,
 }
 
 pub struct Topology {
@@ -75,6 +87,16 @@ impl Topology {
 
     /// As [`Topology::new`], with the namespaces named as `naming` says.
     pub fn build(naming: Naming, vms: &[([u8; 6], Option<Ipv4Addr>)]) -> io::Result<Self> {
+        let kinds = vec![PortKind::Veth; vms.len()];
+        Self::build_ports(naming, vms, &kinds)
+    }
+
+    /// As [`Topology::build`], each VM on a port of the kind `kinds` gives.
+    pub fn build_ports(
+        naming: Naming,
+        vms: &[([u8; 6], Option<Ipv4Addr>)],
+        kinds: &[PortKind],
+    ) -> io::Result<Self> {
         let outside = naming.create("out", "eipo")?;
         let hv = naming.create("hv", "eiph")?;
         wire(&hv, &outside)?;
@@ -97,21 +119,30 @@ impl Topology {
         for (i, (mac, addr)) in vms.iter().enumerate() {
             let ns = naming.create(&format!("vm{}", i + 1), "eipv")?;
             let port = format!("port{i}");
-            hv.veth(&port, VM_IF, &ns)?;
+            let kind = kinds.get(i).copied().unwrap_or(PortKind::Veth);
+            // The VM's end is left as its owner would leave it: defaults.
+            let tap = match kind {
+                PortKind::Veth => {
+                    hv.veth(&port, VM_IF, &ns)?;
+                    None
+                }
+                PortKind::Tap => Some(super::tap::TapLink::new(&hv, &port, &ns, VM_IF)?),
+            };
             hv.ip(&["link", "set", &port, "master", BRIDGE_IF])?;
             hv.ip(&["link", "set", &port, "up"])?;
             ns.ip(&["link", "set", VM_IF, "address", &crate::dataplane::fmt_mac(*mac)])?;
             ns.ip(&["link", "set", VM_IF, "up"])?;
-            // XDP_REDIRECT into a veth needs NAPI on the receiving end, which the GRO flag
-            // turns on; setting it when it already reads "on" changes nothing, so it is
-            // switched off and on. (A VM's tap device takes redirected frames as it is.)
-            ns.exec("ethtool", &["-K", VM_IF, "gro", "off"])?;
-            ns.exec("ethtool", &["-K", VM_IF, "gro", "on"])?;
             if let Some(a) = addr {
                 ns.ip(&["addr", "add", &format!("{a}/{PRIVATE_PREFIX}"), "dev", VM_IF])?;
                 ns.ip(&["route", "add", "default", "via", &BRIDGE_ADDR.to_string()])?;
             }
-            out.push(VmNs { ns, port, mac: *mac });
+            out.push(VmNs {
+                tap,
+                ns,
+                port,
+                mac: *mac,
+                kind,
+            });
         }
         Ok(Topology {
             vms: out,

@@ -39,8 +39,14 @@ impl Lab {
 
     /// As [`Lab::new`], with `extra` daemon arguments from the first start.
     pub fn with(n: u8, extra: &[&'static str]) -> Lab {
+        Lab::with_ports(&vec![PortKind::Veth; usize::from(n)], extra)
+    }
+
+    /// A VM on a port of each kind of `kinds`, and `extra` daemon arguments.
+    pub fn with_ports(kinds: &[PortKind], extra: &[&'static str]) -> Lab {
+        let n = kinds.len() as u8;
         let vms: Vec<_> = (1..=n).map(|i| (mac(i), Some(vm_ip(i)))).collect();
-        let topo = Topology::new(&vms).expect("topology");
+        let topo = Topology::build_ports(Naming::Unique, &vms, kinds).expect("topology");
         let inst = Instance::new(std::path::Path::new(BIN), &topo.hv).expect("instance");
         let hosts = inst.dir.join("hosts");
         let text: String = (1..=n)
