@@ -39,6 +39,8 @@ pub const ALL_MAPS: [&str; 8] = [
 ];
 
 pub const PROG_INGRESS: &str = "eip_ingress";
+/// Ingress as a TC program, for an external interface that is a veth (partial checksums).
+pub const PROG_INGRESS_TC: &str = "eip_ingress_tc";
 pub const PROG_EGRESS: &str = "eip_egress";
 
 /// One side of a binding: the translated address and the binding's statistics slot.

@@ -1,8 +1,21 @@
-//! XDP on the external interface: packets to a bound EIP get their destination rewritten to
-//! the VM's private address (1:1 DNAT) and go straight to the VM's bridge port, or to the
-//! kernel's forwarding when the port is not known yet. Everything else passes untouched.
+//! The external interface: packets to a bound EIP get their destination rewritten to the VM's
+//! private address (1:1 DNAT) and go straight to the VM's bridge port, or to the kernel's
+//! forwarding when the port is not known yet or cannot take them. Everything else passes
+//! untouched.
+//!
+//! Two entry points share one decision ([`decide`]):
+//! - `eip_ingress`, XDP: the fast one, on a NIC.
+//! - `eip_ingress_tc`, TC ingress: on a veth. A veth hands over what its peer sent with
+//!   partial checksums (the sender's checksum offload), which XDP cannot see and so cannot
+//!   update; TC knows the skb's checksum state and its helpers update partial checksums
+//!   right. Its redirect also sends an skb, which a veth bridge port always takes.
 
-use aya_ebpf::{bindings::xdp_action, macros::xdp, programs::XdpContext};
+use aya_ebpf::{
+    bindings::{TC_ACT_OK, TC_ACT_SHOT, xdp_action},
+    helpers::bpf_redirect,
+    macros::{classifier, xdp},
+    programs::{TcContext, XdpContext},
+};
 use eip_common::{
     Packet,
     maps::{CONFIG_NO_FAST_PATH, Counter, VM_PORT_KERNEL, VM_QUARANTINED},
@@ -10,12 +23,28 @@ use eip_common::{
     rewrite::{Field, apply, decrement_ttl, plan},
 };
 
-use crate::{frame::XdpFrame, maps::*};
+use crate::{
+    frame::{TcFrame, XdpFrame},
+    maps::*,
+};
+
+/// Enough of the frame for every header the rewrite touches (as in egress).
+const PULL_LEN: u32 = 192;
+
+/// What to do with a packet from outside.
+enum Verdict {
+    /// Not ours (or ours, translated, for the kernel to forward).
+    Pass,
+    /// Translated and addressed to the VM: out of this bridge port.
+    Redirect(u32),
+}
 
 #[xdp]
 pub fn eip_ingress(ctx: XdpContext) -> u32 {
-    match try_ingress(&ctx) {
-        Ok(action) => action,
+    let mut pkt = XdpFrame(&ctx);
+    match decide(&mut pkt, true) {
+        Ok(Verdict::Pass) => xdp_action::XDP_PASS,
+        Ok(Verdict::Redirect(port)) => EIP_PORTS.redirect(port, 0).unwrap_or(xdp_action::XDP_ABORTED),
         Err(reason) => {
             count(reason);
             xdp_action::XDP_DROP
@@ -23,53 +52,71 @@ pub fn eip_ingress(ctx: XdpContext) -> u32 {
     }
 }
 
+#[classifier]
+pub fn eip_ingress_tc(ctx: TcContext) -> i32 {
+    let len = ctx.len();
+    // Headers must be in the linear area for direct access; a failure leaves what is there.
+    let _ = ctx.pull_data(if len < PULL_LEN { len } else { PULL_LEN });
+    let mut pkt = TcFrame(&ctx);
+    match decide(&mut pkt, false) {
+        Ok(Verdict::Pass) => TC_ACT_OK,
+        // SAFETY: a plain helper call; the port is one the daemon wrote.
+        Ok(Verdict::Redirect(port)) => unsafe { bpf_redirect(port, 0) as i32 },
+        Err(reason) => {
+            count(reason);
+            TC_ACT_SHOT
+        }
+    }
+}
+
+/// The decision, for either frame. `xdp`: the redirect is an XDP one, which a port marked
+/// [`VM_PORT_KERNEL`] would drop.
 #[inline(always)]
-fn try_ingress(ctx: &XdpContext) -> Result<u32, Counter> {
-    let mut pkt = XdpFrame(ctx);
-    let Ok(eth) = parse_eth(&pkt) else {
-        return Ok(xdp_action::XDP_PASS);
+fn decide<P: Packet>(pkt: &mut P, xdp: bool) -> Result<Verdict, Counter> {
+    let Ok(eth) = parse_eth(pkt) else {
+        return Ok(Verdict::Pass);
     };
     if eth.ethertype != ETH_P_IP {
-        return Ok(xdp_action::XDP_PASS);
+        return Ok(Verdict::Pass);
     }
-    let ip = match parse_ipv4(&pkt, eth.l3_off) {
+    let ip = match parse_ipv4(pkt, eth.l3_off) {
         Ok(ip) => ip,
         // Malformed: dropped if it is addressed to a bound EIP (it must never reach the
         // host's own stack through the EIP alias), left to the kernel otherwise.
         Err(_) => {
             return match pkt.u32_at(eth.l3_off + IP_DST).and_then(dnat) {
                 Some(_) => Err(Counter::DropMalformed),
-                None => Ok(xdp_action::XDP_PASS),
+                None => Ok(Verdict::Pass),
             };
         }
     };
     let Some(binding) = dnat(ip.dst) else {
-        return Ok(xdp_action::XDP_PASS);
+        return Ok(Verdict::Pass);
     };
     let vm = vm(binding.addr).unwrap_or_default();
     if vm.flags & VM_QUARANTINED != 0 {
         return Err(Counter::DropQuarantined);
     }
-    let plan = plan(&pkt, &ip, Field::Destination, binding.addr).map_err(drop_reason)?;
-    apply(&mut pkt, &plan).map_err(drop_reason)?;
+    let plan = plan(pkt, &ip, Field::Destination, binding.addr).map_err(drop_reason)?;
+    apply(pkt, &plan).map_err(drop_reason)?;
     count_in(binding.slot, ip.total_len);
 
     let cfg = config();
     let port = vm.port_ifindex;
     if cfg.flags & CONFIG_NO_FAST_PATH != 0 || port == 0 {
         count(Counter::IngressFallback);
-        return Ok(xdp_action::XDP_PASS);
+        return Ok(Verdict::Pass);
     }
     // A port that would drop redirected frames (a veth whose VM end has no NAPI): the
-    // kernel's bridge delivers them as skbs.
-    if vm.flags & VM_PORT_KERNEL != 0 {
+    // kernel's bridge delivers them as skbs. TC's redirect is an skb already.
+    if xdp && vm.flags & VM_PORT_KERNEL != 0 {
         count(Counter::IngressKernelPort);
-        return Ok(xdp_action::XDP_PASS);
+        return Ok(Verdict::Pass);
     }
     // An expiring TTL goes to the kernel, which answers it with time-exceeded.
-    if !decrement_ttl(&mut pkt, ip.l3_off).map_err(drop_reason)? {
+    if !decrement_ttl(pkt, ip.l3_off).map_err(drop_reason)? {
         count(Counter::IngressFallback);
-        return Ok(xdp_action::XDP_PASS);
+        return Ok(Verdict::Pass);
     }
     // Routed to the VM: from the bridge's MAC to the VM's.
     let mut macs = [0u8; 12];
@@ -77,5 +124,5 @@ fn try_ingress(ctx: &XdpContext) -> Result<u32, Counter> {
     macs[6..].copy_from_slice(&cfg.bridge_mac);
     pkt.store(0, macs).ok_or(Counter::DropMalformed)?;
     count(Counter::IngressFastPath);
-    Ok(EIP_PORTS.redirect(port, 0).unwrap_or(xdp_action::XDP_ABORTED))
+    Ok(Verdict::Redirect(port))
 }

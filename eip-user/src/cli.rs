@@ -165,6 +165,11 @@ pub struct DaemonArgs {
     /// hand them to the kernel (so the host's firewall and routing see them), at a cost.
     #[arg(long)]
     pub no_fast_path: bool,
+    /// Where ingress translation runs: XDP (a NIC), TC (a veth, where a sender's checksum
+    /// offload leaves partial checksums that XDP cannot see), or auto: TC when --ext is a
+    /// veth, XDP otherwise.
+    #[arg(long, value_enum, default_value_t = IngressMode::Auto)]
+    pub ingress: IngressMode,
     /// Redirect to VMs on veth bridge ports too. Only when each VM's end of its veth has GRO
     /// on or an XDP program: otherwise the kernel drops what is redirected to it. Without
     /// this, the kernel delivers to veth ports (taps take the redirect as they are).
@@ -465,4 +470,12 @@ async fn teardown(c: &Client, socket: &std::path::Path, instance: Option<String>
         }
         Err(e) => Err(e.into()),
     }
+}
+
+/// `eip daemon --ingress`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum IngressMode {
+    Auto,
+    Xdp,
+    Tc,
 }

@@ -19,7 +19,7 @@ use tokio::{
 
 use crate::{
     api::{self, Shared, Status},
-    cli::DaemonArgs,
+    cli::{DaemonArgs, IngressMode},
     dataplane::{DataplaneError, Sizes},
     dhcp::{self, service::DhcpError},
     engine::{Engine, EngineError},
@@ -273,17 +273,23 @@ pub async fn run(args: DaemonArgs, socket: PathBuf) -> Result<(), DaemonError> {
     host_prerequisites(&bridge.name)?;
     let listener = bind_socket(&socket, args.socket_group.as_deref())?;
 
-    let pins = Pins::new(&instance)?;
+    let ext_tc = match args.ingress {
+        IngressMode::Xdp => false,
+        IngressMode::Tc => true,
+        IngressMode::Auto => nl.is_veth(ext.index).await? == Some(true),
+    };
+    if ext_tc && args.ingress == IngressMode::Auto {
+        tracing::info!(
+            iface = %ext.name,
+            "the external interface is a veth: ingress runs as TC there, which completes the partial checksums a sender with checksum offload hands over (XDP cannot see them)"
+        );
+    }
+    let mut pins = Pins::new(&instance)?;
+    pins.set_ext_tc(ext_tc);
     if !pins.exists() {
         // Refused before the maps are created: a VM table this size could not hold every
         // reservation. Pinned maps keep their size; they are checked once loaded.
         check_room(&state, &limits)?;
-    }
-    if nl.is_veth(ext.index).await? == Some(true) {
-        tracing::warn!(
-            iface = %ext.name,
-            "the external interface is a veth: a sender beyond it with checksum offload on (a veth's default) hands over partial TCP and UDP checksums that XDP cannot complete, and the VMs drop those packets; turn it off on that sender (ethtool -K IF tx off) or use a NIC"
-        );
     }
     // Before any program is attached: from now on nothing untranslated leaves with a private
     // source, whatever window the programs leave.

@@ -104,7 +104,12 @@ impl Live {
                 continue;
             }
             if now.index != was.index {
-                let (from, kind) = (was.index, if xdp { "XDP" } else { "TC" });
+                let kind = match (xdp, self.pins.ext_tc()) {
+                    (true, false) => "XDP",
+                    (true, true) => "TC ingress",
+                    (false, _) => "TC",
+                };
+                let from = was.index;
                 self.pins.reattach(&mut self.dp, xdp, &now.name)?;
                 self.held = self.pins.hold()?;
                 tracing::warn!(iface = %now.name, from, to = now.index, "the interface was re-created: {kind} attached again");
@@ -207,7 +212,7 @@ impl Live {
             "kernel (--no-fast-path)"
         } else if vm.port_ifindex == 0 {
             "kernel (port not learned yet)"
-        } else if vm.flags & VM_PORT_KERNEL != 0 {
+        } else if vm.flags & VM_PORT_KERNEL != 0 && !self.pins.ext_tc() {
             "kernel (veth port)"
         } else {
             "fast"

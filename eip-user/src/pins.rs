@@ -28,7 +28,7 @@ use aya::{
         xdp::XdpLink,
     },
 };
-use eip_common::maps::{ALL_MAPS, Binding, MAP_DNAT, PROG_EGRESS, PROG_INGRESS};
+use eip_common::maps::{ALL_MAPS, Binding, MAP_DNAT, PROG_EGRESS, PROG_INGRESS, PROG_INGRESS_TC};
 
 use crate::dataplane::{Dataplane, DataplaneError, Sizes, XdpAttachMode};
 
@@ -79,7 +79,8 @@ fn aya_err<E: std::error::Error + Send + Sync + 'static>(
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Started {
     /// Nothing was pinned: loaded and attached now.
-    Fresh(XdpAttachMode),
+    /// Nothing was pinned: loaded and attached now (XDP in this mode; `None`: ingress is TC).
+    Fresh(Option<XdpAttachMode>),
     /// The pinned programs are the embedded ones: kept running.
     Adopted,
     /// Older programs were pinned: replaced in place.
@@ -104,6 +105,12 @@ const TC: Hook = Hook {
     link: "tc",
     prog: PROG_EGRESS,
 };
+/// Ingress as TCX on the external interface, when that is a veth.
+const TC_EXT: Hook = Hook {
+    kind: "TC ingress",
+    link: "tc-ext",
+    prog: PROG_INGRESS_TC,
+};
 
 /// What became of one pinned link.
 enum Link {
@@ -125,6 +132,8 @@ pub struct Held(Vec<(PathBuf, std::os::fd::OwnedFd)>);
 pub struct Pins {
     root: PathBuf,
     instance: String,
+    /// Ingress runs as TC on the external interface (a veth) instead of XDP.
+    ext_tc: bool,
 }
 
 impl Pins {
@@ -141,6 +150,7 @@ impl Pins {
         Ok(Pins {
             root: crate::bpffs::root().join("eip").join(instance),
             instance: instance.to_owned(),
+            ext_tc: false,
         })
     }
 
@@ -150,6 +160,20 @@ impl Pins {
 
     pub fn instance(&self) -> &str {
         &self.instance
+    }
+
+    /// Runs ingress as TC on the external interface (for a veth) instead of XDP.
+    pub fn set_ext_tc(&mut self, on: bool) {
+        self.ext_tc = on;
+    }
+
+    pub fn ext_tc(&self) -> bool {
+        self.ext_tc
+    }
+
+    /// The ingress hook in use, and the other one.
+    fn ingress_hooks(&self) -> (Hook, Hook) {
+        if self.ext_tc { (TC_EXT, XDP) } else { (XDP, TC_EXT) }
     }
 
     pub fn maps(&self) -> PathBuf {
@@ -171,7 +195,7 @@ impl Pins {
     /// Every path the instance pins.
     fn paths(&self) -> Vec<PathBuf> {
         let mut out: Vec<PathBuf> = ALL_MAPS.iter().map(|m| self.maps().join(m)).collect();
-        for hook in [XDP, TC] {
+        for hook in [self.ingress_hooks().0, TC] {
             out.push(self.prog(hook.prog));
             out.push(self.link(hook.link));
         }
@@ -210,15 +234,20 @@ impl Pins {
 
     /// Attaches `hook` anew to `iface` (re-created under another index), replacing the pinned
     /// link, whose interface is gone.
-    pub fn reattach(&self, dp: &mut Dataplane, xdp: bool, iface: &str) -> Result<(), PinError> {
-        let hook = if xdp { XDP } else { TC };
+    pub fn reattach(&self, dp: &mut Dataplane, ext: bool, iface: &str) -> Result<(), PinError> {
+        let hook = if ext { self.ingress_hooks().0 } else { TC };
         remove_if_present(&self.link(hook.link))?;
-        if xdp {
-            self.start_xdp(dp, iface)?;
-        } else {
-            self.start_tc(dp, iface)?;
-        }
+        self.start_hook_on(dp, hook, iface)?;
         Ok(())
+    }
+
+    /// Starts `hook` on `iface`, whichever kind it is.
+    fn start_hook_on(&self, dp: &mut Dataplane, hook: Hook, iface: &str) -> Result<Link, PinError> {
+        if hook.link == XDP.link {
+            self.start_xdp(dp, iface)
+        } else {
+            self.start_tc(dp, hook, iface)
+        }
     }
 
     /// Loads the embedded programs over the pinned maps and makes them the ones attached.
@@ -228,15 +257,26 @@ impl Pins {
             std::fs::create_dir_all(&dir).map_err(io_err(&dir, "create the pin directory"))?;
         }
         let mut dp = Dataplane::load_with(sizes, Some(&self.maps()))?;
-        for (hook, iface) in [(XDP, ext), (TC, bridge)] {
+        let (ingress, other) = self.ingress_hooks();
+        for (hook, iface) in [(ingress, ext), (TC, bridge)] {
             self.drop_defunct_link(hook, iface)?;
         }
         // Egress first: once ingress translates a VM's traffic in, its replies are translated
         // on the way out (what is still untranslated meanwhile the leak guard keeps in).
-        let tc = self.start_tc(&mut dp, bridge)?;
-        let xdp = self.start_xdp(&mut dp, ext)?;
+        let tc = self.start_tc(&mut dp, TC, bridge)?;
+        let xdp = self.start_hook_on(&mut dp, ingress, ext)?;
+        // The other kind of ingress goes once this one is attached (a veth as the external
+        // interface moves from XDP to TC, a NIC back): both at once would translate twice.
+        if self.link(other.link).exists() {
+            remove_if_present(&self.link(other.link))?;
+            remove_if_present(&self.prog(other.prog))?;
+            tracing::info!(
+                kind = other.kind,
+                "the other kind of ingress was pinned: detached"
+            );
+        }
         let started = match (xdp, tc) {
-            (Link::Attached(Some(mode)), _) => Started::Fresh(mode),
+            (Link::Attached(mode), Link::Attached(_)) => Started::Fresh(mode),
             (Link::Replaced, _) | (_, Link::Replaced) => Started::Upgraded,
             (Link::Kept, Link::Kept) => Started::Adopted,
             // One link was pinned and the other not (a half-finished teardown).
@@ -351,36 +391,37 @@ impl Pins {
         )
     }
 
-    /// TC: a TCX link on the bridge's ingress.
-    fn start_tc(&self, dp: &mut Dataplane, bridge: &str) -> Result<Link, PinError> {
-        let path = self.link(TC.link);
+    /// A TC hook: a TCX link on `iface`'s ingress (egress on the bridge, or ingress on a
+    /// veth as the external interface).
+    fn start_tc(&self, dp: &mut Dataplane, hook: Hook, iface: &str) -> Result<Link, PinError> {
+        let path = self.link(hook.link);
         self.start_hook(
             dp,
-            TC,
+            hook,
             |dp, pinned| {
                 let link = SchedClassifierLink::try_from(pinned).map_err(aya_err(&path, "not a TCX link"))?;
-                dp.egress()?
+                dp.classifier(hook.prog)?
                     .attach_to_link(link)
                     .map_err(aya_err(&path, "replace the TC program"))?;
                 Ok(())
             },
             |dp| {
-                let prog = dp.egress()?;
+                let prog = dp.classifier(hook.prog)?;
                 let id = prog
                     .attach_with_options(
-                        bridge,
+                        iface,
                         TcAttachType::Ingress,
                         TcAttachOptions::TcxOrder(LinkOrder::default()),
                     )
                     .map_err(|source| DataplaneError::Attach {
-                        name: PROG_EGRESS,
-                        iface: bridge.to_owned(),
+                        name: hook.prog,
+                        iface: iface.to_owned(),
                         source: Box::new(source),
                     })?;
                 let link = prog.take_link(id).map_err(aya_err(&path, "take the TC link"))?;
                 let link = FdLink::try_from(link)
                     .map_err(aya_err(&path, "TC attached without a TCX link (kernel < 6.6?)"))?;
-                tracing::info!(iface = bridge, "attached {PROG_EGRESS} (TCX ingress)");
+                tracing::info!(iface, "attached {} (TCX ingress)", hook.prog);
                 Ok((link, None))
             },
         )
@@ -429,10 +470,10 @@ impl Pins {
     /// Unpins everything: the links go first (that detaches the programs once no process
     /// holds them), then the programs and maps. Missing pins are fine.
     pub fn remove(&self) -> Result<(), PinError> {
-        for hook in [XDP, TC] {
+        for hook in [XDP, TC_EXT, TC] {
             remove_if_present(&self.link(hook.link))?;
         }
-        for hook in [XDP, TC] {
+        for hook in [XDP, TC_EXT, TC] {
             remove_if_present(&self.prog(hook.prog))?;
         }
         for name in ALL_MAPS {

@@ -47,6 +47,7 @@ fn run(dp: &mut eip_user::dataplane::Dataplane, row: &Row) -> Result<(u32, Vec<u
     };
     let result = match row.prog {
         Prog::Ingress => dp.ingress().map_err(|e| e.to_string())?.test_run(opts),
+        Prog::IngressTc => dp.ingress_tc().map_err(|e| e.to_string())?.test_run(opts),
         Prog::Egress => dp.egress().map_err(|e| e.to_string())?.test_run(opts),
     }
     .map_err(|e| format!("test_run failed: {e}"))?;
@@ -96,6 +97,27 @@ fn every_fixture_row_in_the_kernel() {
     for row in &rows {
         println!("row: {}", row.name);
     }
+    assert!(
+        failures.is_empty(),
+        "{} of {} rows failed:\n{}",
+        failures.len(),
+        rows.len(),
+        failures.join("\n")
+    );
+}
+
+/// Every ingress row through the TC ingress (a veth as the external interface): the same
+/// bytes and counters, with TC's actions; the port that drops XDP redirects takes TC's.
+#[test]
+fn every_ingress_row_through_the_tc_ingress() {
+    let f = Fixture::new();
+    let mut dp = fixtures::dataplane(f.port).expect("load the dataplane and write the fixture world");
+    let rows = fixtures::tc_ingress_rows();
+    assert!(rows.len() > 20, "{} rows", rows.len());
+    let failures: Vec<String> = rows
+        .iter()
+        .filter_map(|row| check(&mut dp, row).err().map(|e| format!("{}: {e}", row.name)))
+        .collect();
     assert!(
         failures.is_empty(),
         "{} of {} rows failed:\n{}",

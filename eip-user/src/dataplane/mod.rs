@@ -128,6 +128,12 @@ impl Dataplane {
             name: PROG_EGRESS,
             source: Box::new(source),
         })?;
+        dp.ingress_tc()?
+            .load()
+            .map_err(|source| DataplaneError::Program {
+                name: PROG_INGRESS_TC,
+                source: Box::new(source),
+            })?;
         Ok(dp)
     }
 
@@ -202,10 +208,20 @@ impl Dataplane {
     }
 
     pub fn egress(&mut self) -> Result<&mut SchedClassifier, DataplaneError> {
+        self.classifier(PROG_EGRESS)
+    }
+
+    /// Ingress as TC (for a veth as the external interface).
+    pub fn ingress_tc(&mut self) -> Result<&mut SchedClassifier, DataplaneError> {
+        self.classifier(PROG_INGRESS_TC)
+    }
+
+    /// A TC program by name.
+    pub fn classifier(&mut self, name: &'static str) -> Result<&mut SchedClassifier, DataplaneError> {
         self.ebpf
-            .program_mut(PROG_EGRESS)
+            .program_mut(name)
             .and_then(|p| p.try_into().ok())
-            .ok_or(DataplaneError::MissingProgram { name: PROG_EGRESS })
+            .ok_or(DataplaneError::MissingProgram { name })
     }
 
     fn hash<K: aya::Pod, V: aya::Pod>(

@@ -67,7 +67,12 @@ impl Lab {
     pub fn start(&mut self) {
         // Loopback is per namespace, so every lab can use the same metrics port.
         let mut owned = daemon_args(&self.hosts);
+        // XDP, as on a NIC (the outside's checksums are complete, as from a wire): the path
+        // production takes. The lab and the end-to-end test run the default (TC on a veth).
         owned.extend(["--metrics".into(), "127.0.0.1:9477".into()]);
+        if !self.extra.contains(&"--ingress") {
+            owned.extend(["--ingress".into(), "xdp".into()]);
+        }
         let mut args: Vec<&str> = owned.iter().map(String::as_str).collect();
         args.extend(&self.extra);
         self.daemon = Some(self.inst.start(&args).expect("daemon"));
