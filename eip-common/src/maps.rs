@@ -25,9 +25,13 @@ pub const MAP_COUNTERS: &str = "EIP_COUNTERS";
 pub const MAP_PORTS: &str = "EIP_PORTS";
 /// One [`Config`] at index 0.
 pub const MAP_CONFIG: &str = "EIP_CONFIG";
+/// ifindex -> `u64` per CPU: frames the kernel dropped on redirecting them to that interface
+/// (from the `xdp:xdp_redirect_err` tracepoint). A veth whose other end has no NAPI drops
+/// every one, and no interface counter moves.
+pub const MAP_PORT_DROPS: &str = "EIP_PORT_DROPS";
 
 /// Every map, for pinning them all.
-pub const ALL_MAPS: [&str; 8] = [
+pub const ALL_MAPS: [&str; 9] = [
     MAP_DNAT,
     MAP_SNAT,
     MAP_VMS,
@@ -36,12 +40,15 @@ pub const ALL_MAPS: [&str; 8] = [
     MAP_COUNTERS,
     MAP_PORTS,
     MAP_CONFIG,
+    MAP_PORT_DROPS,
 ];
 
 pub const PROG_INGRESS: &str = "eip_ingress";
 /// Ingress as a TC program, for an external interface that is a veth (partial checksums).
 pub const PROG_INGRESS_TC: &str = "eip_ingress_tc";
 pub const PROG_EGRESS: &str = "eip_egress";
+/// The `xdp:xdp_redirect_err` tracepoint program that fills [`MAP_PORT_DROPS`].
+pub const PROG_PORT_DROPS: &str = "eip_port_drops";
 
 /// One side of a binding: the translated address and the binding's statistics slot.
 ///

@@ -2,7 +2,7 @@
 
 use aya_ebpf::{
     macros::map,
-    maps::{Array, DevMapHash, HashMap, PerCpuArray},
+    maps::{Array, DevMapHash, HashMap, PerCpuArray, PerCpuHashMap},
 };
 use eip_common::maps::*;
 
@@ -23,6 +23,8 @@ pub static EIP_COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(COUNTE
 pub static EIP_PORTS: DevMapHash = DevMapHash::with_max_entries(MAX_PORTS, 0);
 #[map]
 pub static EIP_CONFIG: Array<Config> = Array::with_max_entries(1, 0);
+#[map]
+pub static EIP_PORT_DROPS: PerCpuHashMap<u32, u64> = PerCpuHashMap::with_max_entries(MAX_PORTS, 0);
 
 #[inline(always)]
 pub fn count(c: Counter) {

@@ -134,6 +134,10 @@ pub struct Stats {
     /// VM's private source (`None`: no guard, nftables missing).
     #[serde(default)]
     pub guard_dropped: Option<u64>,
+    /// Frames the bridge ports the fast path redirects to dropped (a veth whose VM end has
+    /// no NAPI drops what is redirected to it).
+    #[serde(default)]
+    pub port_dropped: u64,
     /// The DHCP server's counters, when it runs.
     pub dhcp: Option<crate::dhcp::Counts>,
 }
@@ -439,6 +443,7 @@ async fn stats<K: Kernel + Sync>(AxState(sh): Sh<K>) -> Result<Json<Stats>, Fail
             .collect(),
         dhcp: sh.dhcp.as_ref().map(|d| d.counts()),
         guard_dropped: en.kernel.guard_dropped(),
+        port_dropped: en.kernel.port_dropped(),
     }))
 }
 

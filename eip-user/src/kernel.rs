@@ -152,6 +152,10 @@ pub trait Kernel: Send + 'static {
     fn guard_dropped(&self) -> Option<u64> {
         None
     }
+    /// Frames the bridge ports the fast path redirects to dropped (their transmit drops).
+    fn port_dropped(&self) -> u64 {
+        0
+    }
 }
 
 /// Applies binding effects to any [`BindingMaps`] in the dataplane's write order.

@@ -36,6 +36,12 @@ pub struct Live {
     port_kinds: HashMap<u32, bool>,
     /// `--fast-path-veth`: the operator says the VM ends of veth ports take redirected frames.
     pub fast_path_veth: bool,
+    /// Per port the fast path redirects to: the kernel's redirect drops when last read.
+    tx_dropped: HashMap<u32, u64>,
+    /// Frames the ports the fast path redirects to dropped since the daemon started.
+    pub port_dropped: u64,
+    /// Veth ports seen dropping redirected frames: kernel delivery from then on.
+    demoted: std::collections::BTreeSet<u32>,
     /// MAC -> bridge port, from the last FDB dump.
     fdb: HashMap<[u8; 6], u32>,
     /// The VM entries as last written or read, so a port refresh compares against memory
@@ -54,6 +60,9 @@ impl Live {
         config: Config,
     ) -> Result<Self, KernelError> {
         dp.set_config(&config)?;
+        if let Err(e) = dp.count_port_drops() {
+            tracing::warn!(error = %e, "frames a bridge port drops on redirect will not be seen");
+        }
         let held = pins.hold()?;
         Ok(Live {
             dp,
@@ -66,6 +75,9 @@ impl Live {
             missing: Vec::new(),
             port_kinds: HashMap::new(),
             fast_path_veth: false,
+            tx_dropped: HashMap::new(),
+            port_dropped: 0,
+            demoted: Default::default(),
             fdb: HashMap::new(),
             guests: None,
             garp: None,
@@ -147,7 +159,7 @@ impl Live {
 
     /// The port flags ([`VM_PORT_FLAGS`]) for a VM behind `port`.
     async fn port_flags(&mut self, port: u32) -> Result<u16, KernelError> {
-        if port == 0 || self.fast_path_veth {
+        if port == 0 {
             return Ok(0);
         }
         let veth = match self.port_kinds.get(&port) {
@@ -158,7 +170,47 @@ impl Live {
                 v
             }
         };
-        Ok(if veth { VM_PORT_KERNEL } else { 0 })
+        let trusted = self.fast_path_veth && !self.demoted.contains(&port);
+        Ok(if veth && !trusted { VM_PORT_KERNEL } else { 0 })
+    }
+
+    /// Reads the redirect drops of the ports XDP redirects to: what a port dropped is counted
+    /// (`port_dropped` in `eip stats`), and a veth that drops (its VM end has no NAPI after
+    /// all, --fast-path-veth notwithstanding) gets kernel delivery from then on, logged.
+    fn watch_port_drops(&mut self, guests: &HashMap<Ipv4Addr, Vm>) -> Result<(), KernelError> {
+        let xdp = !self.pins.ext_tc() && self.config.flags & CONFIG_NO_FAST_PATH == 0;
+        let ports: std::collections::BTreeSet<u32> = guests
+            .values()
+            .filter(|vm| xdp && vm.port_ifindex != 0 && vm.flags & VM_PORT_KERNEL == 0)
+            .map(|vm| vm.port_ifindex)
+            .collect();
+        self.tx_dropped.retain(|p, _| ports.contains(p));
+        let drops = self.dp.port_drops()?;
+        for port in ports {
+            let now = drops.get(&port).copied().unwrap_or(0);
+            let Some(was) = self.tx_dropped.insert(port, now) else {
+                continue;
+            };
+            let grew = now.saturating_sub(was);
+            if grew == 0 {
+                continue;
+            }
+            self.port_dropped += grew;
+            if self.port_kinds.get(&port) == Some(&true) && self.demoted.insert(port) {
+                tracing::warn!(
+                    port,
+                    dropped = grew,
+                    "a veth bridge port dropped redirected frames (its VM end has no GRO or XDP): the kernel delivers to it from now on"
+                );
+            } else {
+                tracing::warn!(
+                    port,
+                    dropped = grew,
+                    "a bridge port dropped frames the fast path sent it"
+                );
+            }
+        }
+        Ok(())
     }
 
     /// Re-reads the bridge's forwarding database and points every VM entry at the port its
@@ -170,6 +222,10 @@ impl Live {
             Some(g) => g,
             None => self.dp.vms()?.into_iter().collect(),
         };
+        if let Err(e) = self.watch_port_drops(&guests) {
+            self.guests = Some(guests);
+            return Err(e);
+        }
         let mut changed = 0;
         let mut result = Ok(());
         for (&ip, vm) in guests.iter_mut() {
@@ -320,6 +376,10 @@ impl Kernel for Live {
 
     fn guard_dropped(&self) -> Option<u64> {
         crate::guard::dropped(self.pins.instance())
+    }
+
+    fn port_dropped(&self) -> u64 {
+        self.port_dropped
     }
 
     fn counters(&self) -> Result<Vec<(Counter, u64)>, KernelError> {

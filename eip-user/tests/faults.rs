@@ -850,3 +850,45 @@ fn a_veth_as_the_external_interface_works_with_the_senders_default_offloads() {
     assert!(pings(&lab.topo.outside, eip(10), 2));
     leaks.assert_none();
 }
+
+/// --fast-path-veth with a VM end that has no NAPI after all: what the port drops is counted,
+/// and the daemon stops redirecting to it within seconds (kernel delivery), logged.
+#[test]
+fn a_redirect_the_port_drops_is_counted_and_the_port_gets_kernel_delivery() {
+    let lab = Lab::with(1, &["--fast-path-veth"]);
+    lab.ok(&["bind", "203.0.113.10", "vm1"]);
+    let leaks = LeakWatch::start(&lab);
+    let port_dropped = |lab: &Lab| {
+        let stats: serde_json::Value = serde_json::from_str(&lab.ok(&["stats", "--json"])).unwrap();
+        stats["port_dropped"].as_u64().unwrap()
+    };
+    // vm1's first frames teach the bridge its port; the replies to them, redirected into a
+    // veth whose other end has GRO off, are what the kernel drops.
+    let _ = reaches(lab.vm(1), OUTSIDE_ADDR);
+    let mut c = lab.topo.outside.command("ping");
+    c.args(["-n", "-q", "-i", "0.2", "-w", "8"])
+        .arg(eip(10).to_string())
+        .stdout(std::process::Stdio::null());
+    let _flood = Background::spawn(c, "ping").unwrap();
+    let deadline = Instant::now() + Duration::from_secs(8);
+    while port_dropped(&lab) == 0 {
+        let links = lab.topo.hv.exec("ip", &["-s", "-s", "link", "show", "port0"]);
+        let vm = lab.vm(1).exec("ip", &["-s", "-s", "link", "show", "eth0"]);
+        assert!(
+            Instant::now() < deadline,
+            "no drops counted: {:?}\n{:?}\n{:?}\n{}",
+            links.map(|o| String::from_utf8_lossy(&o.stdout).into_owned()),
+            vm.map(|o| String::from_utf8_lossy(&o.stdout).into_owned()),
+            lab.list(),
+            lab.log()
+        );
+        thread::sleep(Duration::from_millis(200));
+    }
+    wait_for(5, "kernel delivery", || {
+        path_of(&lab, eip(10)).as_deref() == Some("kernel (veth port)")
+    });
+    assert!(lab.log().contains("dropped redirected frames"), "{}", lab.log());
+    assert!(pings(&lab.topo.outside, eip(10), 3), "{}", lab.log());
+    assert!(reaches(lab.vm(1), OUTSIDE_ADDR));
+    leaks.assert_none();
+}

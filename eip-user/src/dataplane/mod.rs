@@ -7,8 +7,8 @@ use std::net::Ipv4Addr;
 
 use aya::{
     Ebpf, EbpfError, EbpfLoader,
-    maps::{Array, DevMapHash, HashMap, MapData, MapError, PerCpuArray},
-    programs::{ProgramError, SchedClassifier, TcAttachType, Xdp, XdpMode, tc, xdp::XdpLinkId},
+    maps::{Array, DevMapHash, HashMap, MapData, MapError, PerCpuArray, PerCpuHashMap},
+    programs::{ProgramError, SchedClassifier, TcAttachType, TracePoint, Xdp, XdpMode, tc, xdp::XdpLinkId},
 };
 use eip_common::maps::*;
 pub use update::{BindingMaps, MapOp, UpdateError, bind_ops, execute, unbind_ops};
@@ -132,6 +132,12 @@ impl Dataplane {
             .load()
             .map_err(|source| DataplaneError::Program {
                 name: PROG_INGRESS_TC,
+                source: Box::new(source),
+            })?;
+        dp.port_drops_prog()?
+            .load()
+            .map_err(|source| DataplaneError::Program {
+                name: PROG_PORT_DROPS,
                 source: Box::new(source),
             })?;
         Ok(dp)
@@ -437,6 +443,43 @@ impl Dataplane {
                 Ok((c, values.iter().sum()))
             })
             .collect()
+    }
+
+    fn port_drops_prog(&mut self) -> Result<&mut TracePoint, DataplaneError> {
+        self.ebpf
+            .program_mut(PROG_PORT_DROPS)
+            .and_then(|p| p.try_into().ok())
+            .ok_or(DataplaneError::MissingProgram {
+                name: PROG_PORT_DROPS,
+            })
+    }
+
+    /// Starts counting what the kernel drops on redirecting to each interface (for as long as
+    /// this `Dataplane` lives: the counts matter only to a running daemon).
+    pub fn count_port_drops(&mut self) -> Result<(), DataplaneError> {
+        self.port_drops_prog()?
+            .attach("xdp", "xdp_redirect_err")
+            .map(drop)
+            .map_err(|source| DataplaneError::Attach {
+                name: PROG_PORT_DROPS,
+                iface: "tracepoint xdp:xdp_redirect_err".into(),
+                source: Box::new(source),
+            })
+    }
+
+    /// Frames the kernel dropped on redirecting them, by interface, summed over CPUs.
+    pub fn port_drops(&self) -> Result<std::collections::HashMap<u32, u64>, DataplaneError> {
+        let map = self
+            .ebpf
+            .map(MAP_PORT_DROPS)
+            .ok_or(DataplaneError::MissingMap { name: MAP_PORT_DROPS })?;
+        let drops: PerCpuHashMap<_, u32, u64> =
+            PerCpuHashMap::try_from(map).map_err(map_err(MAP_PORT_DROPS, "not a per-CPU hash map"))?;
+        drops
+            .iter()
+            .map(|r| r.map(|(k, v)| (k, v.iter().sum())))
+            .collect::<Result<_, _>>()
+            .map_err(map_err(MAP_PORT_DROPS, "read"))
     }
 
     /// The counters of one binding's slot, summed over CPUs.
