@@ -135,6 +135,11 @@ impl Live {
             } else {
                 self.config.bridge_mac = now.mac;
                 self.dp.set_config(&self.config)?;
+                // A new bridge has the defaults again; the egress fallback needs this one.
+                let key = format!("/proc/sys/net/ipv4/conf/{}/accept_local", now.name);
+                if let Err(e) = std::fs::write(&key, "1") {
+                    tracing::warn!(sysctl = %key, error = %e, "cannot set accept_local on the new bridge");
+                }
                 self.bridge = now;
                 self.fdb.clear();
                 self.refresh_ports().await?;
@@ -145,6 +150,11 @@ impl Live {
 
     fn link(&self, ext: bool) -> &Link {
         if ext { &self.ext } else { &self.bridge }
+    }
+
+    /// The bridge as last seen (its index changes when it is created again).
+    pub fn bridge(&self) -> &Link {
+        &self.bridge
     }
 
     /// Whether the bridge is there (a port refresh without it only fails).

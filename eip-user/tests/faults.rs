@@ -341,6 +341,7 @@ fn a_restart_over_stale_pinned_bindings_converges() {
 #[test]
 fn a_closed_stdout_is_a_quiet_exit() {
     let lab = Lab::new(1);
+    let leaks = LeakWatch::start(&lab);
     for i in 1..=20 {
         lab.ok(&["alloc", &format!("203.0.113.{i}")]);
     }
@@ -364,6 +365,7 @@ fn a_closed_stdout_is_a_quiet_exit() {
             "{cmd}: {status} (141: ended by SIGPIPE, as git and ip end)"
         );
     }
+    leaks.assert_none();
 }
 
 /// The daemon's open descriptors.
@@ -391,11 +393,14 @@ fn set_nofile(n: u64) {
 #[test]
 fn the_api_cannot_be_starved() {
     let mut lab = Lab::new(1);
+    lab.ok(&["bind", "203.0.113.10", "vm1"]);
     // The daemon under the common default limit of 1,024 descriptors, as in the report.
     lab.stop();
     set_nofile(1024);
     lab.start();
     set_nofile(4096);
+    let leaks = LeakWatch::start(&lab);
+    let _talk = chatter(&lab, 1, 30);
     let pid = lab.daemon.as_ref().unwrap().pid();
     let idle = fds(pid);
     let mut held = Vec::new();
@@ -440,6 +445,8 @@ fn the_api_cannot_be_starved() {
     assert!(err.contains("did not answer within 2 s"), "{err}");
     assert!(waited < Duration::from_secs(5), "{waited:?}");
     lab.ok(&["list"]);
+    assert!(pings(&lab.topo.outside, eip(10), 2));
+    leaks.assert_none();
 }
 
 /// A small tmpfs over the instance's state directory, unmounted on drop.
@@ -890,5 +897,36 @@ fn a_redirect_the_port_drops_is_counted_and_the_port_gets_kernel_delivery() {
     assert!(lab.log().contains("dropped redirected frames"), "{}", lab.log());
     assert!(pings(&lab.topo.outside, eip(10), 3), "{}", lab.log());
     assert!(reaches(lab.vm(1), OUTSIDE_ADDR));
+    leaks.assert_none();
+}
+
+/// The bridge deleted and created again (a new index and MAC, its ports re-attached): egress
+/// is attached to it again, the fast path sends from its MAC, and the DHCP server answers on
+/// it, within seconds.
+#[test]
+fn a_bridge_created_again_is_followed() {
+    let lab = Lab::new(1);
+    lab.ok(&["bind", "203.0.113.10", "vm1"]);
+    let leaks = LeakWatch::start(&lab);
+    lab.topo.recreate_bridge().unwrap();
+    let _talk = chatter(&lab, 1, 20);
+    wait_for(6, "egress on the new bridge", || {
+        lab.log()
+            .contains("the interface was re-created: TC attached again")
+    });
+    wait_for(6, "traffic through the new bridge", || {
+        pings(&lab.topo.outside, eip(10), 1)
+    });
+    assert!(reaches(lab.vm(1), OUTSIDE_ADDR));
+    wait_for(6, "the DHCP server on the new bridge", || {
+        lab.log()
+            .contains("DHCP server listening on the bridge created again")
+    });
+    let dir = lab.inst.dir.join("dhcp");
+    std::fs::create_dir_all(&dir).unwrap();
+    let _client = eip_user::testing::clients::udhcpc(lab.vm(1), &dir, "vm1").unwrap();
+    wait_for(15, "a lease from the new bridge's server", || {
+        std::fs::read_to_string(dir.join("vm1.log")).is_ok_and(|l| l.contains("bound ip=192.168.6.11"))
+    });
     leaks.assert_none();
 }

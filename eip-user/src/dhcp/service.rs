@@ -174,18 +174,44 @@ impl Server {
         // The largest UDP payload, so an oversized datagram is seen whole and counted.
         let mut buf = vec![0u8; 65_536];
         tracing::info!(bridge = %self.bridge.name, server = %self.settings.server, "DHCP server listening");
+        let mut follow = tokio::time::interval(std::time::Duration::from_secs(1));
         loop {
-            let n = tokio::select! {
+            // The branches only say what happened: the stop watch's guard must not live across
+            // the awaits that follow.
+            let got = tokio::select! {
                 r = self.socket.recv_from(&mut buf) => match r {
-                    Ok((n, _)) => n,
+                    Ok((n, _)) => Some(n),
                     Err(e) => {
                         tracing::warn!(error = %e, "DHCP receive");
                         continue;
                     }
                 },
+                _ = follow.tick() => None,
                 _ = stop.wait_for(Option::is_some) => break,
             };
-            self.one(&shared, &buf[..n]).await;
+            match got {
+                Some(n) => self.one(&shared, &buf[..n]).await,
+                None => self.follow_bridge(&shared).await,
+            }
+        }
+    }
+
+    /// A bridge created again (the daemon's upkeep has seen it) gets a socket bound to it: the
+    /// old one is bound to the interface that is gone.
+    async fn follow_bridge(&mut self, shared: &Shared<Live>) {
+        let now = shared.engine.lock().await.kernel.bridge().clone();
+        if now.index == self.bridge.index && now.mac == self.bridge.mac {
+            return;
+        }
+        match listen(&now.name) {
+            Ok(socket) => {
+                tracing::info!(bridge = %now.name, ifindex = now.index, "DHCP server listening on the bridge created again");
+                self.socket = socket;
+                self.bridge = now;
+            }
+            Err(e) => {
+                tracing::warn!(error = %crate::api::error_chain(&e), "DHCP: cannot listen on the new bridge yet")
+            }
         }
     }
 

@@ -101,15 +101,7 @@ impl Topology {
         let hv = naming.create("hv", "eiph")?;
         wire(&hv, &outside)?;
 
-        hv.ip(&["link", "add", BRIDGE_IF, "type", "bridge"])?;
-        hv.ip(&[
-            "addr",
-            "add",
-            &format!("{BRIDGE_ADDR}/{PRIVATE_PREFIX}"),
-            "dev",
-            BRIDGE_IF,
-        ])?;
-        hv.ip(&["link", "set", BRIDGE_IF, "up"])?;
+        bridge(&hv)?;
         hv.sysctl("net.ipv4.ip_forward", "1")?;
         // The fallback egress path hands the kernel packets whose source is already the EIP,
         // an address of this host: without accept_local they would be dropped as martians.
@@ -162,6 +154,18 @@ impl Topology {
         wire(&self.hv, &self.outside)
     }
 
+    /// Deletes the bridge and creates it again with its address, its ports re-attached, as a
+    /// rebuilt bridge (or a network service restarted) leaves it: the new bridge has the
+    /// defaults, and a new index and MAC.
+    pub fn recreate_bridge(&self) -> io::Result<()> {
+        self.hv.ip(&["link", "del", BRIDGE_IF])?;
+        bridge(&self.hv)?;
+        for vm in &self.vms {
+            self.hv.ip(&["link", "set", &vm.port, "master", BRIDGE_IF])?;
+        }
+        Ok(())
+    }
+
     /// Every namespace's name, the outside's first.
     pub fn names(&self) -> Vec<String> {
         [&self.outside, &self.hv]
@@ -206,5 +210,19 @@ fn wire(hv: &NetNs, outside: &NetNs) -> io::Result<()> {
     // A wire delivers complete checksums; a veth would hand over partial ones (checksum
     // offload). With tx offload off, the outside behaves like a host on a real wire.
     outside.exec("ethtool", &["-K", WAN_IF, "tx", "off"])?;
+    Ok(())
+}
+
+/// The bridge with its address, up.
+fn bridge(hv: &NetNs) -> io::Result<()> {
+    hv.ip(&["link", "add", BRIDGE_IF, "type", "bridge"])?;
+    hv.ip(&[
+        "addr",
+        "add",
+        &format!("{BRIDGE_ADDR}/{PRIVATE_PREFIX}"),
+        "dev",
+        BRIDGE_IF,
+    ])?;
+    hv.ip(&["link", "set", BRIDGE_IF, "up"])?;
     Ok(())
 }
