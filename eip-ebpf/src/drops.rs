@@ -24,11 +24,11 @@ pub fn eip_port_drops(ctx: TracePointContext) -> u32 {
     // SAFETY: as above.
     let to: i32 = unsafe { ctx.read_at(TO_IFINDEX) }.unwrap_or(0);
     let key = to as u32;
-    match EIP_PORT_DROPS.get_ptr_mut(&key) {
+    match EIP_PORT_DROPS.get_ptr_mut(key) {
         // SAFETY: this CPU's slot of the value: no other writer while this program runs here.
         Some(v) => unsafe { *v += 1 },
         None => {
-            let _ = EIP_PORT_DROPS.insert(&key, &1, 0);
+            let _ = EIP_PORT_DROPS.insert(key, 1u64, 0);
         }
     }
     0
