@@ -363,6 +363,9 @@ impl Bed {
             "--pool",
             "198.18.0.0/15",
             "--no-dhcp",
+            // XDP, as on a NIC: on the external veth the default would be the TC ingress.
+            "--ingress",
+            "xdp",
         ];
         args.push(if fast {
             "--fast-path-veth"
