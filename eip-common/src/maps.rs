@@ -30,8 +30,15 @@ pub const MAP_CONFIG: &str = "EIP_CONFIG";
 /// every one, and no interface counter moves.
 pub const MAP_PORT_DROPS: &str = "EIP_PORT_DROPS";
 
+/// Longest-prefix-match trie of the operator's pools (key: prefix length and the network in
+/// network order; value unused): ingress refuses packets from a pool's addresses, which no
+/// outside host can genuinely send from.
+pub const MAP_POOLS: &str = "EIP_POOLS";
+/// Pools the trie holds.
+pub const MAX_POOLS: u32 = 1_024;
+
 /// Every map, for pinning them all.
-pub const ALL_MAPS: [&str; 9] = [
+pub const ALL_MAPS: [&str; 10] = [
     MAP_DNAT,
     MAP_SNAT,
     MAP_VMS,
@@ -41,6 +48,7 @@ pub const ALL_MAPS: [&str; 9] = [
     MAP_PORTS,
     MAP_CONFIG,
     MAP_PORT_DROPS,
+    MAP_POOLS,
 ];
 
 pub const PROG_INGRESS: &str = "eip_ingress";
@@ -146,10 +154,27 @@ pub enum Counter {
     /// Ingress translated and passed to the kernel, because the VM's port cannot take
     /// redirected frames ([`VM_PORT_KERNEL`]).
     IngressKernelPort = 9,
+    /// To a bound EIP, with an IPv4 header whose checksum is wrong (RFC 1812 5.2.2).
+    DropBadIpChecksum = 10,
+    /// To a bound EIP from outside, with a source no outside host can genuinely have: the
+    /// bridge subnet (the VMs' own addresses)...
+    DropSrcBridgeSubnet = 11,
+    /// ...an address of the EIP pools...
+    DropSrcPool = 12,
+    /// ...127.0.0.0/8...
+    DropSrcLoopback = 13,
+    /// ...0.0.0.0/8...
+    DropSrcZeroNet = 14,
+    /// ...224.0.0.0/4...
+    DropSrcMulticast = 15,
+    /// ...255.255.255.255...
+    DropSrcBroadcast = 16,
+    /// ...or the rest of 240.0.0.0/4.
+    DropSrcReserved = 17,
 }
 
 impl Counter {
-    pub const ALL: [Counter; 10] = [
+    pub const ALL: [Counter; 18] = [
         Counter::DropMalformed,
         Counter::DropSpoofed,
         Counter::DropQuarantined,
@@ -160,6 +185,14 @@ impl Counter {
         Counter::EgressFallback,
         Counter::Hairpin,
         Counter::IngressKernelPort,
+        Counter::DropBadIpChecksum,
+        Counter::DropSrcBridgeSubnet,
+        Counter::DropSrcPool,
+        Counter::DropSrcLoopback,
+        Counter::DropSrcZeroNet,
+        Counter::DropSrcMulticast,
+        Counter::DropSrcBroadcast,
+        Counter::DropSrcReserved,
     ];
 
     /// The name operators see in `eip stats` and the metrics.
@@ -175,6 +208,14 @@ impl Counter {
             Counter::EgressFallback => "egress_fallback",
             Counter::Hairpin => "hairpin",
             Counter::IngressKernelPort => "ingress_kernel_port",
+            Counter::DropBadIpChecksum => "drop_bad_ip_checksum",
+            Counter::DropSrcBridgeSubnet => "drop_src_bridge_subnet",
+            Counter::DropSrcPool => "drop_src_pool",
+            Counter::DropSrcLoopback => "drop_src_loopback",
+            Counter::DropSrcZeroNet => "drop_src_zero_net",
+            Counter::DropSrcMulticast => "drop_src_multicast",
+            Counter::DropSrcBroadcast => "drop_src_broadcast",
+            Counter::DropSrcReserved => "drop_src_reserved",
         }
     }
 }
@@ -203,10 +244,29 @@ impl Config {
     }
 }
 
+/// The fixed classes of source addresses no host outside can genuinely send from (RFC 1122
+/// 3.2.1.3, RFC 1812 5.3.7): loopback, "this network", multicast, the limited broadcast and
+/// the reserved 240.0.0.0/4. The bridge subnet and the pools are the daemon's, checked apart.
+#[inline(always)]
+pub const fn bogus_source(src: u32) -> Option<Counter> {
+    match (src >> 24) as u8 {
+        _ if src == u32::MAX => Some(Counter::DropSrcBroadcast),
+        0 => Some(Counter::DropSrcZeroNet),
+        127 => Some(Counter::DropSrcLoopback),
+        224..=239 => Some(Counter::DropSrcMulticast),
+        240..=255 => Some(Counter::DropSrcReserved),
+        _ => None,
+    }
+}
+
 /// [`Config::flags`]: check VMs' source addresses against their leases.
 pub const CONFIG_ANTISPOOF: u16 = 1 << 0;
 /// [`Config::flags`]: never redirect; always hand translated packets to the kernel.
 pub const CONFIG_NO_FAST_PATH: u16 = 1 << 1;
+/// [`Config::flags`]: let packets from outside with any source reach the VMs
+/// (`--no-source-filter`, for setups where the bridge subnet or a pool is also routed
+/// outside).
+pub const CONFIG_NO_SOURCE_FILTER: u16 = 1 << 2;
 
 #[cfg(feature = "user")]
 mod pod {

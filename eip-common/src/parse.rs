@@ -104,6 +104,27 @@ impl Ipv4Info {
     }
 }
 
+/// Whether the IPv4 header of `ip` sums to 0xffff, its checksum included (RFC 1071). A
+/// router checks it before it forwards (RFC 1812 section 5.2.2): a translated header with a
+/// bad checksum keeps it bad, and the VM would only drop it later, uncounted.
+#[inline(always)]
+pub fn ipv4_header_ok<P: Packet + ?Sized>(pkt: &P, ip: &Ipv4Info) -> bool {
+    let mut sum: u32 = 0;
+    // At most 15 words (IHL 15): a fixed bound the verifier can follow.
+    let mut i = 0;
+    while i < 15 {
+        if i * 4 >= ip.hlen {
+            break;
+        }
+        let Some(w) = pkt.u32_at(ip.l3_off + i * 4) else {
+            return false;
+        };
+        sum = crate::checksum::add32(sum, w);
+        i += 1;
+    }
+    crate::checksum::fold(sum) == 0xffff
+}
+
 /// Validates the IPv4 header at `l3_off`: version 4, IHL >= 5, header and total length within
 /// the frame.
 #[inline(always)]

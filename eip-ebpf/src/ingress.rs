@@ -18,8 +18,10 @@ use aya_ebpf::{
 };
 use eip_common::{
     Packet,
-    maps::{CONFIG_NO_FAST_PATH, Counter, VM_PORT_KERNEL, VM_QUARANTINED},
-    parse::{ETH_P_IP, IP_DST, parse_eth, parse_ipv4},
+    maps::{
+        CONFIG_NO_FAST_PATH, CONFIG_NO_SOURCE_FILTER, Counter, VM_PORT_KERNEL, VM_QUARANTINED, bogus_source,
+    },
+    parse::{ETH_P_IP, IP_DST, ipv4_header_ok, parse_eth, parse_ipv4},
     rewrite::{Field, apply, decrement_ttl, plan},
 };
 
@@ -93,6 +95,25 @@ fn decide<P: Packet>(pkt: &mut P, xdp: bool) -> Result<Verdict, Counter> {
     let Some(binding) = dnat(ip.dst) else {
         return Ok(Verdict::Pass);
     };
+    // Checked before anything is rewritten: an incremental update would carry a wrong
+    // checksum over to the VM.
+    if !ipv4_header_ok(pkt, &ip) {
+        return Err(Counter::DropBadIpChecksum);
+    }
+    let cfg = config();
+    // Sources no host outside can have: a VM's own address (which would also let the
+    // outside pose as the VM to its neighbours), an EIP, loopback and the other bogons.
+    if cfg.flags & CONFIG_NO_SOURCE_FILTER == 0 {
+        if let Some(why) = bogus_source(ip.src) {
+            return Err(why);
+        }
+        if cfg.is_private(ip.src) {
+            return Err(Counter::DropSrcBridgeSubnet);
+        }
+        if in_pool(ip.src) {
+            return Err(Counter::DropSrcPool);
+        }
+    }
     let vm = vm(binding.addr).unwrap_or_default();
     if vm.flags & VM_QUARANTINED != 0 {
         return Err(Counter::DropQuarantined);
@@ -101,7 +122,6 @@ fn decide<P: Packet>(pkt: &mut P, xdp: bool) -> Result<Verdict, Counter> {
     apply(pkt, &plan).map_err(drop_reason)?;
     count_in(binding.slot, ip.total_len);
 
-    let cfg = config();
     let port = vm.port_ifindex;
     if cfg.flags & CONFIG_NO_FAST_PATH != 0 || port == 0 {
         count(Counter::IngressFallback);

@@ -2,7 +2,7 @@
 
 use aya_ebpf::{
     macros::map,
-    maps::{Array, DevMapHash, HashMap, PerCpuArray, PerCpuHashMap},
+    maps::{Array, DevMapHash, HashMap, LpmTrie, PerCpuArray, PerCpuHashMap, lpm_trie::Key},
 };
 use eip_common::maps::*;
 
@@ -25,6 +25,16 @@ pub static EIP_PORTS: DevMapHash = DevMapHash::with_max_entries(MAX_PORTS, 0);
 pub static EIP_CONFIG: Array<Config> = Array::with_max_entries(1, 0);
 #[map]
 pub static EIP_PORT_DROPS: PerCpuHashMap<u32, u64> = PerCpuHashMap::with_max_entries(MAX_PORTS, 0);
+/// LPM tries must be created with BPF_F_NO_PREALLOC.
+#[map]
+pub static EIP_POOLS: LpmTrie<u32, u8> =
+    LpmTrie::with_max_entries(MAX_POOLS, aya_ebpf::bindings::BPF_F_NO_PREALLOC);
+
+/// Whether `addr` is in one of the operator's pools.
+#[inline(always)]
+pub fn in_pool(addr: u32) -> bool {
+    EIP_POOLS.get(Key::new(32, addr.to_be())).is_some()
+}
 
 #[inline(always)]
 pub fn count(c: Counter) {

@@ -165,6 +165,12 @@ pub struct DaemonArgs {
     /// hand them to the kernel (so the host's firewall and routing see them), at a cost.
     #[arg(long)]
     pub no_fast_path: bool,
+    /// Let packets from outside reach the VMs whatever their source. By default ingress
+    /// drops (and counts) sources no outside host can genuinely have: the bridge subnet, the
+    /// pools, loopback, 0.0.0.0/8, multicast, the limited broadcast and 240.0.0.0/4. Only
+    /// for setups where the bridge subnet or a pool is also routed beyond the uplink.
+    #[arg(long)]
+    pub no_source_filter: bool,
     /// Where ingress translation runs: XDP (a NIC), TC (a veth, where a sender's checksum
     /// offload leaves partial checksums that XDP cannot see), or auto: TC when --ext is a
     /// veth, XDP otherwise.

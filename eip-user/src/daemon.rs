@@ -9,7 +9,7 @@ use std::{
     time::Duration,
 };
 
-use eip_common::maps::{CONFIG_ANTISPOOF, CONFIG_NO_FAST_PATH, Config};
+use eip_common::maps::{CONFIG_ANTISPOOF, CONFIG_NO_FAST_PATH, CONFIG_NO_SOURCE_FILTER, Config};
 use ipnet::Ipv4Net;
 use tokio::{
     net::UnixListener,
@@ -325,7 +325,12 @@ pub async fn run(args: DaemonArgs, socket: PathBuf) -> Result<(), DaemonError> {
     let config = Config {
         bridge_mac: bridge.mac,
         flags: if args.no_antispoof { 0 } else { CONFIG_ANTISPOOF }
-            | if args.no_fast_path { CONFIG_NO_FAST_PATH } else { 0 },
+            | if args.no_fast_path { CONFIG_NO_FAST_PATH } else { 0 }
+            | if args.no_source_filter {
+                CONFIG_NO_SOURCE_FILTER
+            } else {
+                0
+            },
         private_net: limits.private.network().to_bits(),
         private_mask: limits.private.netmask().to_bits(),
     };

@@ -8,6 +8,7 @@ use std::{
 };
 
 use eip_common::maps::{Counter, EipStats};
+use ipnet::Ipv4Net;
 
 use crate::{
     dataplane::update::{BindingMaps, MemMaps, bind_ops, execute, unbind_ops},
@@ -28,12 +29,17 @@ pub struct KernelView {
     pub macs: BTreeMap<Mac, (Ipv4Addr, u16)>,
     /// The /32 aliases this daemon put on the external interface.
     pub aliases: BTreeSet<Ipv4Addr>,
+    /// The pools, whose addresses ingress refuses as sources from outside.
+    pub pools: BTreeSet<Ipv4Net>,
 }
 
 impl KernelView {
     /// The view a state asks for.
     pub fn desired(state: &State) -> KernelView {
-        let mut v = KernelView::default();
+        let mut v = KernelView {
+            pools: state.pools.iter().copied().collect(),
+            ..KernelView::default()
+        };
         for (mac, (ip, flags)) in state.guests() {
             v.vms.insert(ip, (mac, flags));
             v.macs.insert(mac, (ip, flags));
@@ -108,6 +114,12 @@ pub fn reconcile(state: &State, view: &KernelView) -> Vec<Effect> {
     for eip in want.aliases.difference(&view.aliases) {
         out.push(Effect::AddAlias(*eip));
         out.push(Effect::Announce(*eip));
+    }
+    for pool in view.pools.difference(&want.pools) {
+        out.push(Effect::DelPool(*pool));
+    }
+    for pool in want.pools.difference(&view.pools) {
+        out.push(Effect::AddPool(*pool));
     }
     crate::lifecycle::in_order(out)
 }
@@ -192,6 +204,7 @@ pub struct MemKernel {
     pub vms: BTreeMap<Ipv4Addr, (Mac, u16)>,
     pub macs: BTreeMap<Mac, (Ipv4Addr, u16)>,
     pub aliases: BTreeSet<Ipv4Addr>,
+    pub pools: BTreeSet<Ipv4Net>,
     pub announced: Vec<Ipv4Addr>,
     pub resets: Vec<u32>,
     pub applied: usize,
@@ -232,6 +245,12 @@ impl Kernel for MemKernel {
                 self.aliases.remove(&eip);
             }
             Effect::Announce(eip) => self.announced.push(eip),
+            Effect::AddPool(p) => {
+                self.pools.insert(p);
+            }
+            Effect::DelPool(p) => {
+                self.pools.remove(&p);
+            }
             Effect::Bind { .. } | Effect::Unbind { .. } | Effect::ForgetSnat { .. } => {
                 apply_binding(&mut self.maps, effect)?
             }
@@ -247,6 +266,7 @@ impl Kernel for MemKernel {
             vms: self.vms.clone(),
             macs: self.macs.clone(),
             aliases: self.aliases.clone(),
+            pools: self.pools.clone(),
         })
     }
 

@@ -725,6 +725,9 @@ pub fn lease_events(before: &State, after: &State, writes: &[Write]) -> Vec<Leas
 /// Kernel work, in the order it must run.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Effect {
+    /// A pool's addresses become sources ingress refuses from outside (before any of them
+    /// can be bound).
+    AddPool(Ipv4Net),
     /// A new allocation starts its counters from zero (the slot may have served another EIP).
     ResetStats {
         slot: u32,
@@ -760,12 +763,14 @@ pub enum Effect {
     AddAlias(Ipv4Addr),
     /// Gratuitous ARP, so the upstream router learns the (new) owner at once.
     Announce(Ipv4Addr),
+    /// A deleted pool's addresses are ordinary sources again.
+    DelPool(Ipv4Net),
 }
 
 impl Effect {
     pub(crate) fn rank(&self) -> u8 {
         match self {
-            Effect::ResetStats { .. } => 0,
+            Effect::AddPool(_) | Effect::ResetStats { .. } => 0,
             Effect::Unbind { .. } | Effect::ForgetSnat { .. } => 1,
             Effect::DelAlias(_) => 2,
             Effect::DelGuest { .. } => 3,
@@ -773,6 +778,7 @@ impl Effect {
             Effect::Bind { .. } => 5,
             Effect::AddAlias(_) => 6,
             Effect::Announce(_) => 7,
+            Effect::DelPool(_) => 8,
         }
     }
 }
@@ -786,8 +792,13 @@ impl Effect {
 pub fn effects(before: &State, after: &State, writes: &[Write]) -> Vec<Effect> {
     let mut macs = BTreeSet::new();
     let mut eips = BTreeSet::new();
+    let mut out = Vec::new();
     for w in writes {
         match w {
+            Write::PutPool(n) if !before.pools.contains(n) => out.push(Effect::AddPool(*n)),
+            Write::DelPool(n) if before.pools.contains(n) && !after.pools.contains(n) => {
+                out.push(Effect::DelPool(*n))
+            }
             Write::PutHost(h) => {
                 macs.insert(h.mac);
             }
@@ -817,7 +828,6 @@ pub fn effects(before: &State, after: &State, writes: &[Write]) -> Vec<Effect> {
                 .map(|e| e.addr),
         );
     }
-    let mut out = Vec::new();
     let guests: Vec<_> = macs
         .iter()
         .map(|m| (*m, before.guest(*m), after.guest(*m)))

@@ -331,6 +331,8 @@ impl Kernel for Live {
                     );
                 }
             }
+            Effect::AddPool(p) => self.dp.set_pool(p)?,
+            Effect::DelPool(p) => self.dp.del_pool(p)?,
             Effect::AddAlias(eip) => self.nl.add_alias(self.ext.index, eip).await?,
             Effect::DelAlias(eip) => self.nl.del_alias(self.ext.index, eip).await?,
             Effect::Announce(eip) => {
@@ -371,6 +373,7 @@ impl Kernel for Live {
                 .map(|(mac, l)| (Mac(mac), (Ipv4Addr::from_bits(l.addr), l.flags & !VM_PORT_FLAGS)))
                 .collect(),
             aliases: self.nl.aliases(self.ext.index).await?,
+            pools: self.dp.pools()?,
         };
         self.guests = Some(vms.into_iter().collect());
         Ok(view)

@@ -68,7 +68,9 @@ fn check(dp: &mut eip_user::dataplane::Dataplane, row: &Row) -> Result<(), Strin
     if let Ok(eth) = parse_eth(&out[..])
         && eth.ethertype == ETH_P_IP
         && out.len() >= eth.l3_off + 20
-        && row.counter.is_none_or(|c| !matches!(c, Counter::DropMalformed))
+        && row
+            .counter
+            .is_none_or(|c| !matches!(c, Counter::DropMalformed | Counter::DropBadIpChecksum))
     {
         verify_ipv4(&out, eth.l3_off).map_err(|e| format!("output: {e}"))?;
     }

@@ -5,9 +5,14 @@ pub mod update;
 
 use std::net::Ipv4Addr;
 
+use ipnet::Ipv4Net;
+
 use aya::{
     Ebpf, EbpfError, EbpfLoader,
-    maps::{Array, DevMapHash, HashMap, MapData, MapError, PerCpuArray, PerCpuHashMap},
+    maps::{
+        Array, DevMapHash, HashMap, MapData, MapError, PerCpuArray, PerCpuHashMap,
+        lpm_trie::{Key, LpmTrie},
+    },
     programs::{ProgramError, SchedClassifier, TcAttachType, TracePoint, Xdp, XdpMode, tc, xdp::XdpLinkId},
 };
 use eip_common::maps::*;
@@ -465,6 +470,45 @@ impl Dataplane {
                 iface: "tracepoint xdp:xdp_redirect_err".into(),
                 source: Box::new(source),
             })
+    }
+
+    fn pool_trie(&mut self) -> Result<LpmTrie<&mut MapData, u32, u8>, DataplaneError> {
+        let map = self
+            .ebpf
+            .map_mut(MAP_POOLS)
+            .ok_or(DataplaneError::MissingMap { name: MAP_POOLS })?;
+        LpmTrie::try_from(map).map_err(map_err(MAP_POOLS, "not an LPM trie"))
+    }
+
+    fn pool_key(net: Ipv4Net) -> Key<u32> {
+        // The trie matches bits from the most significant: the address in network order.
+        Key::new(u32::from(net.prefix_len()), net.network().to_bits().to_be())
+    }
+
+    /// Makes `net`'s addresses sources ingress refuses from outside.
+    pub fn set_pool(&mut self, net: Ipv4Net) -> Result<(), DataplaneError> {
+        self.pool_trie()?
+            .insert(&Self::pool_key(net), 1, 0)
+            .map_err(map_err(MAP_POOLS, format!("insert {net}")))
+    }
+
+    pub fn del_pool(&mut self, net: Ipv4Net) -> Result<(), DataplaneError> {
+        ignore_missing(self.pool_trie()?.remove(&Self::pool_key(net)))
+            .map_err(map_err(MAP_POOLS, format!("remove {net}")))
+    }
+
+    /// The pools the trie holds.
+    pub fn pools(&mut self) -> Result<std::collections::BTreeSet<Ipv4Net>, DataplaneError> {
+        let trie = self.pool_trie()?;
+        trie.keys()
+            .map(|k| {
+                k.map(|k| {
+                    let addr = Ipv4Addr::from_bits(u32::from_be(k.data()));
+                    Ipv4Net::new(addr, k.prefix_len() as u8).unwrap_or_default()
+                })
+            })
+            .collect::<Result<_, _>>()
+            .map_err(map_err(MAP_POOLS, "read"))
     }
 
     /// Frames the kernel dropped on redirecting them, by interface, summed over CPUs.

@@ -662,6 +662,8 @@ mod sequences {
         vms: Vec<(u8, u8, u16)>,
         macs: Vec<(u8, u8, u16)>,
         aliases: Vec<u8>,
+        /// Pools in the trie: 203.0.113.0/29 (the state's) or 198.18.N.0/24 (foreign).
+        pools: Vec<u8>,
         /// Start from the kernel the state asks for (then overwrite), or from an empty one.
         from_desired: bool,
     }
@@ -679,14 +681,16 @@ mod sequences {
             few((p.clone(), m.clone(), 0u16..2)),
             few((m, p, 0u16..2)),
             few(e),
+            few(0u8..3),
             any::<bool>(),
         )
-            .prop_map(|(dnat, snat, vms, macs, aliases, from_desired)| Debris {
+            .prop_map(|(dnat, snat, vms, macs, aliases, pools, from_desired)| Debris {
                 dnat,
                 snat,
                 vms,
                 macs,
                 aliases,
+                pools,
                 from_desired,
             })
     }
@@ -704,6 +708,7 @@ mod sequences {
             k.vms.clear();
             k.macs.clear();
             k.aliases.clear();
+            k.pools.clear();
         }
         for &(e, p, slot) in &d.dnat {
             k.maps.dnat.insert(eip(e), bind(priv_ip(p), slot));
@@ -718,6 +723,10 @@ mod sequences {
             k.macs.insert(mac(m), (priv_ip(p), f));
         }
         k.aliases.extend(d.aliases.iter().map(|e| eip(*e)));
+        k.pools.extend(d.pools.iter().map(|&n| match n {
+            0 => "203.0.113.0/29".parse::<ipnet::Ipv4Net>().unwrap(),
+            n => format!("198.18.{n}.0/24").parse().unwrap(),
+        }));
     }
 
     proptest! {

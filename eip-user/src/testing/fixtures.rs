@@ -82,6 +82,8 @@ pub const VM6: Guest = Guest {
     flags: VM_PORT_KERNEL,
     fast_path: true,
 };
+/// The pool the fixture EIPs come from.
+pub const POOL: &str = "203.0.113.0/24";
 /// An EIP of the pool that is not bound.
 pub const UNBOUND_EIP: [u8; 4] = [203, 0, 113, 99];
 
@@ -100,6 +102,7 @@ pub fn install(dp: &mut Dataplane, port: u32) -> Result<(), Box<dyn std::error::
         private_net: Ipv4Addr::new(192, 168, 6, 0).to_bits(),
         private_mask: 0xffff_ff00,
     })?;
+    dp.set_pool(POOL.parse().expect("the fixture pool"))?;
     for g in [VM1, VM2, VM3, VM4, VM5, VM6] {
         let private = Ipv4Addr::from(g.private);
         dp.set_guest(private, g.mac, if g.fast_path { port } else { 0 }, g.flags)?;
@@ -394,6 +397,59 @@ pub fn ingress_rows() -> Vec<Row> {
         XDP_PASS,
         from_outside(&dnat(&to2, VM2.private)),
         Some(IngressFallback),
+    ));
+    // Sources no host outside can genuinely have, each dropped untouched with its reason.
+    for (name, src, why) in [
+        (
+            "ingress from the bridge subnet",
+            [192, 168, 6, 50],
+            DropSrcBridgeSubnet,
+        ),
+        (
+            "ingress from a VM's own private address",
+            VM1.private,
+            DropSrcBridgeSubnet,
+        ),
+        ("ingress from a pool address", [203, 0, 113, 77], DropSrcPool),
+        ("ingress from a bound EIP", VM2.eip(), DropSrcPool),
+        ("ingress from loopback", [127, 0, 0, 1], DropSrcLoopback),
+        ("ingress from 0.0.0.0/8", [0, 1, 2, 3], DropSrcZeroNet),
+        ("ingress from multicast", [224, 0, 0, 5], DropSrcMulticast),
+        (
+            "ingress from the limited broadcast",
+            [255, 255, 255, 255],
+            DropSrcBroadcast,
+        ),
+        ("ingress from 240.0.0.0/4", [240, 0, 0, 1], DropSrcReserved),
+    ] {
+        let f = from_outside(&Ipv4::new(src, eip1, tcp(40008, 80)));
+        rows.push(row(name, I, f.clone(), XDP_DROP, f, Some(why)));
+    }
+    // A test net and a public address are ordinary sources.
+    for (name, src) in [
+        ("ingress from TEST-NET-1", [192, 0, 2, 1]),
+        ("ingress from a public address", [8, 8, 8, 8]),
+    ] {
+        let ip = Ipv4::new(src, eip1, tcp(40009, 80));
+        rows.push(row(
+            name,
+            I,
+            from_outside(&ip),
+            XDP_REDIRECT,
+            to_vm(&VM1, &dnat(&ip, VM1.private)),
+            Some(IngressFastPath),
+        ));
+    }
+    // RFC 1812 5.2.2: a header whose checksum is wrong is dropped before any rewrite.
+    let mut bad = from_outside(&Ipv4::new(OUTSIDE, eip1, tcp(40007, 80)));
+    bad[14 + 10] ^= 0x5a;
+    rows.push(row(
+        "ingress IPv4 header checksum wrong: dropped untouched",
+        I,
+        bad.clone(),
+        XDP_DROP,
+        bad,
+        Some(DropBadIpChecksum),
     ));
     let to6 = Ipv4::new(OUTSIDE, VM6.eip(), tcp(40006, 80));
     rows.push(row(

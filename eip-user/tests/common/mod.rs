@@ -17,6 +17,9 @@ use eip_user::{
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_eip");
 
+/// The outside host's own address.
+pub const OUTSIDE: Ipv4Addr = OUTSIDE_ADDR;
+
 pub fn eip(last: u8) -> Ipv4Addr {
     Ipv4Addr::new(203, 0, 113, last)
 }
