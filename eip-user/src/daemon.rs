@@ -24,7 +24,7 @@ use crate::{
     dhcp::{self, service::DhcpError},
     engine::{Engine, EngineError},
     hosts_follow::Follower,
-    kernel::KernelError,
+    kernel::{Kernel, KernelError},
     lifecycle::{self, Refusal},
     live::Live,
     metrics,
@@ -354,7 +354,9 @@ pub async fn run(args: DaemonArgs, socket: PathBuf) -> Result<(), DaemonError> {
         if engine.state().pools.contains(&pool) {
             continue;
         }
-        let change = lifecycle::pool_add(engine.state(), &limits, pool);
+        let host = engine.kernel.host_nets().await?;
+        let change = lifecycle::pool_add(engine.state(), &limits, pool)
+            .and_then(|c| lifecycle::pool_clear_of_host(pool, &host).map(|()| c));
         match engine
             .run(&format!("pool add {pool} (command line)"), change)
             .await

@@ -160,6 +160,11 @@ pub trait Kernel: Send + 'static {
     fn path_of(&self, _private: Ipv4Addr) -> Option<&'static str> {
         None
     }
+    /// The IPv4 addresses (with their subnets) of the host's interfaces, the daemon's own
+    /// aliases left out: what a pool must not overlap.
+    fn host_nets(&mut self) -> impl Future<Output = Result<Vec<Ipv4Net>, KernelError>> + Send {
+        async { Ok(Vec::new()) }
+    }
     /// Packets the leak guard dropped (see [`crate::guard`]), when there is one.
     fn guard_dropped(&self) -> Option<u64> {
         None

@@ -162,6 +162,18 @@ pub enum Refusal {
     PoolOverlaps { new: Ipv4Net, existing: Ipv4Net },
     #[error("pool {0} overlaps the bridge subnet")]
     PoolIsPrivate(Ipv4Net),
+    #[error("pool {pool} overlaps {range} ({what}), which is never a public address")]
+    PoolNotPublic {
+        pool: Ipv4Net,
+        range: Ipv4Net,
+        what: &'static str,
+    },
+    #[error(
+        "pool {pool} overlaps {net}, an address of this host's interfaces; binding it would take the host's own address"
+    )]
+    PoolOnHost { pool: Ipv4Net, net: Ipv4Net },
+    #[error("{0} is not a unicast MAC (multicast, broadcast or all zero); a VM's NIC has a unicast one")]
+    NotUnicastMac(Mac),
     #[error("pool {0} does not exist")]
     NoSuchPool(Ipv4Net),
     #[error("pool {pool} still has {eip} bound; unbind it first")]
@@ -360,6 +372,10 @@ impl Holders for Building {
 /// Checks a reservation against the subnet and the other reservations (a record of the
 /// same MAC is the one it replaces).
 fn check_host(others: &impl Holders, limits: &Limits, host: &Host) -> Result<(), Refusal> {
+    // The group bit, or nothing at all: no NIC sends from such an address.
+    if host.mac.0 == [0; 6] || host.mac.0[0] & 1 != 0 {
+        return Err(Refusal::NotUnicastMac(host.mac));
+    }
     let net = limits.private;
     if !net.contains(&host.ip) {
         return Err(Refusal::OutsideSubnet { ip: host.ip, net });
@@ -581,13 +597,47 @@ pub fn pool_add(state: &State, limits: &Limits, net: Ipv4Net) -> Result<Change, 
             existing: *existing,
         });
     }
-    if net.contains(&limits.private.network()) || limits.private.contains(&net.network()) {
+    if overlaps(net, limits.private) {
         return Err(Refusal::PoolIsPrivate(net));
+    }
+    for (range, what) in NOT_PUBLIC {
+        let range: Ipv4Net = range.parse().expect("a valid constant range");
+        if overlaps(net, range) {
+            return Err(Refusal::PoolNotPublic {
+                pool: net,
+                range,
+                what,
+            });
+        }
     }
     Ok(Change {
         writes: vec![Write::PutPool(net)],
         message: format!("added pool {net}"),
     })
+}
+
+/// Ranges a pool may never overlap: no address in them is a public one (RFC 6890).
+const NOT_PUBLIC: [(&str, &str); 5] = [
+    ("0.0.0.0/8", "this network"),
+    ("127.0.0.0/8", "loopback"),
+    ("169.254.0.0/16", "link-local"),
+    ("224.0.0.0/4", "multicast"),
+    ("240.0.0.0/4", "reserved"),
+];
+
+fn overlaps(a: Ipv4Net, b: Ipv4Net) -> bool {
+    a.contains(&b.network()) || b.contains(&a.network())
+}
+
+/// Refuses a pool that overlaps an address or subnet of the host's interfaces (`host`, the
+/// daemon's EIP aliases left out): binding such an address would take it from the host, the
+/// hypervisor's own uplink included.
+pub fn pool_clear_of_host(net: Ipv4Net, host: &[Ipv4Net]) -> Result<(), Refusal> {
+    let pool = net.trunc();
+    match host.iter().find(|h| overlaps(pool, h.trunc())) {
+        Some(h) => Err(Refusal::PoolOnHost { pool, net: *h }),
+        None => Ok(()),
+    }
 }
 
 /// Deleting a pool releases its allocated (unbound) addresses with it.

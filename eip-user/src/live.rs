@@ -387,6 +387,10 @@ impl Kernel for Live {
         self.path(private)
     }
 
+    async fn host_nets(&mut self) -> Result<Vec<ipnet::Ipv4Net>, KernelError> {
+        Ok(self.nl.host_nets().await?)
+    }
+
     fn guard_dropped(&self) -> Option<u64> {
         crate::guard::dropped(self.pins.instance())
     }

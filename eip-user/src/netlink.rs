@@ -167,6 +167,28 @@ impl Netlink {
             .collect())
     }
 
+    /// Every IPv4 address of every interface, with its prefix, this daemon's aliases left out.
+    pub async fn host_nets(&self) -> Result<Vec<ipnet::Ipv4Net>, NetlinkError> {
+        let mut out = Vec::new();
+        let mut msgs = self.handle.address().get().execute();
+        while let Some(m) = msgs.try_next().await.map_err(req("list addresses"))? {
+            if is_alias(&m) {
+                continue;
+            }
+            let local = m.attributes.iter().find_map(|a| match a {
+                AddressAttribute::Local(std::net::IpAddr::V4(a))
+                | AddressAttribute::Address(std::net::IpAddr::V4(a)) => Some(*a),
+                _ => None,
+            });
+            if let Some(a) = local
+                && let Ok(net) = ipnet::Ipv4Net::new(a, m.header.prefix_len)
+            {
+                out.push(net);
+            }
+        }
+        Ok(out)
+    }
+
     pub async fn add_alias(&self, index: u32, addr: Ipv4Addr) -> Result<(), NetlinkError> {
         let mut r = self.handle.address().add(index, addr.into(), 32);
         r.message_mut()

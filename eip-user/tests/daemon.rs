@@ -267,6 +267,63 @@ fn every_refusal_is_one_sentence_and_changes_nothing() {
             1,
             "overlaps the bridge subnet",
         ),
+        // The host's own uplink subnet: binding the host's address would take it off the
+        // network.
+        (
+            &["pool", "add", "198.51.100.0/24"],
+            1,
+            "overlaps 198.51.100.1/24, an address of this host's interfaces",
+        ),
+        (
+            &["pool", "add", "127.0.0.0/8"],
+            1,
+            "overlaps 127.0.0.0/8 (loopback)",
+        ),
+        (
+            &["pool", "add", "0.0.0.0/8"],
+            1,
+            "overlaps 0.0.0.0/8 (this network)",
+        ),
+        (
+            &["pool", "add", "169.254.10.0/24"],
+            1,
+            "overlaps 169.254.0.0/16 (link-local)",
+        ),
+        (
+            &["pool", "add", "224.0.0.0/24"],
+            1,
+            "overlaps 224.0.0.0/4 (multicast)",
+        ),
+        (
+            &["pool", "add", "250.0.0.0/8"],
+            1,
+            "overlaps 240.0.0.0/4 (reserved)",
+        ),
+        (
+            &["host", "add", "ff:ff:ff:ff:ff:ff", "192.168.6.40"],
+            1,
+            "ff:ff:ff:ff:ff:ff is not a unicast MAC",
+        ),
+        (
+            &["host", "add", "01:00:5e:00:00:01", "192.168.6.40"],
+            1,
+            "01:00:5e:00:00:01 is not a unicast MAC",
+        ),
+        (
+            &["host", "add", "00:00:00:00:00:00", "192.168.6.40"],
+            1,
+            "00:00:00:00:00:00 is not a unicast MAC",
+        ),
+        (
+            &["host", "add", "52:54:00:00:00:09", "192.168.6.0"],
+            1,
+            "192.168.6.0",
+        ),
+        (
+            &["host", "add", "52:54:00:00:00:09", "192.168.6.255"],
+            1,
+            "192.168.6.255",
+        ),
         (
             &["pool", "del", "203.0.113.0/24"],
             1,

@@ -278,6 +278,17 @@ fn reservations_are_checked() {
         add(9, "192.168.6.50", Some("a b")),
         Err(Refusal::BadName("a b".into()))
     );
+    for group in [
+        [0xff; 6],
+        [0x01, 0x00, 0x5e, 0, 0, 1],
+        [0x33, 0x33, 0, 0, 0, 1],
+        [0; 6],
+    ] {
+        assert_eq!(
+            host_add(&s, &l, Mac(group), ip("192.168.6.50"), None),
+            Err(Refusal::NotUnicastMac(Mac(group)))
+        );
+    }
     assert!(add(9, "192.168.6.50", Some("vm9")).is_ok());
 }
 
@@ -298,6 +309,29 @@ fn pools_do_not_overlap_and_are_not_deleted_while_bound() {
         pool_add(&s, &l, p("192.168.0.0/16")),
         Err(Refusal::PoolIsPrivate(p("192.168.0.0/16")))
     );
+    for (pool, range) in [
+        ("127.0.0.0/24", "127.0.0.0/8"),
+        ("0.0.0.0/16", "0.0.0.0/8"),
+        ("169.254.0.0/24", "169.254.0.0/16"),
+        ("239.1.0.0/16", "224.0.0.0/4"),
+        ("255.255.255.255/32", "240.0.0.0/4"),
+    ] {
+        assert!(
+            matches!(pool_add(&s, &l, p(pool)), Err(Refusal::PoolNotPublic { range: r, .. }) if r == p(range)),
+            "{pool}"
+        );
+    }
+    // The host's addresses: its uplink's subnet, and a single address of its.
+    let host = [p("198.51.100.1/24"), p("192.0.2.7/32")];
+    assert_eq!(
+        pool_clear_of_host(p("198.51.100.128/25"), &host),
+        Err(Refusal::PoolOnHost {
+            pool: p("198.51.100.128/25"),
+            net: p("198.51.100.1/24")
+        })
+    );
+    assert!(pool_clear_of_host(p("192.0.2.0/24"), &host).is_err());
+    assert_eq!(pool_clear_of_host(p("203.0.113.64/26"), &host), Ok(()));
     assert_eq!(
         pool_del(&s, p("198.51.100.0/24")),
         Err(Refusal::NoSuchPool(p("198.51.100.0/24")))
