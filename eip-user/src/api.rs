@@ -17,7 +17,7 @@
 //! | `POST /v1/quarantine`        | `{"target", "on"}`                | [`Done`]              |
 //! | `GET /v1/leases`             |                                   | [`Leases`]            |
 //! | `GET /v1/stats`              |                                   | [`Stats`]             |
-//! | `GET /v1/history?limit=N`    |                                   | `[`[`Entry`]`]`       |
+//! | `GET /v1/history?limit=N&before=SEQ` |                                   | `[`[`Entry`]`]`       |
 //! | `POST /v1/shutdown`          | `{"teardown": bool}`              | [`Done`]              |
 //!
 //! Every error is `{"error": "one sentence"}` with status 400 (malformed request), 404
@@ -186,8 +186,16 @@ pub struct ShutdownReq {
 
 #[derive(Debug, Deserialize)]
 pub struct HistoryQuery {
+    /// Entries in the page: [`HISTORY_PAGE`] by default, [`HISTORY_PAGE_MAX`] at most.
     pub limit: Option<usize>,
+    /// Only entries with a lower sequence number (the page before one already seen).
+    pub before: Option<u64>,
 }
+
+/// A history page's default length, and its longest: one reply never holds the whole
+/// history (100,000 entries are tens of megabytes).
+pub const HISTORY_PAGE: usize = 100;
+pub const HISTORY_PAGE_MAX: usize = 10_000;
 
 /// What the handlers share.
 pub struct Shared<K> {
@@ -227,15 +235,35 @@ impl From<Refusal> for Failure {
     }
 }
 
-/// An error and its causes on one line.
+/// An error and its causes on one line. A cause that a message already quotes (many say
+/// "... ({source})") is not repeated.
 pub fn error_chain(e: &dyn std::error::Error) -> String {
     let mut s = e.to_string();
     let mut cur = e.source();
     while let Some(c) = cur {
-        s += &format!(": {c}");
+        let text = c.to_string();
+        if !s.contains(&text) {
+            s += &format!(": {text}");
+        }
         cur = c.source();
     }
     s
+}
+
+/// Query strings whose rejection is our JSON error, not axum's plain text.
+pub struct Q<T>(pub T);
+
+impl<S: Send + Sync, T: serde::de::DeserializeOwned> axum::extract::FromRequestParts<S> for Q<T> {
+    type Rejection = Failure;
+    async fn from_request_parts(parts: &mut axum::http::request::Parts, state: &S) -> Result<Self, Failure> {
+        match Query::<T>::from_request_parts(parts, state).await {
+            Ok(Query(v)) => Ok(Q(v)),
+            Err(rej) => Err(Failure(
+                StatusCode::BAD_REQUEST,
+                format!("malformed query: {}", rej.body_text()),
+            )),
+        }
+    }
 }
 
 /// JSON bodies whose rejection is our one-sentence error, not axum's plain text.
@@ -246,6 +274,11 @@ impl<S: Send + Sync, T: serde::de::DeserializeOwned> FromRequest<S> for Body<T> 
     async fn from_request(req: Request, state: &S) -> Result<Self, Failure> {
         match Json::<T>::from_request(req, state).await {
             Ok(Json(v)) => Ok(Body(v)),
+            // 413 for a body over the limit; every other rejection is a malformed request.
+            Err(rej) if rej.status() == StatusCode::PAYLOAD_TOO_LARGE => Err(Failure(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "the request body is too large".into(),
+            )),
             Err(rej) => Err(Failure(StatusCode::BAD_REQUEST, rejection(&rej))),
         }
     }
@@ -276,6 +309,12 @@ pub fn router<K: Kernel + Sync>(shared: Arc<Shared<K>>) -> Router {
         .route("/v1/history", get(history::<K>))
         .route("/v1/shutdown", post(shutdown::<K>))
         .fallback(|| async { Failure(StatusCode::NOT_FOUND, "no such API endpoint".into()) })
+        .method_not_allowed_fallback(|| async {
+            Failure(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "this API endpoint does not take that method".into(),
+            )
+        })
         .with_state(shared)
 }
 
@@ -473,11 +512,18 @@ async fn leases<K: Kernel + Sync>(AxState(sh): Sh<K>) -> Json<Leases> {
 
 async fn history<K: Kernel + Sync>(
     AxState(sh): Sh<K>,
-    Query(q): Query<HistoryQuery>,
+    Q(q): Q<HistoryQuery>,
 ) -> Result<Json<Vec<Entry>>, Failure> {
+    let limit = q.limit.unwrap_or(HISTORY_PAGE);
+    if limit == 0 || limit > HISTORY_PAGE_MAX {
+        return Err(Failure(
+            StatusCode::BAD_REQUEST,
+            format!("limit must be 1 to {HISTORY_PAGE_MAX}"),
+        ));
+    }
     let en = sh.engine.lock().await;
     en.store()
-        .history(q.limit)
+        .history_page(Some(limit), q.before)
         .map(Json)
         .map_err(|e| Failure(StatusCode::INTERNAL_SERVER_ERROR, error_chain(&e)))
 }
@@ -489,4 +535,35 @@ async fn shutdown<K: Kernel + Sync>(AxState(sh): Sh<K>, Body(r): Body<ShutdownRe
     } else {
         "the daemon stops; the dataplane keeps forwarding".into()
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("the change is saved but the kernel refused part of it ({source})")]
+    struct Outer {
+        #[source]
+        source: Middle,
+    }
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("map update failed: {source}")]
+    struct Middle {
+        #[source]
+        source: std::io::Error,
+    }
+
+    #[test]
+    fn an_error_chain_names_each_cause_once() {
+        let e = Outer {
+            source: Middle {
+                source: std::io::Error::other("No space left on device"),
+            },
+        };
+        let s = error_chain(&e);
+        assert_eq!(s.matches("No space left on device").count(), 1, "{s}");
+        assert_eq!(s.matches("map update failed").count(), 1, "{s}");
+    }
 }

@@ -78,10 +78,16 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// The audit log of every change.
+    /// The audit log of every change, newest page (oldest first within it).
     History {
         #[arg(long)]
         json: bool,
+        /// Entries to show, newest first taken (at most 10,000).
+        #[arg(long, default_value_t = crate::api::HISTORY_PAGE)]
+        limit: usize,
+        /// Only entries before this sequence number (the page before one already seen).
+        #[arg(long, value_name = "SEQ")]
+        before: Option<u64>,
     },
     /// Drop all of a VM's traffic but DHCP.
     Quarantine { target: String },
@@ -189,6 +195,9 @@ pub struct DaemonArgs {
     /// leases; reservations past the rest are refused (hosts-file lines skipped).
     #[arg(long, default_value_t = eip_common::maps::DEFAULT_MAX_VMS)]
     pub max_vms: u32,
+    /// History entries kept; the oldest go first.
+    #[arg(long, value_name = "N", default_value_t = crate::store::Store::DEFAULT_HISTORY)]
+    pub history_keep: u64,
     /// Do not run the DHCP server (for hosts that keep their own on the bridge).
     #[arg(long)]
     pub no_dhcp: bool,
@@ -409,8 +418,12 @@ pub async fn run(socket: PathBuf, command: Command) -> Result<(), CliError> {
             let l: Leases = c.get("/v1/leases").await?;
             if json { print_json(&l) } else { print_leases(&l) }
         }
-        Command::History { json } => {
-            let h: Vec<Entry> = c.get("/v1/history").await?;
+        Command::History { json, limit, before } => {
+            let mut path = format!("/v1/history?limit={limit}");
+            if let Some(b) = before {
+                path += &format!("&before={b}");
+            }
+            let h: Vec<Entry> = c.get(&path).await?;
             if json {
                 print_json(&h)
             } else {

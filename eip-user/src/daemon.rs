@@ -268,7 +268,8 @@ pub async fn run(args: DaemonArgs, socket: PathBuf) -> Result<(), DaemonError> {
     let dhcp_settings = dhcp_settings(&args, &limits)?;
     tracing::info!(private = %limits.private, gateway = %limits.gateway, "read from {}", bridge.name);
     // The store first: it refuses a second daemon on the same state before anything changes.
-    let store = Store::open(&args.state_dir)?;
+    let mut store = Store::open(&args.state_dir)?;
+    store.set_history_keep(args.history_keep);
     let state = store.load()?;
     host_prerequisites(&bridge.name)?;
     let listener = bind_socket(&socket, args.socket_group.as_deref())?;

@@ -85,6 +85,8 @@ pub enum StoreError {
 pub struct Store {
     /// `None` after a failed write closed it, until the next write re-opens it.
     db: Option<Database>,
+    /// History entries kept (the oldest go first).
+    keep: u64,
     path: PathBuf,
     next_seq: u64,
     /// A write failed (a full disk, an I/O error): redb refuses every later one until the
@@ -94,6 +96,15 @@ pub struct Store {
 
 impl Store {
     pub const FILE: &'static str = "eip.redb";
+    /// History entries kept unless told otherwise: months of a busy hypervisor's changes,
+    /// some tens of megabytes at most.
+    pub const DEFAULT_HISTORY: u64 = 100_000;
+    const PRUNE_PER_COMMIT: usize = 16;
+
+    /// Keeps at most `keep` history entries (at least one).
+    pub fn set_history_keep(&mut self, keep: u64) {
+        self.keep = keep.max(1);
+    }
     const CACHE_BYTES: usize = 4 << 20;
 
     /// Opens the store in `dir`, or creates it when the file is missing. A file that is there
@@ -108,6 +119,7 @@ impl Store {
         let db = Self::open_db(&path)?;
         let mut store = Store {
             db: Some(db),
+            keep: Self::DEFAULT_HISTORY,
             path,
             next_seq: 1,
             reopen: false,
@@ -350,6 +362,20 @@ impl Store {
             history
                 .insert(entry.seq, json(&entry).as_str())
                 .map_err(self.err("write history"))?;
+            // Retention: the oldest entries go once there are more than `keep`, a few per
+            // commit so that lowering the setting never makes one commit long.
+            for _ in 0..Self::PRUNE_PER_COMMIT {
+                let first = history
+                    .first()
+                    .map_err(self.err("read history"))?
+                    .map(|(k, _)| k.value());
+                match first {
+                    Some(first) if entry.seq - first >= self.keep => {
+                        history.remove(first).map_err(self.err("prune history"))?;
+                    }
+                    _ => break,
+                }
+            }
         }
         txn.commit().map_err(self.err("commit"))?;
         self.next_seq += 1;
@@ -358,10 +384,19 @@ impl Store {
 
     /// The history, oldest first; `limit` keeps the newest entries only.
     pub fn history(&self, limit: Option<usize>) -> Result<Vec<Entry>, StoreError> {
+        self.history_page(limit, None)
+    }
+
+    /// A page of the history, oldest first: the newest `limit` entries before sequence number
+    /// `before` (all of them, or up to the newest, when a bound is `None`).
+    pub fn history_page(&self, limit: Option<usize>, before: Option<u64>) -> Result<Vec<Entry>, StoreError> {
         let txn = self.db()?.begin_read().map_err(self.err("begin read"))?;
         let table = txn.open_table(HISTORY).map_err(self.err("open history"))?;
         let mut out = Vec::new();
-        for row in table.iter().map_err(self.err("read history"))?.rev() {
+        let rows = table
+            .range(..before.unwrap_or(u64::MAX))
+            .map_err(self.err("read history"))?;
+        for row in rows.rev() {
             if limit.is_some_and(|l| out.len() >= l) {
                 break;
             }
@@ -626,5 +661,24 @@ mod tests {
         for p in &acked {
             assert!(state.pools.contains(p), "acknowledged {p} lost");
         }
+    }
+
+    #[test]
+    fn the_history_pages_and_keeps_the_newest_entries() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = Store::open(dir.path()).unwrap();
+        store.set_history_keep(5);
+        for n in 1..=20u64 {
+            assert_eq!(store.commit(&[], &format!("c{n}"), vec![], vec![]).unwrap(), n);
+        }
+        let seqs = |v: Vec<Entry>| v.into_iter().map(|e| e.seq).collect::<Vec<_>>();
+        assert_eq!(seqs(store.history(None).unwrap()), [16, 17, 18, 19, 20]);
+        assert_eq!(seqs(store.history_page(Some(2), None).unwrap()), [19, 20]);
+        assert_eq!(seqs(store.history_page(Some(2), Some(19)).unwrap()), [17, 18]);
+        assert_eq!(seqs(store.history_page(Some(10), Some(17)).unwrap()), [16]);
+        drop(store);
+        // Sequence numbers go on after a restart, past the pruned ones.
+        let mut store = Store::open(dir.path()).unwrap();
+        assert_eq!(store.commit(&[], "c21", vec![], vec![]).unwrap(), 21);
     }
 }

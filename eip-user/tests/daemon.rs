@@ -532,9 +532,10 @@ fn kill_9_in_a_burst_of_binds_loses_nothing_committed() {
         assert!(Instant::now() < deadline, "hosts file not loaded");
         thread::sleep(Duration::from_millis(100));
     }
-    let history_before = serde_json::from_str::<Vec<serde_json::Value>>(&lab.ok(&["history", "--json"]))
-        .unwrap()
-        .len();
+    let history_before =
+        serde_json::from_str::<Vec<serde_json::Value>>(&lab.ok(&["history", "--json", "--limit", "10000"]))
+            .unwrap()
+            .len();
 
     // The burst runs in its own thread and counts the changes the daemon acknowledged.
     let socket = lab.inst.socket();
@@ -583,7 +584,9 @@ fn kill_9_in_a_burst_of_binds_loses_nothing_committed() {
     );
 
     lab.start();
-    let history = serde_json::from_str::<Vec<serde_json::Value>>(&lab.ok(&["history", "--json"])).unwrap();
+    let history =
+        serde_json::from_str::<Vec<serde_json::Value>>(&lab.ok(&["history", "--json", "--limit", "10000"]))
+            .unwrap();
     assert!(
         (history.len() - history_before) as u64 >= acked,
         "{acked} acknowledged changes, {} in the history",

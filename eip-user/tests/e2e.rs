@@ -77,7 +77,8 @@ impl World {
     }
 
     fn history(&self) -> Result<Vec<eip_user::store::Entry>, String> {
-        serde_json::from_str(&self.eip(&["history", "--json"])?).map_err(err("eip history --json"))
+        serde_json::from_str(&self.eip(&["history", "--json", "--limit", "10000"])?)
+            .map_err(err("eip history --json"))
     }
 
     fn outside(&self) -> &NetNs {
