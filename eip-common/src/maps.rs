@@ -171,10 +171,13 @@ pub enum Counter {
     DropSrcBroadcast = 16,
     /// ...or the rest of 240.0.0.0/4.
     DropSrcReserved = 17,
+    /// To a bound EIP, but VLAN-tagged on the untagged uplink: not for the EIP path, left to
+    /// the kernel untouched (a tagged frame must never reach an untagged VM port).
+    IngressOtherVlan = 18,
 }
 
 impl Counter {
-    pub const ALL: [Counter; 18] = [
+    pub const ALL: [Counter; 19] = [
         Counter::DropMalformed,
         Counter::DropSpoofed,
         Counter::DropQuarantined,
@@ -193,6 +196,7 @@ impl Counter {
         Counter::DropSrcMulticast,
         Counter::DropSrcBroadcast,
         Counter::DropSrcReserved,
+        Counter::IngressOtherVlan,
     ];
 
     /// The name operators see in `eip stats` and the metrics.
@@ -216,6 +220,7 @@ impl Counter {
             Counter::DropSrcMulticast => "drop_src_multicast",
             Counter::DropSrcBroadcast => "drop_src_broadcast",
             Counter::DropSrcReserved => "drop_src_reserved",
+            Counter::IngressOtherVlan => "ingress_other_vlan",
         }
     }
 }

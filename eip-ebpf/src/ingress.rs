@@ -95,6 +95,12 @@ fn decide<P: Packet>(pkt: &mut P, xdp: bool) -> Result<Verdict, Counter> {
     let Some(binding) = dnat(ip.dst) else {
         return Ok(Verdict::Pass);
     };
+    // The EIPs live on the untagged uplink: a tagged frame belongs to some other network,
+    // and redirected as it is it would reach an untagged VM port still tagged.
+    if eth.vlan_tci.is_some() {
+        count(Counter::IngressOtherVlan);
+        return Ok(Verdict::Pass);
+    }
     // Checked before anything is rewritten: an incremental update would carry a wrong
     // checksum over to the VM.
     if !ipv4_header_ok(pkt, &ip) {

@@ -374,19 +374,14 @@ pub fn ingress_rows() -> Vec<Row> {
     ));
 
     let v = Ipv4::new(OUTSIDE, eip1, udp(7, 7, true));
+    let tagged = ethernet(EXT_MAC, ROUTER_MAC, Some(0x0064), ETH_P_IP, &v.bytes());
     rows.push(row(
-        "ingress VLAN-tagged (tag kept)",
+        "ingress VLAN-tagged to an EIP on the untagged uplink: left to the kernel untouched",
         I,
-        ethernet(EXT_MAC, ROUTER_MAC, Some(0x0064), ETH_P_IP, &v.bytes()),
-        XDP_REDIRECT,
-        ethernet(
-            VM1.mac,
-            BRIDGE_MAC,
-            Some(0x0064),
-            ETH_P_IP,
-            &routed(&dnat(&v, VM1.private)).bytes(),
-        ),
-        Some(IngressFastPath),
+        tagged.clone(),
+        XDP_PASS,
+        tagged,
+        Some(IngressOtherVlan),
     ));
 
     let to2 = Ipv4::new(OUTSIDE, VM2.eip(), tcp(40002, 80));
