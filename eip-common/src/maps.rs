@@ -174,10 +174,14 @@ pub enum Counter {
     /// To a bound EIP, but VLAN-tagged on the untagged uplink: not for the EIP path, left to
     /// the kernel untouched (a tagged frame must never reach an untagged VM port).
     IngressOtherVlan = 18,
+    /// To a bound EIP with a TTL that expires here. The kernel would answer it with a
+    /// time-exceeded that quotes the translated header, the VM's private address; so it is
+    /// dropped before any rewrite (RFC 5508 section 4 forbids the leak).
+    DropTtlExpired = 19,
 }
 
 impl Counter {
-    pub const ALL: [Counter; 19] = [
+    pub const ALL: [Counter; 20] = [
         Counter::DropMalformed,
         Counter::DropSpoofed,
         Counter::DropQuarantined,
@@ -197,6 +201,7 @@ impl Counter {
         Counter::DropSrcBroadcast,
         Counter::DropSrcReserved,
         Counter::IngressOtherVlan,
+        Counter::DropTtlExpired,
     ];
 
     /// The name operators see in `eip stats` and the metrics.
@@ -221,6 +226,7 @@ impl Counter {
             Counter::DropSrcBroadcast => "drop_src_broadcast",
             Counter::DropSrcReserved => "drop_src_reserved",
             Counter::IngressOtherVlan => "ingress_other_vlan",
+            Counter::DropTtlExpired => "drop_ttl_expired",
         }
     }
 }

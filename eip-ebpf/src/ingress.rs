@@ -124,6 +124,12 @@ fn decide<P: Packet>(pkt: &mut P, xdp: bool) -> Result<Verdict, Counter> {
     if vm.flags & VM_QUARANTINED != 0 {
         return Err(Counter::DropQuarantined);
     }
+    // A TTL that runs out here: whoever answered it after the rewrite (the kernel's
+    // forwarding) would quote the VM's private address in its time-exceeded. Dropped before
+    // anything is rewritten.
+    if pkt.u8_at(ip.l3_off + 8).is_none_or(|ttl| ttl <= 1) {
+        return Err(Counter::DropTtlExpired);
+    }
     let plan = plan(pkt, &ip, Field::Destination, binding.addr).map_err(drop_reason)?;
     apply(pkt, &plan).map_err(drop_reason)?;
     count_in(binding.slot, ip.total_len);
@@ -139,10 +145,9 @@ fn decide<P: Packet>(pkt: &mut P, xdp: bool) -> Result<Verdict, Counter> {
         count(Counter::IngressKernelPort);
         return Ok(Verdict::Pass);
     }
-    // An expiring TTL goes to the kernel, which answers it with time-exceeded.
+    // The TTL is above 1 (checked before the rewrite).
     if !decrement_ttl(pkt, ip.l3_off).map_err(drop_reason)? {
-        count(Counter::IngressFallback);
-        return Ok(Verdict::Pass);
+        return Err(Counter::DropTtlExpired);
     }
     // Routed to the VM: from the bridge's MAC to the VM's.
     let mut macs = [0u8; 12];

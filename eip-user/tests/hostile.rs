@@ -155,3 +155,44 @@ fn api_errors_are_json_and_the_history_is_paged() {
         [newest - 4, newest - 3]
     );
 }
+
+/// No ICMP message reaching the outside names a private address, quoted headers included:
+/// a TTL that expires at the hypervisor on the way to the EIP, one that expires on the VM's
+/// way out, and a VM's own port unreachable.
+#[test]
+fn icmp_errors_never_reveal_a_private_address() {
+    let lab = Lab::new(1);
+    lab.ok(&["bind", "203.0.113.10", "vm1"]);
+    let icmp = Capture::start_filter(&lab.topo.outside, WAN_IF, "icmp").unwrap();
+    let expired = counter(&lab, "drop_ttl_expired");
+    // TTL 1 toward the EIP: it expires at the hypervisor.
+    let out = lab
+        .topo
+        .outside
+        .command("ping")
+        .args(["-n", "-c", "2", "-i", "0.2", "-W", "1", "-t", "1", "203.0.113.10"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert_eq!(counter(&lab, "drop_ttl_expired"), expired + 2);
+    // From the VM with TTL 1 and 2: the first expires at the hypervisor, the second
+    // reaches the outside.
+    for ttl in ["1", "2"] {
+        let _ = lab
+            .vm(1)
+            .command("ping")
+            .args(["-n", "-c", "1", "-W", "1", "-t", ttl])
+            .arg(common::OUTSIDE.to_string())
+            .output();
+    }
+    // A closed UDP port on the VM, through the EIP: the VM's own port unreachable.
+    let _ = lab
+        .topo
+        .outside
+        .command("sh")
+        .args(["-c", "echo x | timeout 2 socat - UDP:203.0.113.10:9999"])
+        .output();
+    let seen = icmp.finish().unwrap();
+    assert!(!seen.contains("192.168.6."), "a private address in ICMP:\n{seen}");
+    assert!(seen.contains("udp port 9999 unreachable"), "no port unreachable seen:\n{seen}");
+}

@@ -459,13 +459,14 @@ pub fn ingress_rows() -> Vec<Row> {
         ttl: 1,
         ..Ipv4::new(OUTSIDE, eip1, udp(9, 9, true))
     };
+    let expiring = from_outside(&ttl1);
     rows.push(row(
-        "ingress TTL 1: translated, left to the kernel to answer",
+        "ingress TTL 1: dropped untouched (a time-exceeded would quote the private address)",
         I,
-        from_outside(&ttl1),
-        XDP_PASS,
-        from_outside(&dnat(&ttl1, VM1.private)),
-        Some(IngressFallback),
+        expiring.clone(),
+        XDP_DROP,
+        expiring,
+        Some(DropTtlExpired),
     ));
 
     let q = from_outside(&Ipv4::new(OUTSIDE, VM3.eip(), tcp(40003, 80)));
