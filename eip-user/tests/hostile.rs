@@ -194,5 +194,8 @@ fn icmp_errors_never_reveal_a_private_address() {
         .output();
     let seen = icmp.finish().unwrap();
     assert!(!seen.contains("192.168.6."), "a private address in ICMP:\n{seen}");
-    assert!(seen.contains("udp port 9999 unreachable"), "no port unreachable seen:\n{seen}");
+    assert!(
+        seen.contains("udp port 9999 unreachable"),
+        "no port unreachable seen:\n{seen}"
+    );
 }
