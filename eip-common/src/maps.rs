@@ -178,10 +178,14 @@ pub enum Counter {
     /// time-exceeded that quotes the translated header, the VM's private address; so it is
     /// dropped before any rewrite (RFC 5508 section 4 forbids the leak).
     DropTtlExpired = 19,
+    /// ...answered instead (XDP) with a time-exceeded from the EIP that quotes the packet as
+    /// it arrived, addressed to the EIP (at most one a millisecond per CPU; past that,
+    /// [`Counter::DropTtlExpired`]).
+    IngressTtlAnswered = 20,
 }
 
 impl Counter {
-    pub const ALL: [Counter; 20] = [
+    pub const ALL: [Counter; 21] = [
         Counter::DropMalformed,
         Counter::DropSpoofed,
         Counter::DropQuarantined,
@@ -202,6 +206,7 @@ impl Counter {
         Counter::DropSrcReserved,
         Counter::IngressOtherVlan,
         Counter::DropTtlExpired,
+        Counter::IngressTtlAnswered,
     ];
 
     /// The name operators see in `eip stats` and the metrics.
@@ -227,6 +232,7 @@ impl Counter {
             Counter::DropSrcReserved => "drop_src_reserved",
             Counter::IngressOtherVlan => "ingress_other_vlan",
             Counter::DropTtlExpired => "drop_ttl_expired",
+            Counter::IngressTtlAnswered => "ingress_ttl_answered",
         }
     }
 }

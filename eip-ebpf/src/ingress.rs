@@ -12,16 +12,17 @@
 
 use aya_ebpf::{
     bindings::{TC_ACT_OK, TC_ACT_SHOT, xdp_action},
-    helpers::bpf_redirect,
+    helpers::{bpf_ktime_get_ns, bpf_redirect, bpf_xdp_adjust_head, bpf_xdp_adjust_tail},
     macros::{classifier, xdp},
     programs::{TcContext, XdpContext},
 };
 use eip_common::{
     Packet,
+    checksum::fold,
     maps::{
         CONFIG_NO_FAST_PATH, CONFIG_NO_SOURCE_FILTER, Counter, VM_PORT_KERNEL, VM_QUARANTINED, bogus_source,
     },
-    parse::{ETH_P_IP, IP_DST, ipv4_header_ok, parse_eth, parse_ipv4},
+    parse::{ETH_P_IP, IP_DST, IPV4_MIN_HLEN, Ipv4Info, ipv4_header_ok, parse_eth, parse_ipv4},
     rewrite::{Field, apply, decrement_ttl, plan},
 };
 
@@ -39,6 +40,8 @@ enum Verdict {
     Pass,
     /// Translated and addressed to the VM: out of this bridge port.
     Redirect(u32),
+    /// To an EIP, untagged, with a TTL that runs out here; nothing rewritten.
+    Expired(Ipv4Info),
 }
 
 #[xdp]
@@ -47,11 +50,112 @@ pub fn eip_ingress(ctx: XdpContext) -> u32 {
     match decide(&mut pkt, true) {
         Ok(Verdict::Pass) => xdp_action::XDP_PASS,
         Ok(Verdict::Redirect(port)) => EIP_PORTS.redirect(port, 0).unwrap_or(xdp_action::XDP_ABORTED),
+        Ok(Verdict::Expired(ip)) => match time_exceeded(&ctx, &ip) {
+            Ok(action) => {
+                count(Counter::IngressTtlAnswered);
+                action
+            }
+            Err(reason) => {
+                count(reason);
+                xdp_action::XDP_DROP
+            }
+        },
         Err(reason) => {
             count(reason);
             xdp_action::XDP_DROP
         }
     }
+}
+
+/// The time-exceeded rate per CPU: a token a millisecond, bursts of 100, as the kernel
+/// limits its own ICMP errors (net.ipv4.icmp_ratelimit, icmp_msgs_burst).
+const ICMP_EVERY_NS: u64 = 1_000_000;
+const ICMP_BURST: u64 = 100;
+
+/// Bytes the time-exceeded puts before the quoted packet: an IPv4 header and ICMP's 8.
+const ICMP_ERROR_HEAD: usize = IPV4_MIN_HLEN + 8;
+const ETH_HLEN: usize = 14;
+
+/// Turns the frame in place into an ICMP time-exceeded (RFC 792) back to the sender, from the
+/// EIP it addressed, quoting the packet's IPv4 header and 8 bytes as they arrived: the quote
+/// names the EIP, never the VM behind it (RFC 5508 section 4), which a time-exceeded from the
+/// kernel's forwarding of the translated packet would. At most one a millisecond per CPU,
+/// with bursts, as the kernel limits its own; past that, the packet is dropped and counted.
+#[inline(always)]
+fn time_exceeded(ctx: &XdpContext, ip: &Ipv4Info) -> Result<u32, Counter> {
+    // SAFETY: a plain helper call.
+    let now = unsafe { bpf_ktime_get_ns() };
+    let bucket = EIP_ICMP_BUCKET.get_ptr_mut(0).ok_or(Counter::DropTtlExpired)?;
+    // SAFETY: this CPU's slot: no other writer while this program runs here.
+    unsafe {
+        let [last, tokens] = *bucket;
+        let refill = now.wrapping_sub(last) / ICMP_EVERY_NS;
+        let tokens = if refill >= ICMP_BURST {
+            ICMP_BURST
+        } else {
+            (tokens + refill).min(ICMP_BURST)
+        };
+        if tokens == 0 {
+            return Err(Counter::DropTtlExpired);
+        }
+        *bucket = [if refill > 0 { now } else { last }, tokens - 1];
+    }
+    let quote = ip.hlen + 8;
+    if ip.total_len < quote || ip.l3_off != ETH_HLEN {
+        return Err(Counter::DropTtlExpired);
+    }
+    let macs: [u8; 12] = XdpFrame(ctx).load(0).ok_or(Counter::DropMalformed)?;
+    let old_len = ctx.data_end() - ctx.data();
+    // Room in front for the new IPv4 and ICMP headers; the old packet's own IPv4 header then
+    // starts right after them, where the quote goes.
+    // SAFETY: helper calls on the program's own context; every access after them re-reads
+    // the packet pointers.
+    if unsafe { bpf_xdp_adjust_head(ctx.ctx, -(ICMP_ERROR_HEAD as i32)) } != 0 {
+        return Err(Counter::DropTtlExpired);
+    }
+    let keep = ETH_HLEN + ICMP_ERROR_HEAD + quote;
+    let delta = keep as i32 - (old_len + ICMP_ERROR_HEAD) as i32;
+    // SAFETY: as above.
+    if unsafe { bpf_xdp_adjust_tail(ctx.ctx, delta) } != 0 {
+        return Err(Counter::DropTtlExpired);
+    }
+    let mut pkt = XdpFrame(ctx);
+    let mut eth = [0u8; ETH_HLEN];
+    eth[..6].copy_from_slice(&macs[6..]);
+    eth[6..12].copy_from_slice(&macs[..6]);
+    eth[12] = 0x08;
+    pkt.store(0, eth).ok_or(Counter::DropMalformed)?;
+    let mut iph = [0u8; IPV4_MIN_HLEN];
+    iph[0] = 0x45;
+    iph[2..4].copy_from_slice(&((ICMP_ERROR_HEAD + quote) as u16).to_be_bytes());
+    iph[8] = 64;
+    iph[9] = 1;
+    iph[12..16].copy_from_slice(&ip.dst.to_be_bytes());
+    iph[16..20].copy_from_slice(&ip.src.to_be_bytes());
+    let mut sum = 0u32;
+    let mut i = 0;
+    while i < IPV4_MIN_HLEN {
+        sum += u32::from(u16::from_be_bytes([iph[i], iph[i + 1]]));
+        i += 2;
+    }
+    iph[10..12].copy_from_slice(&(!fold(sum)).to_be_bytes());
+    pkt.store(ETH_HLEN, iph).ok_or(Counter::DropMalformed)?;
+    let icmp_off = ETH_HLEN + IPV4_MIN_HLEN;
+    pkt.store(icmp_off, [11u8, 0, 0, 0, 0, 0, 0, 0])
+        .ok_or(Counter::DropMalformed)?;
+    // The ICMP checksum over its header and the quote: at most 8 + 60 + 8 bytes.
+    let mut sum = 0u32;
+    let mut w = 0;
+    while w < 38 {
+        if w * 2 >= 8 + quote {
+            break;
+        }
+        sum += u32::from(pkt.u16_at(icmp_off + w * 2).ok_or(Counter::DropMalformed)?);
+        w += 1;
+    }
+    pkt.store(icmp_off + 2, (!fold(sum)).to_be_bytes())
+        .ok_or(Counter::DropMalformed)?;
+    Ok(xdp_action::XDP_TX)
 }
 
 #[classifier]
@@ -64,6 +168,11 @@ pub fn eip_ingress_tc(ctx: TcContext) -> i32 {
         Ok(Verdict::Pass) => TC_ACT_OK,
         // SAFETY: a plain helper call; the port is one the daemon wrote.
         Ok(Verdict::Redirect(port)) => unsafe { bpf_redirect(port, 0) as i32 },
+        // A veth's lab: no time-exceeded is built on an skb here; the packet goes, counted.
+        Ok(Verdict::Expired(_)) => {
+            count(Counter::DropTtlExpired);
+            TC_ACT_SHOT
+        }
         Err(reason) => {
             count(reason);
             TC_ACT_SHOT
@@ -125,10 +234,10 @@ fn decide<P: Packet>(pkt: &mut P, xdp: bool) -> Result<Verdict, Counter> {
         return Err(Counter::DropQuarantined);
     }
     // A TTL that runs out here: whoever answered it after the rewrite (the kernel's
-    // forwarding) would quote the VM's private address in its time-exceeded. Dropped before
-    // anything is rewritten.
+    // forwarding) would quote the VM's private address in its time-exceeded. Answered (or
+    // dropped) before anything is rewritten.
     if pkt.u8_at(ip.l3_off + 8).is_none_or(|ttl| ttl <= 1) {
-        return Err(Counter::DropTtlExpired);
+        return Ok(Verdict::Expired(ip));
     }
     let plan = plan(pkt, &ip, Field::Destination, binding.addr).map_err(drop_reason)?;
     apply(pkt, &plan).map_err(drop_reason)?;

@@ -25,6 +25,11 @@ pub static EIP_PORTS: DevMapHash = DevMapHash::with_max_entries(MAX_PORTS, 0);
 pub static EIP_CONFIG: Array<Config> = Array::with_max_entries(1, 0);
 #[map]
 pub static EIP_PORT_DROPS: PerCpuHashMap<u32, u64> = PerCpuHashMap::with_max_entries(MAX_PORTS, 0);
+/// Per CPU, the time-exceeded token bucket: [last refill (ns since boot), tokens]. Not
+/// pinned: it is the running program's own, and a new program starts with a full bucket.
+#[map]
+pub static EIP_ICMP_BUCKET: PerCpuArray<[u64; 2]> = PerCpuArray::with_max_entries(1, 0);
+
 /// LPM tries must be created with BPF_F_NO_PREALLOC.
 #[map]
 pub static EIP_POOLS: LpmTrie<u32, u8> =

@@ -125,6 +125,7 @@ pub enum Prog {
 
 pub const XDP_DROP: u32 = 1;
 pub const XDP_PASS: u32 = 2;
+pub const XDP_TX: u32 = 3;
 pub const XDP_REDIRECT: u32 = 4;
 pub const TC_ACT_OK: u32 = 0;
 pub const TC_ACT_SHOT: u32 = 2;
@@ -251,6 +252,34 @@ fn snat(ip: &Ipv4, eip: [u8; 4]) -> Ipv4 {
         ..ip.clone()
     }
 }
+
+/// What XDP sends back for a packet whose TTL runs out at the hypervisor: a time-exceeded
+/// from the EIP it addressed, quoting its header and 8 bytes as they arrived (the EIP, not
+/// the VM), to the router it came from.
+fn time_exceeded(expired: &Ipv4) -> Vec<u8> {
+    let b = expired.bytes();
+    let hlen = usize::from(b[0] & 0x0f) * 4;
+    let icmp = Ipv4 {
+        ttl: 64,
+        id: 0,
+        dont_fragment: false,
+        ..Ipv4::new(
+            expired.dst,
+            expired.src,
+            Transport::IcmpError {
+                icmp_type: 11,
+                code: 0,
+                rest: 0,
+                quote: b[..hlen + 8].to_vec(),
+            },
+        )
+    };
+    ethernet(ROUTER_MAC, EXT_MAC, None, ETH_P_IP, &icmp.bytes())
+}
+
+/// Rows whose XDP answer (XDP_TX) TC does not build: TC drops them, counted.
+pub const TTL_ROW: &str =
+    "ingress TTL 1: answered with a time-exceeded from the EIP, quoting the packet as it came";
 
 /// The row XDP hands to the kernel and TC ingress redirects (its redirect is an skb).
 pub const KERNEL_PORT_ROW: &str =
@@ -459,14 +488,25 @@ pub fn ingress_rows() -> Vec<Row> {
         ttl: 1,
         ..Ipv4::new(OUTSIDE, eip1, udp(9, 9, true))
     };
-    let expiring = from_outside(&ttl1);
     rows.push(row(
-        "ingress TTL 1: dropped untouched (a time-exceeded would quote the private address)",
+        TTL_ROW,
         I,
-        expiring.clone(),
-        XDP_DROP,
-        expiring,
-        Some(DropTtlExpired),
+        from_outside(&ttl1),
+        XDP_TX,
+        time_exceeded(&ttl1),
+        Some(IngressTtlAnswered),
+    ));
+    let ttl1_opts = Ipv4 {
+        ttl: 0,
+        ..Ipv4::new(OUTSIDE, eip1, tcp(40010, 443)).with_options(&[0x94, 0x04, 0, 0])
+    };
+    rows.push(row(
+        "ingress TTL 0 with IP options: a time-exceeded quoting the header with its options",
+        I,
+        from_outside(&ttl1_opts),
+        XDP_TX,
+        time_exceeded(&ttl1_opts),
+        Some(IngressTtlAnswered),
     ));
 
     let q = from_outside(&Ipv4::new(OUTSIDE, VM3.eip(), tcp(40003, 80)));
@@ -879,6 +919,10 @@ pub fn tc_ingress_rows() -> Vec<Row> {
         .filter(|r| r.input.len() >= 14 + 20)
         .map(|mut r| {
             r.prog = Prog::IngressTc;
+            if r.action == XDP_TX {
+                r.output = r.input.clone();
+                r.counter = Some(Counter::DropTtlExpired);
+            }
             r.action = match r.action {
                 XDP_PASS => TC_ACT_OK,
                 XDP_REDIRECT => TC_ACT_REDIRECT,
