@@ -277,6 +277,18 @@ fn time_exceeded(expired: &Ipv4) -> Vec<u8> {
     ethernet(ROUTER_MAC, EXT_MAC, None, ETH_P_IP, &icmp.bytes())
 }
 
+/// A datagram from outside to VM1's EIP, translated and redirected to VM1's port.
+fn to_vm1(name: &'static str, ip: Ipv4) -> Row {
+    row(
+        name,
+        Prog::Ingress,
+        from_outside(&ip),
+        XDP_REDIRECT,
+        to_vm(&VM1, &dnat(&ip, VM1.private)),
+        Some(Counter::IngressFastPath),
+    )
+}
+
 /// Rows whose XDP answer (XDP_TX) TC does not build: TC drops them, counted.
 pub const TTL_ROW: &str =
     "ingress TTL 1: answered with a time-exceeded from the EIP, quoting the packet as it came";
@@ -297,15 +309,7 @@ pub fn ingress_rows() -> Vec<Row> {
         ("ingress ICMP echo request", echo(false)),
         ("ingress ICMP echo reply", echo(true)),
     ] {
-        let ip = Ipv4::new(OUTSIDE, eip1, t);
-        rows.push(row(
-            name,
-            I,
-            from_outside(&ip),
-            XDP_REDIRECT,
-            to_vm(&VM1, &dnat(&ip, VM1.private)),
-            Some(IngressFastPath),
-        ));
+        rows.push(to_vm1(name, Ipv4::new(OUTSIDE, eip1, t)));
     }
 
     // ICMP errors from outside about packets VM1 sent (as its EIP): the quoted source becomes
@@ -454,15 +458,7 @@ pub fn ingress_rows() -> Vec<Row> {
         ("ingress from TEST-NET-1", [192, 0, 2, 1]),
         ("ingress from a public address", [8, 8, 8, 8]),
     ] {
-        let ip = Ipv4::new(src, eip1, tcp(40009, 80));
-        rows.push(row(
-            name,
-            I,
-            from_outside(&ip),
-            XDP_REDIRECT,
-            to_vm(&VM1, &dnat(&ip, VM1.private)),
-            Some(IngressFastPath),
-        ));
+        rows.push(to_vm1(name, Ipv4::new(src, eip1, tcp(40009, 80))));
     }
     // RFC 1812 5.2.2: a header whose checksum is wrong is dropped before any rewrite.
     let mut bad = from_outside(&Ipv4::new(OUTSIDE, eip1, tcp(40007, 80)));
