@@ -289,7 +289,7 @@ fn to_vm1(name: &'static str, ip: Ipv4) -> Row {
     )
 }
 
-/// Rows whose XDP answer (XDP_TX) TC does not build: TC drops them, counted.
+/// The TTL 1 row: XDP answers it (XDP_TX); TC, which builds no answer on an skb, drops it.
 pub const TTL_ROW: &str =
     "ingress TTL 1: answered with a time-exceeded from the EIP, quoting the packet as it came";
 
