@@ -185,6 +185,24 @@ pub fn run(sizes: &[u64], rounds: usize, say: &dyn Fn(&str)) -> Result<Vec<Figur
             fixtures::XDP_PASS,
             Some("XDP_PASS"),
         ));
+        // The new checks, as the drops they make: the header checksum over the IPv4 header,
+        // and the source filter (classes, the bridge subnet, then the pools' trie).
+        let mut bad = fixtures::from_outside(&with_ttl(Ipv4::new(fixtures::OUTSIDE, g.private, tcp.clone())));
+        bad[14 + 10] ^= 0x5a;
+        cases.push(case(
+            "ingress TCP, bad IPv4 header checksum (dropped)",
+            ingress,
+            bad,
+            fixtures::XDP_DROP,
+            Some("XDP_DROP"),
+        ));
+        cases.push(case(
+            "ingress TCP, from a pool address (dropped after every source check)",
+            ingress,
+            fixtures::from_outside(&with_ttl(Ipv4::new([203, 0, 113, 77], g.private, tcp.clone()))),
+            fixtures::XDP_DROP,
+            Some("XDP_DROP"),
+        ));
         cases.push(case(
             "egress TCP, to the VM subnet (no rewrite, no FIB)",
             egress,
