@@ -44,7 +44,8 @@ pub const fn replace32(check: u16, old: u32, new: u32) -> u16 {
 /// Full checksum of `data` (RFC 1071), with `initial` an already-summed prefix such as a
 /// pseudo-header. Returns the value to store in the checksum field.
 ///
-/// Host-side only in practice: the eBPF programs never recompute, they update.
+/// The eBPF programs update checksums incrementally; they compute one only for a header they
+/// write whole (the time-exceeded ingress answers with).
 pub fn compute(initial: u32, data: &[u8]) -> u16 {
     let mut sum = initial as u64;
     let mut chunks = data.chunks_exact(2);

@@ -18,7 +18,7 @@ use aya_ebpf::{
 };
 use eip_common::{
     Packet,
-    checksum::fold,
+    checksum::{compute, fold},
     maps::{
         CONFIG_NO_FAST_PATH, CONFIG_NO_SOURCE_FILTER, Counter, VM_PORT_KERNEL, VM_QUARANTINED, bogus_source,
     },
@@ -132,13 +132,8 @@ fn time_exceeded(ctx: &XdpContext, ip: &Ipv4Info) -> Result<u32, Counter> {
     iph[9] = 1;
     iph[12..16].copy_from_slice(&ip.dst.to_be_bytes());
     iph[16..20].copy_from_slice(&ip.src.to_be_bytes());
-    let mut sum = 0u32;
-    let mut i = 0;
-    while i < IPV4_MIN_HLEN {
-        sum += u32::from(u16::from_be_bytes([iph[i], iph[i + 1]]));
-        i += 2;
-    }
-    iph[10..12].copy_from_slice(&(!fold(sum)).to_be_bytes());
+    let csum = compute(0, &iph);
+    iph[10..12].copy_from_slice(&csum.to_be_bytes());
     pkt.store(ETH_HLEN, iph).ok_or(Counter::DropMalformed)?;
     let icmp_off = ETH_HLEN + IPV4_MIN_HLEN;
     pkt.store(icmp_off, [11u8, 0, 0, 0, 0, 0, 0, 0])

@@ -449,9 +449,7 @@ async fn pool_add<K: Kernel + Sync>(AxState(sh): Sh<K>, Body(r): Body<PoolReq>) 
         .host_nets()
         .await
         .map_err(|e| Failure(StatusCode::INTERNAL_SERVER_ERROR, error_chain(&e)))?;
-    // The pool's own rules first (the bridge subnet is also an address of the host).
-    let change = lifecycle::pool_add(en.state(), &en.limits, r.cidr)
-        .and_then(|c| lifecycle::pool_clear_of_host(r.cidr, &host).map(|()| c));
+    let change = lifecycle::pool_add(en.state(), &en.limits, r.cidr, &host);
     done(en.run(&format!("pool add {}", r.cidr), change).await?)
 }
 

@@ -169,22 +169,6 @@ fn lock_instance(instance: &str) -> Result<std::fs::File, DaemonError> {
     Ok(file)
 }
 
-/// Routing and the egress fallback need these (see the dataplane's README section).
-fn host_prerequisites(bridge: &str) -> Result<(), DaemonError> {
-    for (key, value) in [
-        ("/proc/sys/net/ipv4/ip_forward".to_owned(), "1"),
-        (format!("/proc/sys/net/ipv4/conf/{bridge}/accept_local"), "1"),
-    ] {
-        let path = PathBuf::from(&key);
-        let now = std::fs::read_to_string(&path).map_err(io_err(&path, "read sysctl"))?;
-        if now.trim() != value {
-            std::fs::write(&path, value).map_err(io_err(&path, "write sysctl"))?;
-            tracing::info!(sysctl = %key, value, "set");
-        }
-    }
-    Ok(())
-}
-
 /// Binds the socket, refusing if a live daemon answers on it, with mode 0600 (or 0660 for
 /// `group`).
 fn bind_socket(path: &Path, group: Option<&str>) -> Result<UnixListener, DaemonError> {
@@ -253,8 +237,9 @@ pub async fn run(args: DaemonArgs, socket: PathBuf) -> Result<(), DaemonError> {
     let nl = Netlink::new()?;
     let ext = nl.link(&args.ext).await?;
     let instance = args.instance.clone().unwrap_or_else(|| ext.name.clone());
-    // Before anything else: a second daemon on this instance touches nothing.
-    crate::pins::Pins::new(&instance)?;
+    // Before anything else (the name checked by making the pins): a second daemon on this
+    // instance touches nothing.
+    let mut pins = Pins::new(&instance)?;
     let _lock = lock_instance(&instance)?;
     let bridge = nl.link(&args.bridge).await?;
     let bridge_net = nl.ipv4_net(&bridge).await?;
@@ -271,7 +256,7 @@ pub async fn run(args: DaemonArgs, socket: PathBuf) -> Result<(), DaemonError> {
     let mut store = Store::open(&args.state_dir)?;
     store.set_history_keep(args.history_keep);
     let state = store.load()?;
-    host_prerequisites(&bridge.name)?;
+    crate::live::host_settings(&bridge.name)?;
     let listener = bind_socket(&socket, args.socket_group.as_deref())?;
 
     let ext_tc = match args.ingress {
@@ -285,7 +270,6 @@ pub async fn run(args: DaemonArgs, socket: PathBuf) -> Result<(), DaemonError> {
             "the external interface is a veth: ingress runs as TC there, which completes the partial checksums a sender with checksum offload hands over (XDP cannot see them)"
         );
     }
-    let mut pins = Pins::new(&instance)?;
     pins.set_ext_tc(ext_tc);
     if !pins.exists() {
         // Refused before the maps are created: a VM table this size could not hold every
@@ -356,8 +340,7 @@ pub async fn run(args: DaemonArgs, socket: PathBuf) -> Result<(), DaemonError> {
             continue;
         }
         let host = engine.kernel.host_nets().await?;
-        let change = lifecycle::pool_add(engine.state(), &limits, pool)
-            .and_then(|c| lifecycle::pool_clear_of_host(pool, &host).map(|()| c));
+        let change = lifecycle::pool_add(engine.state(), &limits, pool, &host);
         match engine
             .run(&format!("pool add {pool} (command line)"), change)
             .await

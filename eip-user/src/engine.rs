@@ -165,7 +165,7 @@ mod tests {
         let mut e = engine(dir.path()).await;
         let l = limits();
         let mac: Mac = "52:54:00:00:00:01".parse().unwrap();
-        let c = lifecycle::pool_add(e.state(), &l, "203.0.113.0/24".parse().unwrap());
+        let c = lifecycle::pool_add(e.state(), &l, "203.0.113.0/24".parse().unwrap(), &[]);
         e.run("pool add", c).await.unwrap();
         let c = lifecycle::host_add(e.state(), &l, mac, "192.168.6.10".parse().unwrap(), None);
         e.run("host add", c).await.unwrap();

@@ -4,7 +4,6 @@
 use std::{
     hash::{DefaultHasher, Hash, Hasher},
     net::Ipv4Addr,
-    path::Path,
     time::{Duration, Instant},
 };
 
@@ -64,11 +63,6 @@ fn parse_line(content: &str) -> Result<(Mac, Option<String>, Ipv4Addr), String> 
         n => return Err(format!("{n:?} is not a valid host name")),
     };
     Ok((mac, name, ip))
-}
-
-/// Reads and parses the file.
-pub fn read(path: &Path) -> std::io::Result<(Vec<FileHost>, Vec<BadLine>)> {
-    Ok(parse_bytes(&std::fs::read(path)?))
 }
 
 /// How long the file must stay unchanged before it is applied: an editor's save or

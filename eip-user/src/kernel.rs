@@ -134,6 +134,12 @@ pub enum KernelError {
     Netlink(#[from] crate::netlink::NetlinkError),
     #[error(transparent)]
     Pins(#[from] crate::pins::PinError),
+    #[error("sysctl {key}")]
+    Sysctl {
+        key: String,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("gratuitous ARP for {eip} on {iface}")]
     Announce {
         eip: Ipv4Addr,

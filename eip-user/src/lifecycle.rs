@@ -585,7 +585,11 @@ pub fn sync_file_hosts_holding(
     (Change { writes, message }, rejected)
 }
 
-pub fn pool_add(state: &State, limits: &Limits, net: Ipv4Net) -> Result<Change, Refusal> {
+/// Adds pool `net`, refused when it overlaps another pool, the bridge subnet, a range that is
+/// never public, or an address or subnet of the host's interfaces (`host`, the daemon's EIP
+/// aliases left out): binding such an address would take it from the host, the hypervisor's
+/// own uplink included.
+pub fn pool_add(state: &State, limits: &Limits, net: Ipv4Net, host: &[Ipv4Net]) -> Result<Change, Refusal> {
     let net = net.trunc();
     if let Some(existing) = state
         .pools
@@ -610,6 +614,9 @@ pub fn pool_add(state: &State, limits: &Limits, net: Ipv4Net) -> Result<Change, 
             });
         }
     }
+    if let Some(h) = host.iter().find(|h| overlaps(net, h.trunc())) {
+        return Err(Refusal::PoolOnHost { pool: net, net: *h });
+    }
     Ok(Change {
         writes: vec![Write::PutPool(net)],
         message: format!("added pool {net}"),
@@ -627,17 +634,6 @@ const NOT_PUBLIC: [(&str, &str); 5] = [
 
 fn overlaps(a: Ipv4Net, b: Ipv4Net) -> bool {
     a.contains(&b.network()) || b.contains(&a.network())
-}
-
-/// Refuses a pool that overlaps an address or subnet of the host's interfaces (`host`, the
-/// daemon's EIP aliases left out): binding such an address would take it from the host, the
-/// hypervisor's own uplink included.
-pub fn pool_clear_of_host(net: Ipv4Net, host: &[Ipv4Net]) -> Result<(), Refusal> {
-    let pool = net.trunc();
-    match host.iter().find(|h| overlaps(pool, h.trunc())) {
-        Some(h) => Err(Refusal::PoolOnHost { pool, net: *h }),
-        None => Ok(()),
-    }
 }
 
 /// Deleting a pool releases its allocated (unbound) addresses with it.

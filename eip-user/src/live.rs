@@ -36,10 +36,10 @@ pub struct Live {
     port_kinds: HashMap<u32, bool>,
     /// `--fast-path-veth`: the operator says the VM ends of veth ports take redirected frames.
     pub fast_path_veth: bool,
-    /// Per port the fast path redirects to: the kernel's redirect drops when last read.
-    tx_dropped: HashMap<u32, u64>,
+    /// Per port the fast path redirects to: its count in `EIP_PORT_DROPS` when last read.
+    drops_seen: HashMap<u32, u64>,
     /// Frames the ports the fast path redirects to dropped since the daemon started.
-    pub port_dropped: u64,
+    port_dropped: u64,
     /// Veth ports seen dropping redirected frames: kernel delivery from then on.
     demoted: std::collections::BTreeSet<u32>,
     /// MAC -> bridge port, from the last FDB dump.
@@ -75,7 +75,7 @@ impl Live {
             missing: Vec::new(),
             port_kinds: HashMap::new(),
             fast_path_veth: false,
-            tx_dropped: HashMap::new(),
+            drops_seen: HashMap::new(),
             port_dropped: 0,
             demoted: Default::default(),
             fdb: HashMap::new(),
@@ -135,10 +135,9 @@ impl Live {
             } else {
                 self.config.bridge_mac = now.mac;
                 self.dp.set_config(&self.config)?;
-                // A new bridge has the defaults again; the egress fallback needs this one.
-                let key = format!("/proc/sys/net/ipv4/conf/{}/accept_local", now.name);
-                if let Err(e) = std::fs::write(&key, "1") {
-                    tracing::warn!(sysctl = %key, error = %e, "cannot set accept_local on the new bridge");
+                // A new bridge has the defaults again.
+                if let Err(e) = host_settings(&now.name) {
+                    tracing::warn!(error = %e, "the new bridge's settings");
                 }
                 self.bridge = now;
                 self.fdb.clear();
@@ -194,11 +193,11 @@ impl Live {
             .filter(|vm| xdp && vm.port_ifindex != 0 && vm.flags & VM_PORT_KERNEL == 0)
             .map(|vm| vm.port_ifindex)
             .collect();
-        self.tx_dropped.retain(|p, _| ports.contains(p));
+        self.drops_seen.retain(|p, _| ports.contains(p));
         let drops = self.dp.port_drops()?;
         for port in ports {
             let now = drops.get(&port).copied().unwrap_or(0);
-            let Some(was) = self.tx_dropped.insert(port, now) else {
+            let Some(was) = self.drops_seen.insert(port, now) else {
                 continue;
             };
             let grew = now.saturating_sub(was);
@@ -413,4 +412,25 @@ fn say_kernel_port(vm: Ipv4Addr, port: u32, before: u16, after: u16) {
             "the VM's bridge port is a veth: the kernel delivers its inbound traffic (a veth drops redirected frames unless its VM end has GRO on or an XDP program; --fast-path-veth says it does)"
         );
     }
+}
+
+/// The host settings routing and the egress fallback need (see the README's Dataplane
+/// section): forwarding on, and `accept_local` on the bridge, since the fallback hands the
+/// kernel packets whose source is already the EIP, an address of the host.
+pub fn host_settings(bridge: &str) -> Result<(), KernelError> {
+    for (key, value) in [
+        ("/proc/sys/net/ipv4/ip_forward".to_owned(), "1"),
+        (format!("/proc/sys/net/ipv4/conf/{bridge}/accept_local"), "1"),
+    ] {
+        let sysctl = |source| KernelError::Sysctl {
+            key: key.clone(),
+            source,
+        };
+        let now = std::fs::read_to_string(&key).map_err(sysctl)?;
+        if now.trim() != value {
+            std::fs::write(&key, value).map_err(sysctl)?;
+            tracing::info!(sysctl = %key, value, "set");
+        }
+    }
+    Ok(())
 }

@@ -78,7 +78,6 @@ fn aya_err<E: std::error::Error + Send + Sync + 'static>(
 /// How the daemon found the dataplane.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Started {
-    /// Nothing was pinned: loaded and attached now.
     /// Nothing was pinned: loaded and attached now (XDP in this mode; `None`: ingress is TC).
     Fresh(Option<XdpAttachMode>),
     /// The pinned programs are the embedded ones: kept running.

@@ -15,7 +15,7 @@ use std::{
 
 mod common;
 
-use common::{BIN, Lab, counter, eip, pings};
+use common::{BIN, Lab, counter, echo_requests_from, eip, pings};
 use eip_common::maps::{MAP_DNAT, MAP_SNAT, MAP_VMS};
 use eip_user::{
     api::{BindReq, Done, EipRow, EipState},
@@ -29,14 +29,6 @@ use eip_user::{
     },
 };
 
-/// Echo requests from the outside host that reached a VM, in a capture.
-fn echoes_from_outside(capture: &str) -> usize {
-    capture
-        .lines()
-        .filter(|l| l.contains(&format!("{OUTSIDE_ADDR} >")) && l.contains("ICMP echo request"))
-        .count()
-}
-
 #[test]
 fn lifecycle_on_real_interfaces() {
     let lab = Lab::new(2);
@@ -48,7 +40,7 @@ fn lifecycle_on_real_interfaces() {
     assert_eq!(lab.aliases(), [eip(10)]);
     let cap1 = Capture::start(lab.vm(1), VM_IF).unwrap();
     assert!(pings(&lab.topo.outside, eip(10), 3), "{}", lab.log());
-    assert_eq!(echoes_from_outside(&cap1.finish().unwrap()), 3);
+    assert_eq!(echo_requests_from(&cap1.finish().unwrap(), OUTSIDE_ADDR), 3);
 
     // By MAC: a move. From then on nothing reaches vm1; vm2 gets it all.
     let cap1 = Capture::start(lab.vm(1), VM_IF).unwrap();
@@ -60,11 +52,11 @@ fn lifecycle_on_real_interfaces() {
     );
     assert!(pings(&lab.topo.outside, eip(10), 3));
     assert_eq!(
-        echoes_from_outside(&cap1.finish().unwrap()),
+        echo_requests_from(&cap1.finish().unwrap(), OUTSIDE_ADDR),
         0,
         "the old VM got traffic after the move"
     );
-    assert_eq!(echoes_from_outside(&cap2.finish().unwrap()), 3);
+    assert_eq!(echo_requests_from(&cap2.finish().unwrap(), OUTSIDE_ADDR), 3);
     assert_eq!(lab.aliases(), [eip(10)], "a move keeps the one alias");
 
     // By private IP.

@@ -5,7 +5,7 @@ mod common;
 
 use std::net::Ipv4Addr;
 
-use common::{Lab, counter, eip};
+use common::{Lab, counter, echo_requests_from, eip};
 use eip_user::testing::{
     netns::NetNs,
     process::{self, Capture},
@@ -22,14 +22,6 @@ fn ping_from(outside: &NetNs, from: Ipv4Addr, to: Ipv4Addr) -> bool {
         .arg(to.to_string())
         .output()
         .is_ok_and(|o| o.status.success())
-}
-
-/// Echo requests from `src` seen in a capture.
-fn requests_from(capture: &str, src: Ipv4Addr) -> usize {
-    capture
-        .lines()
-        .filter(|l| l.contains(&format!("{src} >")) && l.contains("ICMP echo request"))
-        .count()
 }
 
 /// Sources no host outside has: the VMs' own subnet and an address of the pool. Dropped and
@@ -64,11 +56,11 @@ fn sources_the_outside_cannot_have_are_dropped_and_counted() {
     );
     let seen = cap.finish().unwrap();
     assert_eq!(
-        requests_from(&seen, private) + requests_from(&seen, pool),
+        echo_requests_from(&seen, private) + echo_requests_from(&seen, pool),
         0,
         "{seen}"
     );
-    assert_eq!(requests_from(&seen, common::OUTSIDE), 2, "{seen}");
+    assert_eq!(echo_requests_from(&seen, common::OUTSIDE), 2, "{seen}");
 
     lab.stop();
     lab.extra = vec!["--no-source-filter"];
@@ -76,7 +68,11 @@ fn sources_the_outside_cannot_have_are_dropped_and_counted() {
     let cap = Capture::start(lab.vm(1), VM_IF).unwrap();
     let _ = ping_from(&lab.topo.outside, private, eip(10));
     let seen = cap.finish().unwrap();
-    assert_eq!(requests_from(&seen, private), 2, "--no-source-filter: {seen}");
+    assert_eq!(
+        echo_requests_from(&seen, private),
+        2,
+        "--no-source-filter: {seen}"
+    );
 }
 
 /// `curl` on the daemon's socket: status code and body.

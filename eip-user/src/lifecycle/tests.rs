@@ -28,7 +28,7 @@ fn world() -> State {
     let mut s = State::default();
     let l = limits();
     s.apply(
-        &pool_add(&s, &l, "203.0.113.0/29".parse().unwrap())
+        &pool_add(&s, &l, "203.0.113.0/29".parse().unwrap(), &[])
             .unwrap()
             .writes,
     );
@@ -298,15 +298,15 @@ fn pools_do_not_overlap_and_are_not_deleted_while_bound() {
     let l = limits();
     let p = |c: &str| c.parse::<Ipv4Net>().unwrap();
     assert!(matches!(
-        pool_add(&s, &l, p("203.0.113.0/24")),
+        pool_add(&s, &l, p("203.0.113.0/24"), &[]),
         Err(Refusal::PoolOverlaps { .. })
     ));
     assert!(matches!(
-        pool_add(&s, &l, p("203.0.113.4/30")),
+        pool_add(&s, &l, p("203.0.113.4/30"), &[]),
         Err(Refusal::PoolOverlaps { .. })
     ));
     assert_eq!(
-        pool_add(&s, &l, p("192.168.0.0/16")),
+        pool_add(&s, &l, p("192.168.0.0/16"), &[]),
         Err(Refusal::PoolIsPrivate(p("192.168.0.0/16")))
     );
     for (pool, range) in [
@@ -317,21 +317,21 @@ fn pools_do_not_overlap_and_are_not_deleted_while_bound() {
         ("255.255.255.255/32", "240.0.0.0/4"),
     ] {
         assert!(
-            matches!(pool_add(&s, &l, p(pool)), Err(Refusal::PoolNotPublic { range: r, .. }) if r == p(range)),
+            matches!(pool_add(&s, &l, p(pool), &[]), Err(Refusal::PoolNotPublic { range: r, .. }) if r == p(range)),
             "{pool}"
         );
     }
     // The host's addresses: its uplink's subnet, and a single address of its.
     let host = [p("198.51.100.1/24"), p("192.0.2.7/32")];
     assert_eq!(
-        pool_clear_of_host(p("198.51.100.128/25"), &host),
+        pool_add(&s, &l, p("198.51.100.128/25"), &host),
         Err(Refusal::PoolOnHost {
             pool: p("198.51.100.128/25"),
             net: p("198.51.100.1/24")
         })
     );
-    assert!(pool_clear_of_host(p("192.0.2.0/24"), &host).is_err());
-    assert_eq!(pool_clear_of_host(p("203.0.113.64/26"), &host), Ok(()));
+    assert!(pool_add(&s, &l, p("192.0.2.0/24"), &host).is_err());
+    assert!(pool_add(&s, &l, p("10.9.0.0/24"), &host).is_ok());
     assert_eq!(
         pool_del(&s, p("198.51.100.0/24")),
         Err(Refusal::NoSuchPool(p("198.51.100.0/24")))
@@ -384,7 +384,7 @@ fn the_hosts_file_owns_its_lines() {
     let mut s = State::default();
     let l = limits();
     s.apply(
-        &pool_add(&s, &l, "203.0.113.0/29".parse().unwrap())
+        &pool_add(&s, &l, "203.0.113.0/29".parse().unwrap(), &[])
             .unwrap()
             .writes,
     );
@@ -607,7 +607,7 @@ mod sequences {
                 ..MemKernel::default()
             };
             let mut en = Engine::new(Store::open(dir.path()).unwrap(), kernel, l).unwrap();
-            let c = pool_add(en.state(), &l, "203.0.113.0/29".parse().unwrap());
+            let c = pool_add(en.state(), &l, "203.0.113.0/29".parse().unwrap(), &[]);
             en.run("pool", c).await.unwrap();
             World {
                 en,

@@ -112,15 +112,22 @@ impl Lab {
     }
 }
 
-/// Pings `addr` from the outside: whether `count` echoes came back.
-pub fn pings(outside: &NetNs, addr: Ipv4Addr, count: u32) -> bool {
-    outside
-        .command("ping")
+/// Pings `addr` `count` times from `from`: whether any echo came back.
+pub fn pings(from: &NetNs, addr: Ipv4Addr, count: u32) -> bool {
+    from.command("ping")
         .args(["-n", "-q", "-c", &count.to_string(), "-i", "0.1", "-W", "1"])
         .arg(addr.to_string())
         .output()
         .map(|o| o.status.success())
         .unwrap_or(false)
+}
+
+/// Echo requests from `src` in a capture.
+pub fn echo_requests_from(capture: &str, src: Ipv4Addr) -> usize {
+    capture
+        .lines()
+        .filter(|l| l.contains(&format!("{src} >")) && l.contains("ICMP echo request"))
+        .count()
 }
 
 /// The dataplane counter `name`, from `eip stats`.
