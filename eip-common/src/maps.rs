@@ -37,8 +37,12 @@ pub const MAP_POOLS: &str = "EIP_POOLS";
 /// Pools the trie holds.
 pub const MAX_POOLS: u32 = 1_024;
 
+/// The external interface's settings that came after [`Config`] (a map of its own, so that a
+/// pinned [`MAP_CONFIG`] from an older version keeps its layout).
+pub const MAP_UPLINK: &str = "EIP_UPLINK";
+
 /// Every map, for pinning them all.
-pub const ALL_MAPS: [&str; 10] = [
+pub const ALL_MAPS: [&str; 11] = [
     MAP_DNAT,
     MAP_SNAT,
     MAP_VMS,
@@ -49,12 +53,15 @@ pub const ALL_MAPS: [&str; 10] = [
     MAP_CONFIG,
     MAP_PORT_DROPS,
     MAP_POOLS,
+    MAP_UPLINK,
 ];
 
 pub const PROG_INGRESS: &str = "eip_ingress";
 /// Ingress as a TC program, for an external interface that is a veth (partial checksums).
 pub const PROG_INGRESS_TC: &str = "eip_ingress_tc";
 pub const PROG_EGRESS: &str = "eip_egress";
+/// TC egress on the external interface: the host's own ICMP errors about translated packets.
+pub const PROG_EXT_EGRESS: &str = "eip_ext_egress";
 /// The `xdp:xdp_redirect_err` tracepoint program that fills [`MAP_PORT_DROPS`].
 pub const PROG_PORT_DROPS: &str = "eip_port_drops";
 
@@ -182,10 +189,21 @@ pub enum Counter {
     /// it arrived, addressed to the EIP (at most one a millisecond per CPU; past that,
     /// [`Counter::DropTtlExpired`]).
     IngressTtlAnswered = 20,
+    /// The host's own ICMP error about a packet it forwarded toward a VM (a fragmentation
+    /// needed, a host unreachable, a time-exceeded), leaving the external interface: its quote
+    /// named the VM's private address as destination and now names the EIP (RFC 5508
+    /// section 4); an outer source in the bridge subnet becomes the EIP too.
+    HostErrorTranslated = 21,
+    /// An ICMP error leaving the external interface that quotes a bridge-subnet address no
+    /// binding translates: dropped, a private address never leaves.
+    DropPrivateQuote = 22,
+    /// TC ingress: to an EIP with a TTL that expires here; translated and handed to the
+    /// kernel, whose time-exceeded leaves quoting the EIP ([`Counter::HostErrorTranslated`]).
+    IngressTtlToKernel = 23,
 }
 
 impl Counter {
-    pub const ALL: [Counter; 21] = [
+    pub const ALL: [Counter; 24] = [
         Counter::DropMalformed,
         Counter::DropSpoofed,
         Counter::DropQuarantined,
@@ -207,6 +225,9 @@ impl Counter {
         Counter::IngressOtherVlan,
         Counter::DropTtlExpired,
         Counter::IngressTtlAnswered,
+        Counter::HostErrorTranslated,
+        Counter::DropPrivateQuote,
+        Counter::IngressTtlToKernel,
     ];
 
     /// The name operators see in `eip stats` and the metrics.
@@ -233,6 +254,9 @@ impl Counter {
             Counter::IngressOtherVlan => "ingress_other_vlan",
             Counter::DropTtlExpired => "drop_ttl_expired",
             Counter::IngressTtlAnswered => "ingress_ttl_answered",
+            Counter::HostErrorTranslated => "host_error_translated",
+            Counter::DropPrivateQuote => "drop_private_quote",
+            Counter::IngressTtlToKernel => "ingress_ttl_to_kernel",
         }
     }
 }
@@ -258,6 +282,27 @@ impl Config {
     #[inline(always)]
     pub const fn is_private(&self, addr: u32) -> bool {
         self.private_mask != 0 && addr & self.private_mask == self.private_net
+    }
+}
+
+/// [`MAP_UPLINK`]'s one entry.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Uplink {
+    /// `--ext-vlan`: the 802.1Q VLAN the EIPs' network is on the external interface (the tag
+    /// is taken off toward the VMs); 0 when that network is the untagged one.
+    pub vlan: u16,
+    pub _reserved: [u8; 6],
+}
+
+impl Uplink {
+    /// Whether a frame with `tag` (its VLAN ID, `None` untagged) is on the EIPs' network.
+    #[inline(always)]
+    pub const fn on_eip_network(&self, tag: Option<u16>) -> bool {
+        match tag {
+            None => self.vlan == 0,
+            Some(tci) => self.vlan != 0 && tci & 0x0fff == self.vlan,
+        }
     }
 }
 
@@ -295,4 +340,5 @@ mod pod {
     unsafe impl aya::Pod for super::MacKey {}
     unsafe impl aya::Pod for super::EipStats {}
     unsafe impl aya::Pod for super::Config {}
+    unsafe impl aya::Pod for super::Uplink {}
 }

@@ -237,24 +237,67 @@ pub fn apply<P: Packet + ?Sized>(pkt: &mut P, plan: &Plan) -> Result<(), Rewrite
         pkt.l4_pseudo_replace32(csum_off, old, new, udp).ok_or(t)?;
     }
     if let Some(inner) = plan.inner {
-        // The ICMP checksum covers the quote as plain data, so each word changed inside it
-        // (address, embedded IP checksum, embedded transport checksum) is folded into it.
-        let mut icmp = pkt.u16_at(inner.icmp_csum_off).ok_or(t)?;
-        icmp = replace32(icmp, old, new);
-        let ip_old = pkt.u16_at(inner.ip_csum_off).ok_or(t)?;
-        let ip_new = replace32(ip_old, old, new);
-        icmp = replace16(icmp, ip_old, ip_new);
-        pkt.store(inner.addr_off, new.to_be_bytes()).ok_or(t)?;
-        pkt.store(inner.ip_csum_off, ip_new.to_be_bytes()).ok_or(t)?;
-        if let L4Fix::Pseudo { csum_off, udp } = inner.l4 {
-            let l4_old = pkt.u16_at(csum_off).ok_or(t)?;
-            let l4_new = l4_update(l4_old, old, new, udp);
-            icmp = replace16(icmp, l4_old, l4_new);
-            pkt.store(csum_off, l4_new.to_be_bytes()).ok_or(t)?;
-        }
-        pkt.store(inner.icmp_csum_off, icmp.to_be_bytes()).ok_or(t)?;
+        apply_quote(pkt, &inner, old, new)?;
     }
     Ok(())
+}
+
+/// Writes the quote's part of a plan: the quoted address, the quoted IPv4 and transport
+/// checksums, and the ICMP checksum over them.
+#[inline(always)]
+pub fn apply_quote<P: Packet + ?Sized>(
+    pkt: &mut P,
+    inner: &InnerFix,
+    old: u32,
+    new: u32,
+) -> Result<(), RewriteError> {
+    let t = RewriteError::Truncated;
+    // The ICMP checksum covers the quote as plain data, so each word changed inside it
+    // (address, embedded IP checksum, embedded transport checksum) is folded into it.
+    let mut icmp = pkt.u16_at(inner.icmp_csum_off).ok_or(t)?;
+    icmp = replace32(icmp, old, new);
+    let ip_old = pkt.u16_at(inner.ip_csum_off).ok_or(t)?;
+    let ip_new = replace32(ip_old, old, new);
+    icmp = replace16(icmp, ip_old, ip_new);
+    pkt.store(inner.addr_off, new.to_be_bytes()).ok_or(t)?;
+    pkt.store(inner.ip_csum_off, ip_new.to_be_bytes()).ok_or(t)?;
+    if let L4Fix::Pseudo { csum_off, udp } = inner.l4 {
+        let l4_old = pkt.u16_at(csum_off).ok_or(t)?;
+        let l4_new = l4_update(l4_old, old, new, udp);
+        icmp = replace16(icmp, l4_old, l4_new);
+        pkt.store(csum_off, l4_new.to_be_bytes()).ok_or(t)?;
+    }
+    pkt.store(inner.icmp_csum_off, icmp.to_be_bytes()).ok_or(t)?;
+    Ok(())
+}
+
+/// The datagram quoted by `ip` when `ip` is an ICMP error (whole or a first fragment), with
+/// the offset of its ICMP header: `None` for anything else.
+#[inline(always)]
+pub fn quoted<P: Packet + ?Sized>(pkt: &P, ip: &Ipv4Info) -> Result<Option<Ipv4Info>, RewriteError> {
+    if ip.proto != IPPROTO_ICMP || ip.later_fragment {
+        return Ok(None);
+    }
+    let icmp_type = pkt.u8_at(ip.l4_off()).ok_or(RewriteError::Truncated)?;
+    if !is_icmp_error(icmp_type) {
+        return Ok(None);
+    }
+    parse_quoted_ipv4(pkt, ip.l4_off() + ICMP_HLEN, ip.end()).map(Some)
+}
+
+/// The host's own ICMP error about a packet it was forwarding to a VM (its quote holds the
+/// VM's private address as destination, where the packet came in addressed to the EIP):
+/// what turning the quoted destination `private` back into `eip` changes. The outer header
+/// is the host's and stays (RFC 5508 section 4.1, the quote translated as the packet it
+/// answers was before the NAT).
+#[inline(always)]
+pub fn plan_quoted_destination<P: Packet + ?Sized>(
+    pkt: &P,
+    ip: &Ipv4Info,
+    private: u32,
+) -> Result<Option<InnerFix>, RewriteError> {
+    // `Field::Source` translates the quote's destination (the quote travelled the other way).
+    plan_inner(pkt, ip.l4_off(), ip.end(), Field::Source, private)
 }
 
 /// Parses the IPv4 header at `l3_off`, then plans and applies the translation of `field` to

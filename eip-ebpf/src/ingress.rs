@@ -12,7 +12,7 @@
 
 use aya_ebpf::{
     bindings::{TC_ACT_OK, TC_ACT_SHOT, xdp_action},
-    helpers::{bpf_ktime_get_ns, bpf_redirect, bpf_xdp_adjust_head, bpf_xdp_adjust_tail},
+    helpers::{bpf_ktime_get_ns, bpf_redirect, bpf_skb_vlan_pop, bpf_xdp_adjust_head, bpf_xdp_adjust_tail},
     macros::{classifier, xdp},
     programs::{TcContext, XdpContext},
 };
@@ -22,7 +22,9 @@ use eip_common::{
     maps::{
         CONFIG_NO_FAST_PATH, CONFIG_NO_SOURCE_FILTER, Counter, VM_PORT_KERNEL, VM_QUARANTINED, bogus_source,
     },
-    parse::{ETH_P_IP, IP_DST, IPV4_MIN_HLEN, Ipv4Info, ipv4_header_ok, parse_eth, parse_ipv4},
+    parse::{
+        ETH_HLEN, ETH_P_IP, IP_DST, IPV4_MIN_HLEN, Ipv4Info, VLAN_HLEN, ipv4_header_ok, parse_eth, parse_ipv4,
+    },
     rewrite::{Field, apply, decrement_ttl, plan},
 };
 
@@ -38,28 +40,42 @@ const PULL_LEN: u32 = 192;
 enum Verdict {
     /// Not ours (or ours, translated, for the kernel to forward).
     Pass,
-    /// Translated and addressed to the VM: out of this bridge port.
-    Redirect(u32),
-    /// To an EIP, untagged, with a TTL that runs out here; nothing rewritten.
+    /// Translated and addressed to the VM: out of this bridge port, without the VLAN tag it
+    /// came with (`untag`, `--ext-vlan`).
+    Redirect { port: u32, untag: bool },
+    /// To an EIP with a TTL that runs out here (XDP); nothing rewritten.
     Expired(Ipv4Info),
 }
 
 #[xdp]
 pub fn eip_ingress(ctx: XdpContext) -> u32 {
     let mut pkt = XdpFrame(&ctx);
-    match decide(&mut pkt, true) {
+    match decide(&mut pkt, None) {
         Ok(Verdict::Pass) => xdp_action::XDP_PASS,
-        Ok(Verdict::Redirect(port)) => EIP_PORTS.redirect(port, 0).unwrap_or(xdp_action::XDP_ABORTED),
-        Ok(Verdict::Expired(ip)) => match time_exceeded(&ctx, &ip) {
-            Ok(action) => {
-                count(Counter::IngressTtlAnswered);
-                action
+        Ok(Verdict::Redirect { port, untag }) => {
+            if untag && untag_xdp(&ctx).is_none() {
+                count(Counter::DropMalformed);
+                return xdp_action::XDP_DROP;
             }
-            Err(reason) => {
-                count(reason);
-                xdp_action::XDP_DROP
+            EIP_PORTS.redirect(port, 0).unwrap_or(xdp_action::XDP_ABORTED)
+        }
+        Ok(Verdict::Expired(ip)) => {
+            let answer = if ip.l3_off == ETH_HLEN {
+                time_exceeded::<ETH_HLEN>(&ctx, &ip)
+            } else {
+                time_exceeded::<{ ETH_HLEN + VLAN_HLEN }>(&ctx, &ip)
+            };
+            match answer {
+                Ok(action) => {
+                    count(Counter::IngressTtlAnswered);
+                    action
+                }
+                Err(reason) => {
+                    count(reason);
+                    xdp_action::XDP_DROP
+                }
             }
-        },
+        }
         Err(reason) => {
             count(reason);
             xdp_action::XDP_DROP
@@ -74,15 +90,26 @@ const ICMP_BURST: u64 = 100;
 
 /// Bytes the time-exceeded puts before the quoted packet: an IPv4 header and ICMP's 8.
 const ICMP_ERROR_HEAD: usize = IPV4_MIN_HLEN + 8;
-const ETH_HLEN: usize = 14;
+
+/// Takes the frame's 802.1Q tag off: the MACs move 4 bytes on, over it, and the frame starts
+/// there.
+#[inline(always)]
+fn untag_xdp(ctx: &XdpContext) -> Option<()> {
+    let mut pkt = XdpFrame(ctx);
+    let macs: [u8; 12] = pkt.load(0)?;
+    pkt.store(VLAN_HLEN, macs)?;
+    // SAFETY: a helper call on the program's own context; the redirect reads no pointer.
+    (unsafe { bpf_xdp_adjust_head(ctx.ctx, VLAN_HLEN as i32) } == 0).then_some(())
+}
 
 /// Turns the frame in place into an ICMP time-exceeded (RFC 792) back to the sender, from the
 /// EIP it addressed, quoting the packet's IPv4 header and 8 bytes as they arrived: the quote
 /// names the EIP, never the VM behind it (RFC 5508 section 4), which a time-exceeded from the
 /// kernel's forwarding of the translated packet would. At most one a millisecond per CPU,
 /// with bursts, as the kernel limits its own; past that, the packet is dropped and counted.
+/// `L2`: the Ethernet header's length, its VLAN tag included, which the answer keeps.
 #[inline(always)]
-fn time_exceeded(ctx: &XdpContext, ip: &Ipv4Info) -> Result<u32, Counter> {
+fn time_exceeded<const L2: usize>(ctx: &XdpContext, ip: &Ipv4Info) -> Result<u32, Counter> {
     // SAFETY: a plain helper call.
     let now = unsafe { bpf_ktime_get_ns() };
     let bucket = EIP_ICMP_BUCKET.get_ptr_mut(0).ok_or(Counter::DropTtlExpired)?;
@@ -101,10 +128,10 @@ fn time_exceeded(ctx: &XdpContext, ip: &Ipv4Info) -> Result<u32, Counter> {
         *bucket = [if refill > 0 { now } else { last }, tokens - 1];
     }
     let quote = ip.hlen + 8;
-    if ip.total_len < quote || ip.l3_off != ETH_HLEN {
+    if ip.total_len < quote || ip.l3_off != L2 {
         return Err(Counter::DropTtlExpired);
     }
-    let macs: [u8; 12] = XdpFrame(ctx).load(0).ok_or(Counter::DropMalformed)?;
+    let l2: [u8; L2] = XdpFrame(ctx).load(0).ok_or(Counter::DropMalformed)?;
     let old_len = ctx.data_end() - ctx.data();
     // Room in front for the new IPv4 and ICMP headers; the old packet's own IPv4 header then
     // starts right after them, where the quote goes.
@@ -113,17 +140,17 @@ fn time_exceeded(ctx: &XdpContext, ip: &Ipv4Info) -> Result<u32, Counter> {
     if unsafe { bpf_xdp_adjust_head(ctx.ctx, -(ICMP_ERROR_HEAD as i32)) } != 0 {
         return Err(Counter::DropTtlExpired);
     }
-    let keep = ETH_HLEN + ICMP_ERROR_HEAD + quote;
+    let keep = L2 + ICMP_ERROR_HEAD + quote;
     let delta = keep as i32 - (old_len + ICMP_ERROR_HEAD) as i32;
     // SAFETY: as above.
     if unsafe { bpf_xdp_adjust_tail(ctx.ctx, delta) } != 0 {
         return Err(Counter::DropTtlExpired);
     }
     let mut pkt = XdpFrame(ctx);
-    let mut eth = [0u8; ETH_HLEN];
-    eth[..6].copy_from_slice(&macs[6..]);
-    eth[6..12].copy_from_slice(&macs[..6]);
-    eth[12] = 0x08;
+    // Back the way it came: the MACs swapped, the tag (if any) and EtherType kept.
+    let mut eth = l2;
+    eth[..6].copy_from_slice(&l2[6..12]);
+    eth[6..12].copy_from_slice(&l2[..6]);
     pkt.store(0, eth).ok_or(Counter::DropMalformed)?;
     let mut iph = [0u8; IPV4_MIN_HLEN];
     iph[0] = 0x45;
@@ -134,8 +161,8 @@ fn time_exceeded(ctx: &XdpContext, ip: &Ipv4Info) -> Result<u32, Counter> {
     iph[16..20].copy_from_slice(&ip.src.to_be_bytes());
     let csum = compute(0, &iph);
     iph[10..12].copy_from_slice(&csum.to_be_bytes());
-    pkt.store(ETH_HLEN, iph).ok_or(Counter::DropMalformed)?;
-    let icmp_off = ETH_HLEN + IPV4_MIN_HLEN;
+    pkt.store(L2, iph).ok_or(Counter::DropMalformed)?;
+    let icmp_off = L2 + IPV4_MIN_HLEN;
     pkt.store(icmp_off, [11u8, 0, 0, 0, 0, 0, 0, 0])
         .ok_or(Counter::DropMalformed)?;
     // The ICMP checksum over its header and the quote: at most 8 + 60 + 8 bytes.
@@ -158,16 +185,24 @@ pub fn eip_ingress_tc(ctx: TcContext) -> i32 {
     let len = ctx.len();
     // Headers must be in the linear area for direct access; a failure leaves what is there.
     let _ = ctx.pull_data(if len < PULL_LEN { len } else { PULL_LEN });
+    // The kernel takes a received frame's VLAN tag into the skb before TC sees it.
+    // SAFETY: reading fields of the context the program was given.
+    let tag = unsafe { ((*ctx.skb.skb).vlan_present != 0).then(|| (*ctx.skb.skb).vlan_tci as u16) };
     let mut pkt = TcFrame(&ctx);
-    match decide(&mut pkt, false) {
+    match decide(&mut pkt, Some(tag)) {
         Ok(Verdict::Pass) => TC_ACT_OK,
-        // SAFETY: a plain helper call; the port is one the daemon wrote.
-        Ok(Verdict::Redirect(port)) => unsafe { bpf_redirect(port, 0) as i32 },
-        // A veth's lab: no time-exceeded is built on an skb here; the packet goes, counted.
-        Ok(Verdict::Expired(_)) => {
-            count(Counter::DropTtlExpired);
-            TC_ACT_SHOT
+        Ok(Verdict::Redirect { port, untag }) => {
+            // In the skb or still in the frame, the helper takes the tag off.
+            // SAFETY: a helper call on the program's own context.
+            if untag && unsafe { bpf_skb_vlan_pop(ctx.skb.skb as *mut _) } != 0 {
+                count(Counter::DropMalformed);
+                return TC_ACT_SHOT;
+            }
+            // SAFETY: a plain helper call; the port is one the daemon wrote.
+            unsafe { bpf_redirect(port, 0) as i32 }
         }
+        // Not made by TC's decision (see `decide`).
+        Ok(Verdict::Expired(_)) => TC_ACT_SHOT,
         Err(reason) => {
             count(reason);
             TC_ACT_SHOT
@@ -175,10 +210,12 @@ pub fn eip_ingress_tc(ctx: TcContext) -> i32 {
     }
 }
 
-/// The decision, for either frame. `xdp`: the redirect is an XDP one, which a port marked
+/// The decision, for either frame. `skb_tag`: TC's, the VLAN tag the kernel took into the
+/// skb, if any. `None` for XDP, whose redirect is an XDP one, which a port marked
 /// [`VM_PORT_KERNEL`] would drop.
 #[inline(always)]
-fn decide<P: Packet>(pkt: &mut P, xdp: bool) -> Result<Verdict, Counter> {
+fn decide<P: Packet>(pkt: &mut P, skb_tag: Option<Option<u16>>) -> Result<Verdict, Counter> {
+    let xdp = skb_tag.is_none();
     let Ok(eth) = parse_eth(pkt) else {
         return Ok(Verdict::Pass);
     };
@@ -199,9 +236,11 @@ fn decide<P: Packet>(pkt: &mut P, xdp: bool) -> Result<Verdict, Counter> {
     let Some(binding) = dnat(ip.dst) else {
         return Ok(Verdict::Pass);
     };
-    // The EIPs live on the untagged uplink: a tagged frame belongs to some other network,
-    // and redirected as it is it would reach an untagged VM port still tagged.
-    if eth.vlan_tci.is_some() {
+    // The EIPs live on one network of the uplink: the untagged one, or the VLAN that
+    // `--ext-vlan` names. A frame of another belongs to some other network (and redirected
+    // as it is, a tagged one would reach an untagged VM port still tagged).
+    let tag = eth.vlan_tci.or(skb_tag.flatten());
+    if !uplink().on_eip_network(tag) {
         count(Counter::IngressOtherVlan);
         return Ok(Verdict::Pass);
     }
@@ -228,15 +267,21 @@ fn decide<P: Packet>(pkt: &mut P, xdp: bool) -> Result<Verdict, Counter> {
     if vm.flags & VM_QUARANTINED != 0 {
         return Err(Counter::DropQuarantined);
     }
-    // A TTL that runs out here: whoever answered it after the rewrite (the kernel's
-    // forwarding) would quote the VM's private address in its time-exceeded. Answered (or
-    // dropped) before anything is rewritten.
-    if pkt.u8_at(ip.l3_off + 8).is_none_or(|ttl| ttl <= 1) {
+    // A TTL that runs out here. XDP answers it before anything is rewritten, quoting the
+    // packet as it came. TC builds no answer on an skb: the kernel's forwarding answers the
+    // translated packet, and its time-exceeded gets the EIP back in its quote on the way out
+    // (`eip_ext_egress`).
+    let expires = pkt.u8_at(ip.l3_off + 8).is_none_or(|ttl| ttl <= 1);
+    if expires && xdp {
         return Ok(Verdict::Expired(ip));
     }
     let plan = plan(pkt, &ip, Field::Destination, binding.addr).map_err(drop_reason)?;
     apply(pkt, &plan).map_err(drop_reason)?;
     count_in(binding.slot, ip.total_len);
+    if expires {
+        count(Counter::IngressTtlToKernel);
+        return Ok(Verdict::Pass);
+    }
 
     let port = vm.port_ifindex;
     if cfg.flags & CONFIG_NO_FAST_PATH != 0 || port == 0 {
@@ -259,5 +304,8 @@ fn decide<P: Packet>(pkt: &mut P, xdp: bool) -> Result<Verdict, Counter> {
     macs[6..].copy_from_slice(&cfg.bridge_mac);
     pkt.store(0, macs).ok_or(Counter::DropMalformed)?;
     count(Counter::IngressFastPath);
-    Ok(Verdict::Redirect(port))
+    Ok(Verdict::Redirect {
+        port,
+        untag: tag.is_some(),
+    })
 }

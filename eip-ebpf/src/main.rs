@@ -7,6 +7,7 @@
 mod drops;
 mod egress;
 mod frame;
+mod host_errors;
 mod ingress;
 mod maps;
 

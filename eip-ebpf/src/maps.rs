@@ -30,6 +30,9 @@ pub static EIP_PORT_DROPS: PerCpuHashMap<u32, u64> = PerCpuHashMap::with_max_ent
 #[map]
 pub static EIP_ICMP_BUCKET: PerCpuArray<[u64; 2]> = PerCpuArray::with_max_entries(1, 0);
 
+#[map]
+pub static EIP_UPLINK: Array<Uplink> = Array::with_max_entries(1, 0);
+
 /// LPM tries must be created with BPF_F_NO_PREALLOC.
 #[map]
 pub static EIP_POOLS: LpmTrie<u32, u8> =
@@ -74,6 +77,11 @@ pub fn count_out(slot: u32, bytes: usize) {
 #[inline(always)]
 pub fn config() -> Config {
     EIP_CONFIG.get(0).copied().unwrap_or_default()
+}
+
+#[inline(always)]
+pub fn uplink() -> Uplink {
+    EIP_UPLINK.get(0).copied().unwrap_or_default()
 }
 
 #[inline(always)]

@@ -5,6 +5,10 @@
 //! /sys/fs/bpf/eip/<instance>/progs/eip_ingress  the programs
 //! /sys/fs/bpf/eip/<instance>/links/xdp          XDP on the external interface (bpf_link)
 //! /sys/fs/bpf/eip/<instance>/links/tc           TCX ingress on the bridge (bpf_link)
+//! /sys/fs/bpf/eip/<instance>/links/tc-ext        TCX ingress on the external interface, in
+//!                                                 place of xdp when that is a veth
+//! /sys/fs/bpf/eip/<instance>/links/tc-ext-out    TCX egress on the external interface (the
+//!                                                 host's own ICMP errors)
 //! ```
 //!
 //! A daemon starting over existing pins reuses the maps (entries and all) and keeps the
@@ -28,7 +32,9 @@ use aya::{
         xdp::XdpLink,
     },
 };
-use eip_common::maps::{ALL_MAPS, Binding, MAP_DNAT, PROG_EGRESS, PROG_INGRESS, PROG_INGRESS_TC};
+use eip_common::maps::{
+    ALL_MAPS, Binding, MAP_DNAT, PROG_EGRESS, PROG_EXT_EGRESS, PROG_INGRESS, PROG_INGRESS_TC,
+};
 
 use crate::dataplane::{Dataplane, DataplaneError, Sizes, XdpAttachMode};
 
@@ -109,6 +115,13 @@ const TC_EXT: Hook = Hook {
     kind: "TC ingress",
     link: "tc-ext",
     prog: PROG_INGRESS_TC,
+};
+
+/// TCX egress on the external interface: the host's own ICMP errors about translated packets.
+const TC_EXT_OUT: Hook = Hook {
+    kind: "TC egress",
+    link: "tc-ext-out",
+    prog: PROG_EXT_EGRESS,
 };
 
 /// What became of one pinned link.
@@ -194,7 +207,7 @@ impl Pins {
     /// Every path the instance pins.
     fn paths(&self) -> Vec<PathBuf> {
         let mut out: Vec<PathBuf> = ALL_MAPS.iter().map(|m| self.maps().join(m)).collect();
-        for hook in [self.ingress_hooks().0, TC] {
+        for hook in [self.ingress_hooks().0, TC, TC_EXT_OUT] {
             out.push(self.prog(hook.prog));
             out.push(self.link(hook.link));
         }
@@ -234,9 +247,15 @@ impl Pins {
     /// Attaches `hook` anew to `iface` (re-created under another index), replacing the pinned
     /// link, whose interface is gone.
     pub fn reattach(&self, dp: &mut Dataplane, ext: bool, iface: &str) -> Result<(), PinError> {
-        let hook = if ext { self.ingress_hooks().0 } else { TC };
-        remove_if_present(&self.link(hook.link))?;
-        self.start_hook_on(dp, hook, iface)?;
+        let hooks: &[Hook] = if ext {
+            &[TC_EXT_OUT, self.ingress_hooks().0]
+        } else {
+            &[TC]
+        };
+        for &hook in hooks {
+            remove_if_present(&self.link(hook.link))?;
+            self.start_hook_on(dp, hook, iface)?;
+        }
         Ok(())
     }
 
@@ -257,12 +276,14 @@ impl Pins {
         }
         let mut dp = Dataplane::load_with(sizes, Some(&self.maps()))?;
         let (ingress, other) = self.ingress_hooks();
-        for (hook, iface) in [(ingress, ext), (TC, bridge)] {
+        for (hook, iface) in [(ingress, ext), (TC, bridge), (TC_EXT_OUT, ext)] {
             self.drop_defunct_link(hook, iface)?;
         }
         // Egress first: once ingress translates a VM's traffic in, its replies are translated
-        // on the way out (what is still untranslated meanwhile the leak guard keeps in).
+        // on the way out (what is still untranslated meanwhile the leak guard keeps in), and
+        // so are the host's own errors about it.
         let tc = self.start_tc(&mut dp, TC, bridge)?;
+        let out = self.start_tc(&mut dp, TC_EXT_OUT, ext)?;
         let xdp = self.start_hook_on(&mut dp, ingress, ext)?;
         // The other kind of ingress goes once this one is attached (a veth as the external
         // interface moves from XDP to TC, a NIC back): both at once would translate twice.
@@ -274,11 +295,11 @@ impl Pins {
                 "the other kind of ingress was pinned: detached"
             );
         }
-        let started = match (xdp, tc) {
-            (Link::Attached(mode), Link::Attached(_)) => Started::Fresh(mode),
-            (Link::Replaced, _) | (_, Link::Replaced) => Started::Upgraded,
-            (Link::Kept, Link::Kept) => Started::Adopted,
-            // One link was pinned and the other not (a half-finished teardown).
+        let started = match (xdp, tc, out) {
+            (Link::Attached(mode), Link::Attached(_), Link::Attached(_)) => Started::Fresh(mode),
+            (Link::Kept, Link::Kept, Link::Kept) => Started::Adopted,
+            // Programs swapped, or some link pinned and another not (a version that had
+            // fewer, or a half-finished teardown).
             _ => Started::Upgraded,
         };
         Ok((dp, started))
@@ -390,8 +411,8 @@ impl Pins {
         )
     }
 
-    /// A TC hook: a TCX link on `iface`'s ingress (egress on the bridge, or ingress on a
-    /// veth as the external interface).
+    /// A TC hook: a TCX link on `iface` (the bridge's ingress; the external interface's
+    /// egress, or its ingress when that is a veth).
     fn start_tc(&self, dp: &mut Dataplane, hook: Hook, iface: &str) -> Result<Link, PinError> {
         let path = self.link(hook.link);
         self.start_hook(
@@ -406,12 +427,13 @@ impl Pins {
             },
             |dp| {
                 let prog = dp.classifier(hook.prog)?;
+                let (side, name) = if hook.link == TC_EXT_OUT.link {
+                    (TcAttachType::Egress, "egress")
+                } else {
+                    (TcAttachType::Ingress, "ingress")
+                };
                 let id = prog
-                    .attach_with_options(
-                        iface,
-                        TcAttachType::Ingress,
-                        TcAttachOptions::TcxOrder(LinkOrder::default()),
-                    )
+                    .attach_with_options(iface, side, TcAttachOptions::TcxOrder(LinkOrder::default()))
                     .map_err(|source| DataplaneError::Attach {
                         name: hook.prog,
                         iface: iface.to_owned(),
@@ -420,7 +442,7 @@ impl Pins {
                 let link = prog.take_link(id).map_err(aya_err(&path, "take the TC link"))?;
                 let link = FdLink::try_from(link)
                     .map_err(aya_err(&path, "TC attached without a TCX link (kernel < 6.6?)"))?;
-                tracing::info!(iface, "attached {} (TCX ingress)", hook.prog);
+                tracing::info!(iface, "attached {} (TCX {name})", hook.prog);
                 Ok((link, None))
             },
         )
@@ -469,10 +491,10 @@ impl Pins {
     /// Unpins everything: the links go first (that detaches the programs once no process
     /// holds them), then the programs and maps. Missing pins are fine.
     pub fn remove(&self) -> Result<(), PinError> {
-        for hook in [XDP, TC_EXT, TC] {
+        for hook in [XDP, TC_EXT, TC_EXT_OUT, TC] {
             remove_if_present(&self.link(hook.link))?;
         }
-        for hook in [XDP, TC_EXT, TC] {
+        for hook in [XDP, TC_EXT, TC_EXT_OUT, TC] {
             remove_if_present(&self.prog(hook.prog))?;
         }
         for name in ALL_MAPS {

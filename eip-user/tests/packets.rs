@@ -49,6 +49,7 @@ fn run(dp: &mut eip_user::dataplane::Dataplane, row: &Row) -> Result<(u32, Vec<u
         Prog::Ingress => dp.ingress().map_err(|e| e.to_string())?.test_run(opts),
         Prog::IngressTc => dp.ingress_tc().map_err(|e| e.to_string())?.test_run(opts),
         Prog::Egress => dp.egress().map_err(|e| e.to_string())?.test_run(opts),
+        Prog::ExtEgress => dp.ext_egress().map_err(|e| e.to_string())?.test_run(opts),
     }
     .map_err(|e| format!("test_run failed: {e}"))?;
     out.truncate(result.data_size_out as usize);
@@ -89,8 +90,20 @@ fn check(dp: &mut eip_user::dataplane::Dataplane, row: &Row) -> Result<(), Strin
 
 /// Runs every row; fails with each row that failed and why.
 fn all_rows_pass(rows: &[Row]) {
+    rows_pass_with(rows, None)
+}
+
+/// As [`all_rows_pass`], with the uplink's VLAN set (`--ext-vlan`).
+fn rows_pass_with(rows: &[Row], vlan: Option<u16>) {
     let f = Fixture::new();
     let mut dp = fixtures::dataplane(f.port).expect("load the dataplane and write the fixture world");
+    if let Some(vlan) = vlan {
+        dp.set_uplink(&eip_common::maps::Uplink {
+            vlan,
+            ..Default::default()
+        })
+        .expect("write the uplink");
+    }
     let failures: Vec<String> = rows
         .iter()
         .filter_map(|row| check(&mut dp, row).err().map(|e| format!("{}: {e}", row.name)))
@@ -119,6 +132,15 @@ fn every_ingress_row_through_the_tc_ingress() {
     let rows = fixtures::tc_ingress_rows();
     assert!(rows.len() > 20, "{} rows", rows.len());
     all_rows_pass(&rows);
+}
+
+/// `--ext-vlan`: through XDP and through the TC ingress, the EIPs' VLAN is translated and
+/// reaches the VM untagged; untagged frames and other VLANs are left alone.
+#[test]
+fn every_vlan_row_in_the_kernel() {
+    let mut rows = fixtures::vlan_rows(false);
+    rows.extend(fixtures::vlan_rows(true));
+    rows_pass_with(&rows, Some(fixtures::EXT_VLAN));
 }
 
 /// The per-binding counters count what was translated, in each direction.

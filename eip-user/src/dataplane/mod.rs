@@ -139,6 +139,12 @@ impl Dataplane {
                 name: PROG_INGRESS_TC,
                 source: Box::new(source),
             })?;
+        dp.ext_egress()?
+            .load()
+            .map_err(|source| DataplaneError::Program {
+                name: PROG_EXT_EGRESS,
+                source: Box::new(source),
+            })?;
         dp.port_drops_prog()?
             .load()
             .map_err(|source| DataplaneError::Program {
@@ -227,6 +233,12 @@ impl Dataplane {
         self.classifier(PROG_INGRESS_TC)
     }
 
+    /// TC egress on the external interface: the host's own ICMP errors about translated
+    /// packets.
+    pub fn ext_egress(&mut self) -> Result<&mut SchedClassifier, DataplaneError> {
+        self.classifier(PROG_EXT_EGRESS)
+    }
+
     /// A TC program by name.
     pub fn classifier(&mut self, name: &'static str) -> Result<&mut SchedClassifier, DataplaneError> {
         self.ebpf
@@ -262,6 +274,17 @@ impl Dataplane {
         let mut array: Array<_, Config> =
             Array::try_from(map).map_err(map_err(MAP_CONFIG, "not an array"))?;
         array.set(0, config, 0).map_err(map_err(MAP_CONFIG, "write"))
+    }
+
+    /// The external interface's settings (`--ext-vlan`).
+    pub fn set_uplink(&mut self, uplink: &Uplink) -> Result<(), DataplaneError> {
+        let map = self
+            .ebpf
+            .map_mut(MAP_UPLINK)
+            .ok_or(DataplaneError::MissingMap { name: MAP_UPLINK })?;
+        let mut array: Array<_, Uplink> =
+            Array::try_from(map).map_err(map_err(MAP_UPLINK, "not an array"))?;
+        array.set(0, uplink, 0).map_err(map_err(MAP_UPLINK, "write"))
     }
 
     /// A VM as both programs see it: its private address, MAC, bridge port (0 when not known
