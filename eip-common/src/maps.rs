@@ -200,10 +200,14 @@ pub enum Counter {
     /// TC ingress: to an EIP with a TTL that expires here; translated and handed to the
     /// kernel, whose time-exceeded leaves quoting the EIP ([`Counter::HostErrorTranslated`]).
     IngressTtlToKernel = 23,
+    /// From a bound VM with a TTL that expires here: left untranslated for the kernel, which
+    /// answers the VM with a time-exceeded (translated, the answer would go to the EIP, an
+    /// address of this host, and the VM's traceroute would never see its first hop).
+    EgressTtlToKernel = 24,
 }
 
 impl Counter {
-    pub const ALL: [Counter; 24] = [
+    pub const ALL: [Counter; 25] = [
         Counter::DropMalformed,
         Counter::DropSpoofed,
         Counter::DropQuarantined,
@@ -228,6 +232,7 @@ impl Counter {
         Counter::HostErrorTranslated,
         Counter::DropPrivateQuote,
         Counter::IngressTtlToKernel,
+        Counter::EgressTtlToKernel,
     ];
 
     /// The name operators see in `eip stats` and the metrics.
@@ -257,6 +262,7 @@ impl Counter {
             Counter::HostErrorTranslated => "host_error_translated",
             Counter::DropPrivateQuote => "drop_private_quote",
             Counter::IngressTtlToKernel => "ingress_ttl_to_kernel",
+            Counter::EgressTtlToKernel => "egress_ttl_to_kernel",
         }
     }
 }

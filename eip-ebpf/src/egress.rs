@@ -19,7 +19,7 @@ use aya_ebpf::{
 use eip_common::{
     Packet,
     maps::{CONFIG_ANTISPOOF, CONFIG_NO_FAST_PATH, Config, Counter, VM_NO_ANTISPOOF, VM_QUARANTINED, Vm},
-    parse::{ETH_P_IP, IP_SRC, IPPROTO_TCP, IPPROTO_UDP, Ipv4Info, parse_eth, parse_ipv4},
+    parse::{ETH_P_IP, IP_SRC, IP_TTL, IPPROTO_TCP, IPPROTO_UDP, Ipv4Info, parse_eth, parse_ipv4},
     rewrite::{Field, apply, decrement_ttl, plan},
 };
 
@@ -104,6 +104,12 @@ fn try_egress(ctx: &TcContext) -> Result<i32, Counter> {
     let Some(binding) = binding else {
         return Ok(TC_ACT_OK);
     };
+    // A TTL that runs out here: the kernel answers the VM, which it can do only while the
+    // source is still the VM's own. Passed untranslated; the kernel does not forward it.
+    if pkt.u8_at(ip.l3_off + IP_TTL).is_none_or(|ttl| ttl <= 1) {
+        count(Counter::EgressTtlToKernel);
+        return Ok(TC_ACT_OK);
+    }
     if let Some(peer) = dnat(ip.dst) {
         return hairpin(
             &mut pkt,

@@ -141,6 +141,14 @@ pub struct DaemonArgs {
     /// The external interface (XDP, aliases, gratuitous ARP).
     #[arg(long)]
     pub ext: String,
+    /// The 802.1Q VLAN (1-4094) the EIPs' network is on, when --ext is a trunk. Its frames
+    /// take the EIP path and reach the VMs untagged; the VMs' traffic leaves tagged. Untagged
+    /// frames and other VLANs are left to the kernel. The host needs its VLAN interface on
+    /// --ext (ip link add link ETH name ETH.VID type vlan id VID, with the host's address on
+    /// that network): the aliases and gratuitous ARP go there. Without this flag, the EIPs'
+    /// network is the untagged one and tagged frames are left alone.
+    #[arg(long, value_name = "VID", value_parser = clap::value_parser!(u16).range(1..=4094))]
+    pub ext_vlan: Option<u16>,
     /// The VMs' bridge (TC); its IPv4 address gives the private subnet and the gateway.
     #[arg(long)]
     pub bridge: String,

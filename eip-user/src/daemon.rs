@@ -71,6 +71,10 @@ pub enum DaemonError {
         reserved: usize,
         kept: u32,
     },
+    #[error(
+        "--ext-vlan {vid}: {ext} has no VLAN interface with ID {vid}, which the EIPs' aliases and ARP need; create it with the host's address on that network (ip link add link {ext} name {ext}.{vid} type vlan id {vid})"
+    )]
+    NoVlanInterface { ext: String, vid: u16 },
     #[error("DHCP settings: {0}")]
     DhcpSettings(String),
     #[error(transparent)]
@@ -241,6 +245,19 @@ pub async fn run(args: DaemonArgs, socket: PathBuf) -> Result<(), DaemonError> {
     // instance touches nothing.
     let mut pins = Pins::new(&instance)?;
     let _lock = lock_instance(&instance)?;
+    // `--ext-vlan`: the EIPs' network is a VLAN of the external interface, whose VLAN
+    // interface holds the aliases.
+    let public = match args.ext_vlan {
+        None => None,
+        Some(vid) => Some(
+            nl.vlan_on(ext.index, vid)
+                .await?
+                .ok_or_else(|| DaemonError::NoVlanInterface {
+                    ext: ext.name.clone(),
+                    vid,
+                })?,
+        ),
+    };
     let bridge = nl.link(&args.bridge).await?;
     let bridge_net = nl.ipv4_net(&bridge).await?;
     let mut limits = lifecycle::Limits {
@@ -278,7 +295,10 @@ pub async fn run(args: DaemonArgs, socket: PathBuf) -> Result<(), DaemonError> {
     }
     // Before any program is attached: from now on nothing untranslated leaves with a private
     // source, whatever window the programs leave.
-    match crate::guard::install(&instance, &ext.name, limits.private) {
+    let outs: Vec<&str> = std::iter::once(ext.name.as_str())
+        .chain(public.as_ref().map(|l| l.name.as_str()))
+        .collect();
+    match crate::guard::install(&instance, &outs, limits.private) {
         Ok(()) => tracing::info!(
             table = %crate::guard::table(&instance),
             "leak guard: nothing from {} leaves {} untranslated",
@@ -293,7 +313,15 @@ pub async fn run(args: DaemonArgs, socket: PathBuf) -> Result<(), DaemonError> {
         bindings: args.max_bindings,
         vms: args.max_vms,
     };
-    let (dp, started) = pins.start(sizes, &ext.name, &bridge.name)?;
+    let (mut dp, started) = pins.start(sizes, &ext.name, &bridge.name)?;
+    dp.set_uplink(&eip_common::maps::Uplink {
+        vlan: args.ext_vlan.unwrap_or(0),
+        ..Default::default()
+    })?;
+    if let Some(vlan) = &public {
+        tracing::info!(iface = %ext.name, vlan = %vlan.name, "the EIPs' network is VLAN {}: its frames reach the VMs untagged; the aliases and announcements go on {}", args.ext_vlan.unwrap_or(0), vlan.name);
+    }
+    crate::live::uplink_settings(&ext.name, ext_tc);
     tracing::info!(pins = %pins.root().display(), ?started, "dataplane ready");
     let capacity = dp.capacity()?;
     if capacity != sizes {
@@ -327,6 +355,9 @@ pub async fn run(args: DaemonArgs, socket: PathBuf) -> Result<(), DaemonError> {
         config,
     )?;
     live.fast_path_veth = args.fast_path_veth;
+    if let Some(vlan) = public.clone() {
+        live.set_public(vlan);
+    }
     live.refresh_ports().await?;
     let mut engine = Engine::with_state(store, state, live, limits);
     if let Some(path) = &args.lease_script {
@@ -481,7 +512,7 @@ pub async fn run(args: DaemonArgs, socket: PathBuf) -> Result<(), DaemonError> {
             .into_keys()
             .collect();
         for eip in bound {
-            if let Err(e) = nl.del_alias(ext.index, eip).await {
+            if let Err(e) = nl.del_alias(public.as_ref().unwrap_or(&ext).index, eip).await {
                 tracing::warn!(%eip, error = %e, "remove alias");
             }
         }

@@ -54,13 +54,14 @@ fn nft(script: &str, table: &str) -> Result<String, GuardError> {
 
 /// Installs (or replaces, atomically) the guard of `instance`: nothing from `private` leaves
 /// `ext` untranslated.
-pub fn install(instance: &str, ext: &str, private: Ipv4Net) -> Result<(), GuardError> {
+pub fn install(instance: &str, outs: &[&str], private: Ipv4Net) -> Result<(), GuardError> {
     let t = table(instance);
+    let ext = outs.join("\", \"");
     let script = format!(
         "add table ip {t}\n\
          flush table ip {t}\n\
          add chain ip {t} leak {{ type filter hook postrouting priority 300; policy accept; }}\n\
-         add rule ip {t} leak oifname \"{ext}\" ip saddr {private} counter drop comment \"eip: a VM's private address never leaves untranslated\"\n",
+         add rule ip {t} leak oifname {{ \"{ext}\" }} ip saddr {private} counter drop comment \"eip: a VM's private address never leaves untranslated\"\n",
         private = private.trunc()
     );
     nft(&script, &t).map(drop)

@@ -22,6 +22,9 @@ pub struct Live {
     pub dp: Dataplane,
     nl: Netlink,
     ext: Link,
+    /// `--ext-vlan`: the VLAN interface on `ext` that holds the EIPs' network. The aliases and
+    /// announcements go there; the programs stay on `ext`, the device the frames arrive on.
+    public: Option<Link>,
     bridge: Link,
     /// The pins, and our own descriptors of what they hold (see [`Live::upkeep`]).
     pins: Pins,
@@ -68,6 +71,7 @@ impl Live {
             dp,
             nl,
             ext,
+            public: None,
             bridge,
             pins,
             held,
@@ -129,6 +133,8 @@ impl Live {
                 tracing::info!(iface = %now.name, mac = %Mac(now.mac), "the interface's MAC changed");
             }
             if xdp {
+                // A new NIC has the defaults again.
+                uplink_settings(&now.name, self.pins.ext_tc());
                 self.ext = now;
                 // The aliases and announcements go to the new interface.
                 reconcile = true;
@@ -144,7 +150,45 @@ impl Live {
                 self.refresh_ports().await?;
             }
         }
-        Ok(reconcile)
+        Ok(self.follow_public().await? || reconcile)
+    }
+
+    /// `--ext-vlan`: the aliases and announcements go on `vlan`, a VLAN interface on the
+    /// external interface.
+    pub fn set_public(&mut self, vlan: Link) {
+        self.public = Some(vlan);
+    }
+
+    /// Where the EIPs' aliases live and their announcements go out.
+    fn addr_link(&self) -> &Link {
+        self.public.as_ref().unwrap_or(&self.ext)
+    }
+
+    /// Follows `--ext-vlan`'s interface when it is deleted and created again (with its
+    /// parent, or alone). Returns whether the aliases must go back on it.
+    async fn follow_public(&mut self) -> Result<bool, KernelError> {
+        let Some(was) = self.public.clone() else {
+            return Ok(false);
+        };
+        match self.nl.link_opt(&was.name).await? {
+            None => {
+                if !self.missing.contains(&was.name) {
+                    tracing::error!(iface = %was.name, "the EIPs' VLAN interface is gone; the EIPs are not announced until it is back");
+                    self.missing.push(was.name);
+                }
+                Ok(false)
+            }
+            Some(now) => {
+                let back = self.missing.contains(&now.name);
+                self.missing.retain(|n| *n != now.name);
+                let changed = now.index != was.index || now.mac != was.mac;
+                if changed {
+                    tracing::warn!(iface = %now.name, from = was.index, to = now.index, "the EIPs' VLAN interface was re-created: the aliases go back on it");
+                }
+                self.public = Some(now);
+                Ok(changed || back)
+            }
+        }
     }
 
     fn link(&self, ext: bool) -> &Link {
@@ -163,7 +207,7 @@ impl Live {
 
     /// Whether the external interface is there (a reconcile without it only fails).
     pub fn ext_present(&self) -> bool {
-        !self.missing.contains(&self.ext.name)
+        !self.missing.contains(&self.ext.name) && !self.missing.contains(&self.addr_link().name)
     }
 
     /// The port flags ([`VM_PORT_FLAGS`]) for a VM behind `port`.
@@ -332,17 +376,18 @@ impl Kernel for Live {
             }
             Effect::AddPool(p) => self.dp.set_pool(p)?,
             Effect::DelPool(p) => self.dp.del_pool(p)?,
-            Effect::AddAlias(eip) => self.nl.add_alias(self.ext.index, eip).await?,
-            Effect::DelAlias(eip) => self.nl.del_alias(self.ext.index, eip).await?,
+            Effect::AddAlias(eip) => self.nl.add_alias(self.addr_link().index, eip).await?,
+            Effect::DelAlias(eip) => self.nl.del_alias(self.addr_link().index, eip).await?,
             Effect::Announce(eip) => {
+                let link = self.addr_link().clone();
                 let sent = match &self.garp {
                     Some(s) => Ok(s),
                     None => PacketSocket::open().map(|s| &*self.garp.insert(s)),
                 }
-                .and_then(|s| garp::announce(s, self.ext.index, self.ext.mac, eip));
+                .and_then(|s| garp::announce(s, link.index, link.mac, eip));
                 sent.map_err(|source| KernelError::Announce {
                     eip,
-                    iface: self.ext.name.clone(),
+                    iface: link.name.clone(),
                     source,
                 })?
             }
@@ -371,7 +416,7 @@ impl Kernel for Live {
                 .into_iter()
                 .map(|(mac, l)| (Mac(mac), (Ipv4Addr::from_bits(l.addr), l.flags & !VM_PORT_FLAGS)))
                 .collect(),
-            aliases: self.nl.aliases(self.ext.index).await?,
+            aliases: self.nl.aliases(self.addr_link().index).await?,
             pools: self.dp.pools()?,
         };
         self.guests = Some(vms.into_iter().collect());
@@ -433,4 +478,72 @@ pub fn host_settings(bridge: &str) -> Result<(), KernelError> {
         }
     }
     Ok(())
+}
+
+/// The uplink's settings the XDP ingress needs: the NIC's VLAN receive offload off, so that
+/// an 802.1Q tag stays in the frame where XDP sees it. A NIC that strips tags into its
+/// descriptors hands XDP tagged frames that look untagged: without `--ext-vlan` they would
+/// take the EIP path, with it they never would. TC sees the tag either way (in the skb).
+/// Best effort: a driver without the setting has nothing to strip.
+pub fn uplink_settings(ext: &str, tc: bool) {
+    if tc {
+        return;
+    }
+    match rx_vlan_offload_off(ext) {
+        Ok(true) => tracing::info!(
+            iface = ext,
+            "VLAN receive offload turned off: XDP sees 802.1Q tags"
+        ),
+        Ok(false) => {}
+        Err(e) => {
+            tracing::warn!(iface = ext, error = %e, "could not turn VLAN receive offload off: if the NIC strips 802.1Q tags, XDP takes tagged frames for untagged ones")
+        }
+    }
+}
+
+/// ETHTOOL_SFLAGS without ETH_FLAG_RXVLAN (the kernel maps it to NETIF_F_HW_VLAN_CTAG_RX).
+/// Returns whether it was on.
+fn rx_vlan_offload_off(ext: &str) -> std::io::Result<bool> {
+    const ETHTOOL_GFLAGS: u32 = 0x25;
+    const ETHTOOL_SFLAGS: u32 = 0x26;
+    const ETH_FLAG_RXVLAN: u32 = 1 << 8;
+    // SAFETY: a datagram socket for the ioctl, closed by OwnedFd.
+    let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
+    if fd < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: fd was just opened and is owned here alone.
+    let _fd = unsafe { <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) };
+    let flags = ethtool_value(fd, ext, ETHTOOL_GFLAGS, 0)?;
+    if flags & ETH_FLAG_RXVLAN == 0 {
+        return Ok(false);
+    }
+    ethtool_value(fd, ext, ETHTOOL_SFLAGS, flags & !ETH_FLAG_RXVLAN)?;
+    Ok(true)
+}
+
+/// One SIOCETHTOOL call with a `struct ethtool_value`; returns its `data` after the call.
+fn ethtool_value(fd: libc::c_int, iface: &str, cmd: u32, data: u32) -> std::io::Result<u32> {
+    #[repr(C)]
+    struct EthtoolValue {
+        cmd: u32,
+        data: u32,
+    }
+    let mut value = EthtoolValue { cmd, data };
+    // SAFETY: ifreq is plain data; all-zero is a valid start.
+    let mut ifr: libc::ifreq = unsafe { std::mem::zeroed() };
+    let name = iface.as_bytes();
+    if name.len() >= ifr.ifr_name.len() || name.contains(&0) {
+        return Err(std::io::Error::other("not an interface name"));
+    }
+    for (d, s) in ifr.ifr_name.iter_mut().zip(name) {
+        *d = *s as libc::c_char;
+    }
+    ifr.ifr_ifru.ifru_data = (&raw mut value).cast();
+    // SAFETY: SIOCETHTOOL with an ifreq naming the interface and pointing at `value`, which
+    // outlives the call.
+    if unsafe { libc::ioctl(fd, libc::SIOCETHTOOL, &mut ifr as *mut libc::ifreq) } < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(value.data)
 }

@@ -84,6 +84,34 @@ impl Netlink {
         })))
     }
 
+    /// The 802.1Q VLAN interface with ID `vid` on top of the interface `parent`, if any.
+    pub async fn vlan_on(&self, parent: u32, vid: u16) -> Result<Option<Link>, NetlinkError> {
+        use rtnetlink::packet_route::link::{InfoData, InfoVlan, LinkInfo};
+        let mut links = self.handle.link().get().execute();
+        while let Some(msg) = links.try_next().await.map_err(req("list interfaces"))? {
+            let on_parent = msg
+                .attributes
+                .iter()
+                .any(|a| matches!(a, LinkAttribute::Link(i) if *i == parent));
+            let has_vid = msg.attributes.iter().any(|a| {
+                matches!(a, LinkAttribute::LinkInfo(infos) if infos.iter().any(|i| {
+                    matches!(i, LinkInfo::Data(InfoData::Vlan(v)) if v.contains(&InfoVlan::Id(vid)))
+                }))
+            });
+            if !(on_parent && has_vid) {
+                continue;
+            }
+            let name = msg.attributes.iter().find_map(|a| match a {
+                LinkAttribute::IfName(n) => Some(n.clone()),
+                _ => None,
+            });
+            if let Some(name) = name {
+                return self.link_opt(&name).await;
+            }
+        }
+        Ok(None)
+    }
+
     /// The interface `name`, or `None` when there is none.
     pub async fn link_opt(&self, name: &str) -> Result<Option<Link>, NetlinkError> {
         match self.link(name).await {

@@ -9,7 +9,7 @@ use common::{Lab, counter, echo_requests_from, eip};
 use eip_user::testing::{
     netns::NetNs,
     process::{self, Capture},
-    topology::{VM_IF, WAN_IF},
+    topology::{BRIDGE_IF, EXT_IF, VM_IF, WAN_IF},
 };
 
 /// Echo requests from `from` to `to`, sent by the outside (which holds `from` as an address
@@ -217,4 +217,152 @@ fn icmp_errors_never_reveal_a_private_address() {
         "the quote names the EIP:\n{seen}"
     );
     assert!(process::bad_checksums(&seen).is_empty(), "{seen}");
+}
+
+/// The far host beyond the outside router, on a link of MTU 1300: 198.18.0.2, routed by the
+/// hypervisor through the outside. Returns its namespace.
+fn far_host(lab: &Lab) -> NetNs {
+    let (hv, out) = (&lab.topo.hv, &lab.topo.outside);
+    let far = NetNs::new("eipf").unwrap();
+    out.veth("far0", "eth0", &far).unwrap();
+    for (ns, dev, addr) in [(out, "far0", "198.18.0.1/24"), (&far, "eth0", "198.18.0.2/24")] {
+        ns.ip(&["addr", "add", addr, "dev", dev]).unwrap();
+        ns.ip(&["link", "set", dev, "mtu", "1300", "up"]).unwrap();
+    }
+    far.ip(&["route", "add", "default", "via", "198.18.0.1"]).unwrap();
+    out.sysctl("net.ipv4.ip_forward", "1").unwrap();
+    hv.ip(&[
+        "route",
+        "add",
+        "198.18.0.0/24",
+        "via",
+        &common::OUTSIDE.to_string(),
+    ])
+    .unwrap();
+    far
+}
+
+fn stdout(o: std::process::Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+/// ICMP errors the hypervisor itself sends about packets it was forwarding to a VM (after
+/// ingress had rewritten their destination to the VM's private address) leave quoting the
+/// EIP: fragmentation needed on a jumbo uplink, host unreachable for a VM that is gone. A
+/// router's errors about the VM's traffic reach the VM (a traceroute sees every hop, a
+/// fragmentation needed gives it the path MTU). A capture outside finds no private address
+/// in any ICMP message, quotes included, and every checksum right.
+#[test]
+fn the_hosts_and_a_routers_errors_quote_the_eip() {
+    let lab = Lab::new(1);
+    lab.ok(&["bind", "203.0.113.10", "vm1"]);
+    let (hv, out) = (&lab.topo.hv, &lab.topo.outside);
+    // A jumbo uplink: the wire and the external interface take 3000 bytes; the bridge and
+    // the VM keep their default 1500.
+    hv.ip(&["link", "set", EXT_IF, "mtu", "3000"]).unwrap();
+    out.ip(&["link", "set", WAN_IF, "mtu", "3000"]).unwrap();
+    let _far = far_host(&lab);
+    let icmp = Capture::start_filter(out, WAN_IF, "icmp").unwrap();
+    let translated = counter(&lab, "host_error_translated");
+
+    // Too big for the bridge and not to be fragmented: the host's fragmentation needed.
+    let said = stdout(
+        out.command("ping")
+            .args([
+                "-n",
+                "-c",
+                "1",
+                "-W",
+                "2",
+                "-M",
+                "do",
+                "-s",
+                "2000",
+                "203.0.113.10",
+            ])
+            .output()
+            .unwrap(),
+    );
+    assert!(said.contains("Frag needed and DF set (mtu = 1500)"), "{said}");
+
+    // The VM's traceroute to the far host: the hypervisor, the router, the host.
+    let said = stdout(
+        lab.vm(1)
+            .command("traceroute")
+            .args(["-n", "-q", "1", "-w", "2", "-m", "4", "198.18.0.2"])
+            .output()
+            .unwrap(),
+    );
+    let hops: Vec<&str> = said
+        .lines()
+        .skip(1)
+        .filter_map(|l| l.split_whitespace().nth(1))
+        .collect();
+    assert_eq!(hops, ["192.168.6.22", "198.51.100.9", "198.18.0.2"], "{said}");
+    assert_eq!(counter(&lab, "egress_ttl_to_kernel"), 1);
+    // Too big for the far link: the router's fragmentation needed reaches the VM.
+    let said = stdout(
+        lab.vm(1)
+            .command("ping")
+            .args(["-n", "-c", "1", "-W", "2", "-M", "do", "-s", "1400", "198.18.0.2"])
+            .output()
+            .unwrap(),
+    );
+    assert!(said.contains("Frag needed and DF set (mtu = 1300)"), "{said}");
+
+    // The VM gone, its EIP still bound: the host's own host unreachable.
+    hv.ip(&["link", "del", &lab.topo.vms[0].port]).unwrap();
+    hv.ip(&["neigh", "flush", "dev", BRIDGE_IF]).unwrap();
+    let said = stdout(
+        out.command("ping")
+            .args(["-n", "-c", "2", "-i", "1", "-W", "6", "203.0.113.10"])
+            .output()
+            .unwrap(),
+    );
+    assert!(said.contains("Destination Host Unreachable"), "{said}");
+
+    let seen = icmp.finish().unwrap();
+    assert!(!seen.contains("192.168.6."), "a private address in ICMP:\n{seen}");
+    assert!(
+        seen.contains("ICMP 203.0.113.10 unreachable - need to frag (mtu 1500)"),
+        "{seen}"
+    );
+    assert!(seen.contains("ICMP host 203.0.113.10 unreachable"), "{seen}");
+    assert!(process::bad_checksums(&seen).is_empty(), "{seen}");
+    assert!(
+        counter(&lab, "host_error_translated") >= translated + 2,
+        "{}",
+        lab.log()
+    );
+}
+
+/// TC ingress (a veth as the external interface) builds no time-exceeded: it hands the
+/// translated packet to the kernel, whose answer leaves quoting the EIP.
+#[test]
+fn a_ttl_that_expires_under_tc_ingress_is_answered_quoting_the_eip() {
+    let lab = Lab::with(1, &["--ingress", "tc"]);
+    lab.ok(&["bind", "203.0.113.10", "vm1"]);
+    let icmp = Capture::start_filter(&lab.topo.outside, WAN_IF, "icmp").unwrap();
+    let said = stdout(
+        lab.topo
+            .outside
+            .command("ping")
+            .args(["-n", "-c", "2", "-i", "0.2", "-W", "1", "-t", "1", "203.0.113.10"])
+            .output()
+            .unwrap(),
+    );
+    assert!(said.contains("Time to live exceeded"), "{said}");
+    let seen = icmp.finish().unwrap();
+    assert!(!seen.contains("192.168.6."), "a private address in ICMP:\n{seen}");
+    assert!(
+        seen.contains("198.51.100.1 > 198.51.100.9: ICMP time exceeded in-transit"),
+        "{seen}"
+    );
+    assert!(
+        seen.contains("198.51.100.9 > 203.0.113.10: ICMP echo request"),
+        "the quote names the EIP:\n{seen}"
+    );
+    assert!(process::bad_checksums(&seen).is_empty(), "{seen}");
+    assert_eq!(counter(&lab, "ingress_ttl_to_kernel"), 2);
+    assert!(counter(&lab, "host_error_translated") >= 2);
 }

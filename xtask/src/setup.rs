@@ -25,6 +25,7 @@ pub const PACKAGES: &[(&str, &str)] = &[
     ("socat", "socat"),
     ("curl", "curl"),
     ("bpftool", "bpftool"),
+    ("traceroute", "traceroute"),
 ];
 
 /// What only the benchmarks use: the DHCP load generator and the DHCP server eip is compared
