@@ -13,7 +13,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use common::{Lab, counter, eip, pings};
+use common::{Lab, counter, daemon_exits, eip, pings};
 use eip_common::maps::{Binding, MAP_DNAT, MAP_SNAT};
 use eip_user::testing::{
     lab::daemon_args,
@@ -174,35 +174,6 @@ fn sighup_confirms_a_mass_deletion() {
     );
     assert!(!pings(&lab.topo.outside, eip(10), 1));
     leaks.assert_none();
-}
-
-/// Runs one more daemon on the lab's instance with `args` (its own log file); returns its
-/// exit status and log, or panics if it is still running after 10 s.
-fn daemon_exits(lab: &Lab, args: &[&std::ffi::OsStr]) -> (std::process::ExitStatus, String) {
-    let dir = lab.inst.dir.join("other");
-    std::fs::create_dir_all(&dir).unwrap();
-    let log = dir.join("log");
-    let mut c = lab.inst.command().unwrap();
-    c.arg("daemon")
-        .args(["--instance", &lab.inst.name])
-        .args(args)
-        .args(daemon_args(&lab.hosts))
-        .stdout(std::fs::File::create(&log).unwrap())
-        .stderr(std::fs::File::create(&log).unwrap());
-    let mut d = Background::spawn(c, "another eip daemon").unwrap();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let status = loop {
-        if let Some(s) = d.try_wait().unwrap() {
-            break s;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the daemon kept running: {}",
-            std::fs::read_to_string(&log).unwrap_or_default()
-        );
-        thread::sleep(Duration::from_millis(50));
-    };
-    (status, std::fs::read_to_string(&log).unwrap())
 }
 
 /// A second daemon on the lab's instance with its own state directory and socket.

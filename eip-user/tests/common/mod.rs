@@ -140,3 +140,32 @@ pub fn counter(lab: &Lab, name: &str) -> u64 {
         .find(|c| c[0] == name)
         .map_or(0, |c| c[1].as_u64().unwrap())
 }
+
+/// Runs one more daemon on the lab's instance with `args` (its own log file); returns its
+/// exit status and log, or panics if it is still running after 10 s.
+pub fn daemon_exits(lab: &Lab, args: &[&std::ffi::OsStr]) -> (std::process::ExitStatus, String) {
+    let dir = lab.inst.dir.join("other");
+    std::fs::create_dir_all(&dir).unwrap();
+    let log = dir.join("log");
+    let mut c = lab.inst.command().unwrap();
+    c.arg("daemon")
+        .args(["--instance", &lab.inst.name])
+        .args(args)
+        .args(daemon_args(&lab.hosts))
+        .stdout(std::fs::File::create(&log).unwrap())
+        .stderr(std::fs::File::create(&log).unwrap());
+    let mut d = Background::spawn(c, "another eip daemon").unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let status = loop {
+        if let Some(s) = d.try_wait().unwrap() {
+            break s;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the daemon kept running: {}",
+            std::fs::read_to_string(&log).unwrap_or_default()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    (status, std::fs::read_to_string(&log).unwrap())
+}
