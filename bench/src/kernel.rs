@@ -117,14 +117,19 @@ pub fn run(sizes: &[u64], rounds: usize, say: &dyn Fn(&str)) -> Result<Vec<Figur
     let addr = Ipv4Addr::from(g.private);
     dp.set_guest(addr, g.mac, port, 0)?;
     dp.bind(addr, 6, addr, None)?;
-    // The fixture world holds 4 bindings and the self-mapped one: 5.
-    let mut filled = 5u64;
+    // A private address bound to itself, so that the external egress program's quote
+    // rewrite leaves the frame as it found it, run after run.
+    let quoted_private = Ipv4Addr::new(192, 168, 6, 200);
+    dp.bind(quoted_private, 7, quoted_private, None)?;
+    // The fixture world holds 4 bindings and the two self-mapped ones: 6.
+    let mut filled = 6u64;
 
     let xdp_pass = floor(bpf::PROG_TYPE_XDP, 2)?;
     let xdp_drop = floor(bpf::PROG_TYPE_XDP, 1)?;
     let tc_ok = floor(bpf::PROG_TYPE_SCHED_CLS, 0)?;
     let ingress = raw(dp.ingress()?.fd()?)?;
     let egress = raw(dp.egress()?.fd()?)?;
+    let ext_egress = raw(dp.ext_egress()?.fd()?)?;
 
     let mut out = Vec::new();
     for &n in sizes {
@@ -210,6 +215,36 @@ pub fn run(sizes: &[u64], rounds: usize, say: &dyn Fn(&str)) -> Result<Vec<Figur
                 &SELF_MAPPED,
                 &with_ttl(Ipv4::new(SELF_MAPPED.private, [192, 168, 6, 1], tcp)),
             ),
+            fixtures::TC_ACT_OK,
+            Some("TC_ACT_OK"),
+        ));
+        // What the external interface's egress program adds to everything the host sends
+        // there, the egress fast path's frames included; and its one rewrite.
+        cases.push(case(
+            "ext egress: the fast path's TCP out (two reads, passed)",
+            ext_egress,
+            fixtures::from_outside(&with_ttl(Ipv4::new(
+                SELF_MAPPED.private,
+                fixtures::OUTSIDE,
+                fixtures::tcp(40000, 80),
+            ))),
+            fixtures::TC_ACT_OK,
+            Some("TC_ACT_OK"),
+        ));
+        let quoted = Ipv4::new(fixtures::OUTSIDE, quoted_private.octets(), fixtures::udp(5353, 53, true));
+        cases.push(case(
+            "ext egress: the host's fragmentation needed, quote translated",
+            ext_egress,
+            fixtures::from_outside(&Ipv4::new(
+                [198, 51, 100, 1],
+                fixtures::OUTSIDE,
+                Transport::IcmpError {
+                    icmp_type: 3,
+                    code: 4,
+                    rest: 1500,
+                    quote: quoted.bytes(),
+                },
+            )),
             fixtures::TC_ACT_OK,
             Some("TC_ACT_OK"),
         ));

@@ -302,12 +302,14 @@ pub struct Uplink {
 }
 
 impl Uplink {
-    /// Whether a frame with `tag` (its VLAN ID, `None` untagged) is on the EIPs' network.
+    /// Whether a frame is on the EIPs' network: `tagged`, with the tag's TCI `tci` (its low
+    /// 12 bits the VLAN ID), or untagged.
     #[inline(always)]
-    pub const fn on_eip_network(&self, tag: Option<u16>) -> bool {
-        match tag {
-            None => self.vlan == 0,
-            Some(tci) => self.vlan != 0 && tci & 0x0fff == self.vlan,
+    pub const fn on_vlan(&self, tagged: bool, tci: u16) -> bool {
+        if tagged {
+            self.vlan != 0 && tci & 0x0fff == self.vlan
+        } else {
+            self.vlan == 0
         }
     }
 }

@@ -50,7 +50,7 @@ enum Verdict {
 #[xdp]
 pub fn eip_ingress(ctx: XdpContext) -> u32 {
     let mut pkt = XdpFrame(&ctx);
-    match decide(&mut pkt, None) {
+    match decide(&mut pkt, true, 0) {
         Ok(Verdict::Pass) => xdp_action::XDP_PASS,
         Ok(Verdict::Redirect { port, untag }) => {
             if untag && untag_xdp(&ctx).is_none() {
@@ -187,9 +187,10 @@ pub fn eip_ingress_tc(ctx: TcContext) -> i32 {
     let _ = ctx.pull_data(if len < PULL_LEN { len } else { PULL_LEN });
     // The kernel takes a received frame's VLAN tag into the skb before TC sees it.
     // SAFETY: reading fields of the context the program was given.
-    let tag = unsafe { ((*ctx.skb.skb).vlan_present != 0).then(|| (*ctx.skb.skb).vlan_tci as u16) };
+    let (present, tci) = unsafe { ((*ctx.skb.skb).vlan_present, (*ctx.skb.skb).vlan_tci) };
+    let skb_tag = if present != 0 { SKB_TAGGED | (tci & 0xffff) } else { 0 };
     let mut pkt = TcFrame(&ctx);
-    match decide(&mut pkt, Some(tag)) {
+    match decide(&mut pkt, false, skb_tag) {
         Ok(Verdict::Pass) => TC_ACT_OK,
         Ok(Verdict::Redirect { port, untag }) => {
             // In the skb or still in the frame, the helper takes the tag off.
@@ -210,12 +211,16 @@ pub fn eip_ingress_tc(ctx: TcContext) -> i32 {
     }
 }
 
-/// The decision, for either frame. `skb_tag`: TC's, the VLAN tag the kernel took into the
-/// skb, if any. `None` for XDP, whose redirect is an XDP one, which a port marked
-/// [`VM_PORT_KERNEL`] would drop.
+/// [`decide`]'s `skb_tag` when the skb holds a tag (the TCI in the low 16 bits). A plain
+/// integer rather than an `Option`: an undefined payload register, spilled, fails the
+/// verifier ("!read_ok").
+const SKB_TAGGED: u32 = 1 << 16;
+
+/// The decision, for either frame. `xdp`: the redirect is an XDP one, which a port marked
+/// [`VM_PORT_KERNEL`] would drop. `skb_tag`: TC's, the VLAN tag the kernel took into the skb
+/// ([`SKB_TAGGED`] with the TCI), or 0.
 #[inline(always)]
-fn decide<P: Packet>(pkt: &mut P, skb_tag: Option<Option<u16>>) -> Result<Verdict, Counter> {
-    let xdp = skb_tag.is_none();
+fn decide<P: Packet>(pkt: &mut P, xdp: bool, skb_tag: u32) -> Result<Verdict, Counter> {
     let Ok(eth) = parse_eth(pkt) else {
         return Ok(Verdict::Pass);
     };
@@ -239,8 +244,12 @@ fn decide<P: Packet>(pkt: &mut P, skb_tag: Option<Option<u16>>) -> Result<Verdic
     // The EIPs live on one network of the uplink: the untagged one, or the VLAN that
     // `--ext-vlan` names. A frame of another belongs to some other network (and redirected
     // as it is, a tagged one would reach an untagged VM port still tagged).
-    let tag = eth.vlan_tci.or(skb_tag.flatten());
-    if !uplink().on_eip_network(tag) {
+    let (tagged, tci) = if eth.tagged {
+        (true, eth.tci)
+    } else {
+        (skb_tag & SKB_TAGGED != 0, skb_tag as u16)
+    };
+    if !uplink().on_vlan(tagged, tci) {
         count(Counter::IngressOtherVlan);
         return Ok(Verdict::Pass);
     }
@@ -306,6 +315,6 @@ fn decide<P: Packet>(pkt: &mut P, skb_tag: Option<Option<u16>>) -> Result<Verdic
     count(Counter::IngressFastPath);
     Ok(Verdict::Redirect {
         port,
-        untag: tag.is_some(),
+        untag: tagged,
     })
 }
