@@ -231,7 +231,11 @@ pub fn run(sizes: &[u64], rounds: usize, say: &dyn Fn(&str)) -> Result<Vec<Figur
             fixtures::TC_ACT_OK,
             Some("TC_ACT_OK"),
         ));
-        let quoted = Ipv4::new(fixtures::OUTSIDE, quoted_private.octets(), fixtures::udp(5353, 53, true));
+        let quoted = Ipv4::new(
+            fixtures::OUTSIDE,
+            quoted_private.octets(),
+            fixtures::udp(5353, 53, true),
+        );
         cases.push(case(
             "ext egress: the host's fragmentation needed, quote translated",
             ext_egress,

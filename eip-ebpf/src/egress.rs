@@ -12,7 +12,7 @@ use aya_ebpf::{
         BPF_FIB_LKUP_RET_FRAG_NEEDED, BPF_FIB_LKUP_RET_NOT_FWDED, BPF_FIB_LKUP_RET_SUCCESS, TC_ACT_OK,
         TC_ACT_SHOT, bpf_fib_lookup,
     },
-    helpers::{bpf_fib_lookup as fib_lookup, bpf_redirect},
+    helpers::{bpf_fib_lookup as fib_lookup, bpf_ktime_get_coarse_ns, bpf_redirect},
     macros::classifier,
     programs::TcContext,
 };
@@ -23,7 +23,10 @@ use eip_common::{
     rewrite::{Field, apply, decrement_ttl, plan},
 };
 
-use crate::{frame::TcFrame, maps::*};
+use crate::{
+    frame::{TcFrame, pull_headers},
+    maps::*,
+};
 
 /// Enough of the frame to hold every header the rewrite touches: Ethernet with a VLAN tag,
 /// IPv4 with options, ICMP, a quoted IPv4 header with options and its transport checksum.
@@ -44,9 +47,8 @@ pub fn eip_egress(ctx: TcContext) -> i32 {
 
 #[inline(always)]
 fn try_egress(ctx: &TcContext) -> Result<i32, Counter> {
-    let len = ctx.len();
-    // Headers must be in the linear area for direct access; a failure leaves what is there.
-    let _ = ctx.pull_data(if len < PULL_LEN { len } else { PULL_LEN });
+    // Headers must be in the linear area for direct access.
+    pull_headers(ctx, PULL_LEN);
     let mut pkt = TcFrame(ctx);
     let Ok(eth) = parse_eth(&pkt) else {
         return Ok(TC_ACT_OK);
@@ -127,7 +129,7 @@ fn try_egress(ctx: &TcContext) -> Result<i32, Counter> {
         return Ok(TC_ACT_OK);
     }
     let plan = plan(&pkt, &ip, Field::Source, binding.addr).map_err(drop_reason)?;
-    let (rc, fib) = lookup(ctx, &pkt, &ip, binding.addr);
+    let (rc, hop) = next_hop(ctx, &pkt, &ip, binding.addr);
     if rc == BPF_FIB_LKUP_RET_NOT_FWDED as i64 {
         // For the host itself (any of its addresses), or no route at all: the host must see,
         // and answer, the VM's own address (an "unreachable" included).
@@ -146,13 +148,10 @@ fn try_egress(ctx: &TcContext) -> Result<i32, Counter> {
         && rc == BPF_FIB_LKUP_RET_SUCCESS as i64
         && decrement_ttl(&mut pkt, ip.l3_off).map_err(drop_reason)?
     {
-        let mut macs = [0u8; 12];
-        macs[..6].copy_from_slice(&fib.dmac);
-        macs[6..].copy_from_slice(&fib.smac);
-        pkt.store(0, macs).ok_or(Counter::DropMalformed)?;
+        pkt.store(0, hop.macs).ok_or(Counter::DropMalformed)?;
         count(Counter::EgressFastPath);
         // SAFETY: a plain helper call; the ifindex comes from the kernel's FIB.
-        return Ok(unsafe { bpf_redirect(fib.ifindex, 0) } as i32);
+        return Ok(unsafe { bpf_redirect(hop.ifindex, 0) } as i32);
     }
     count(Counter::EgressFallback);
     Ok(TC_ACT_OK)
@@ -197,16 +196,56 @@ fn hairpin(
     Ok(TC_ACT_OK)
 }
 
-/// The kernel's route for the translated packet (source = EIP): the return code and the
-/// filled-in parameters (egress ifindex, MACs).
+/// The next hop of the translated packet (source = EIP): the FIB's return code, and on
+/// success the egress ifindex and MACs. A success is kept in [`EIP_NEXTHOPS`] and reused for
+/// [`NEXTHOP_LIFE_NS`] for packets that fit its MTU: the route and neighbour lookups are most
+/// of egress's cost, and a binding's traffic mostly goes through one gateway.
 #[inline(always)]
-fn lookup(ctx: &TcContext, pkt: &TcFrame, ip: &Ipv4Info, eip: u32) -> (i64, bpf_fib_lookup) {
+fn next_hop(ctx: &TcContext, pkt: &TcFrame, ip: &Ipv4Info, eip: u32) -> (i64, NextHop) {
+    let len = mtu_len(ctx, pkt, ip);
+    let tos = pkt.u8_at(ip.l3_off + 1).unwrap_or(0);
+    let key = NextHopKey {
+        eip,
+        dst: ip.dst,
+        tos: tos as u32,
+    };
+    // The coarse clock (a tick's resolution) is enough for a second's life, and cheaper.
+    // SAFETY: a plain helper call.
+    let now = unsafe { bpf_ktime_get_coarse_ns() };
+    // SAFETY: the value is copied out at once; an update replaces it whole.
+    if let Some(hop) = unsafe { EIP_NEXTHOPS.get(key) }.copied()
+        && now.wrapping_sub(hop.at_ns) < NEXTHOP_LIFE_NS
+        && u32::from(len) <= hop.mtu
+    {
+        return (BPF_FIB_LKUP_RET_SUCCESS as i64, hop);
+    }
+    let (rc, fib) = lookup(ctx, ip, eip, len, tos);
+    let mut hop = NextHop {
+        ifindex: fib.ifindex,
+        // SAFETY: on success the kernel writes the route's MTU over the length it was given.
+        mtu: u32::from(unsafe { fib.__bindgen_anon_1.mtu_result }),
+        macs: [0; 12],
+        _pad: 0,
+        at_ns: now,
+    };
+    hop.macs[..6].copy_from_slice(&fib.dmac);
+    hop.macs[6..].copy_from_slice(&fib.smac);
+    if rc == BPF_FIB_LKUP_RET_SUCCESS as i64 {
+        let _ = EIP_NEXTHOPS.insert(key, hop, 0);
+    }
+    (rc, hop)
+}
+
+/// The kernel's route for the translated packet (source = EIP): the return code and the
+/// filled-in parameters (egress ifindex, MACs, MTU).
+#[inline(always)]
+fn lookup(ctx: &TcContext, ip: &Ipv4Info, eip: u32, len: u16, tos: u8) -> (i64, bpf_fib_lookup) {
     // SAFETY: bpf_fib_lookup is plain data; all-zero is its documented initial state.
     let mut p: bpf_fib_lookup = unsafe { mem::zeroed() };
     p.family = AF_INET;
     p.l4_protocol = ip.proto;
-    p.__bindgen_anon_1.tot_len = mtu_len(ctx, pkt, ip);
-    p.__bindgen_anon_2.tos = pkt.u8_at(ip.l3_off + 1).unwrap_or(0);
+    p.__bindgen_anon_1.tot_len = len;
+    p.__bindgen_anon_2.tos = tos;
     // SAFETY: reading the skb's ifindex from the context the program was given.
     p.ifindex = unsafe { (*ctx.skb.skb).ifindex };
     p.__bindgen_anon_3.ipv4_src = eip.to_be();

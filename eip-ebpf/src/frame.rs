@@ -91,10 +91,14 @@ impl Packet for XdpFrame<'_> {
     }
 }
 
-/// An skb. The checksums go through the kernel's helpers: a VM's packets reach the bridge
-/// with CHECKSUM_PARTIAL (the field holds the pseudo-header sum, completed at transmit), which
-/// only `bpf_l4_csum_replace` with `BPF_F_PSEUDO_HDR` updates correctly, and which also keeps
-/// `skb->csum` right for CHECKSUM_COMPLETE.
+/// An skb. The transport checksums go through the kernel's helper: a VM's packets reach the
+/// bridge with CHECKSUM_PARTIAL (the field holds the pseudo-header sum, completed at
+/// transmit), which only `bpf_l4_csum_replace` with `BPF_F_PSEUDO_HDR` updates correctly, and
+/// which also keeps `skb->csum` right for CHECKSUM_COMPLETE. The IPv4 header checksum is
+/// always complete in the header, and an update of it with the words it covers leaves the
+/// header's sum (and so `skb->csum`) as it was: the plain RFC 1624 update of the `Packet`
+/// default does what `bpf_l3_csum_replace` does, without a helper call.
+/// (The verifier unclones a cloned skb before the program's first direct write.)
 pub struct TcFrame<'a>(pub &'a TcContext);
 
 impl Packet for TcFrame<'_> {
@@ -122,18 +126,18 @@ impl Packet for TcFrame<'_> {
             .l4_csum_replace(off, old.to_be() as u64, new.to_be() as u64, flags)
             .ok()
     }
+}
 
-    #[inline(always)]
-    fn l3_replace32(&mut self, off: usize, old: u32, new: u32) -> Option<()> {
-        self.0
-            .l3_csum_replace(off, old.to_be() as u64, new.to_be() as u64, 4)
-            .ok()
-    }
-
-    #[inline(always)]
-    fn l3_replace16(&mut self, off: usize, old: u16, new: u16) -> Option<()> {
-        self.0
-            .l3_csum_replace(off, old.to_be() as u64, new.to_be() as u64, 2)
-            .ok()
+/// Makes the first `want` bytes (or the whole skb, if shorter) linear, for direct access,
+/// unless they are already: most skbs come with their headers linear, and the helper call is
+/// a cost on every packet. A failure leaves what is there (the accesses check their bounds).
+/// The verifier unclones a cloned skb before the program writes to it, either way.
+#[inline(always)]
+pub fn pull_headers(ctx: &TcContext, want: u32) {
+    let len = ctx.len();
+    let want = if len < want { len } else { want };
+    let linear = (ctx.data_end() - ctx.data()) as u32;
+    if linear < want {
+        let _ = ctx.pull_data(want);
     }
 }

@@ -21,7 +21,10 @@ use eip_common::{
     rewrite::{apply_quote, plan_quoted_destination, quoted},
 };
 
-use crate::{frame::TcFrame, maps::*};
+use crate::{
+    frame::{TcFrame, pull_headers},
+    maps::*,
+};
 
 /// Ethernet, IPv4 with options, ICMP, the quoted IPv4 header with options and its transport
 /// checksum.
@@ -49,9 +52,8 @@ fn host_error(ctx: &TcContext) -> Result<(), Counter> {
     if ethertype != Some(ETH_P_IP) || proto.is_some_and(|p| p != IPPROTO_ICMP) {
         return Ok(());
     }
-    let len = ctx.len();
-    // Headers must be in the linear area for direct access; a failure leaves what is there.
-    let _ = ctx.pull_data(if len < PULL_LEN { len } else { PULL_LEN });
+    // Headers must be in the linear area for direct access.
+    pull_headers(ctx, PULL_LEN);
     let mut pkt = TcFrame(ctx);
     let Ok(eth) = parse_eth(&pkt) else {
         return Ok(());

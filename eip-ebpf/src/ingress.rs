@@ -29,7 +29,7 @@ use eip_common::{
 };
 
 use crate::{
-    frame::{TcFrame, XdpFrame},
+    frame::{TcFrame, XdpFrame, pull_headers},
     maps::*,
 };
 
@@ -182,13 +182,16 @@ fn time_exceeded<const L2: usize>(ctx: &XdpContext, ip: &Ipv4Info) -> Result<u32
 
 #[classifier]
 pub fn eip_ingress_tc(ctx: TcContext) -> i32 {
-    let len = ctx.len();
-    // Headers must be in the linear area for direct access; a failure leaves what is there.
-    let _ = ctx.pull_data(if len < PULL_LEN { len } else { PULL_LEN });
+    // Headers must be in the linear area for direct access.
+    pull_headers(&ctx, PULL_LEN);
     // The kernel takes a received frame's VLAN tag into the skb before TC sees it.
     // SAFETY: reading fields of the context the program was given.
     let (present, tci) = unsafe { ((*ctx.skb.skb).vlan_present, (*ctx.skb.skb).vlan_tci) };
-    let skb_tag = if present != 0 { SKB_TAGGED | (tci & 0xffff) } else { 0 };
+    let skb_tag = if present != 0 {
+        SKB_TAGGED | (tci & 0xffff)
+    } else {
+        0
+    };
     let mut pkt = TcFrame(&ctx);
     match decide(&mut pkt, false, skb_tag) {
         Ok(Verdict::Pass) => TC_ACT_OK,
@@ -313,8 +316,5 @@ fn decide<P: Packet>(pkt: &mut P, xdp: bool, skb_tag: u32) -> Result<Verdict, Co
     macs[6..].copy_from_slice(&cfg.bridge_mac);
     pkt.store(0, macs).ok_or(Counter::DropMalformed)?;
     count(Counter::IngressFastPath);
-    Ok(Verdict::Redirect {
-        port,
-        untag: tagged,
-    })
+    Ok(Verdict::Redirect { port, untag: tagged })
 }

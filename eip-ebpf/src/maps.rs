@@ -2,7 +2,7 @@
 
 use aya_ebpf::{
     macros::map,
-    maps::{Array, DevMapHash, HashMap, LpmTrie, PerCpuArray, PerCpuHashMap, lpm_trie::Key},
+    maps::{Array, DevMapHash, HashMap, LpmTrie, LruHashMap, PerCpuArray, PerCpuHashMap, lpm_trie::Key},
 };
 use eip_common::maps::*;
 
@@ -32,6 +32,41 @@ pub static EIP_ICMP_BUCKET: PerCpuArray<[u64; 2]> = PerCpuArray::with_max_entrie
 
 #[map]
 pub static EIP_UPLINK: Array<Uplink> = Array::with_max_entries(1, 0);
+
+/// Egress's next hops: what `bpf_fib_lookup` said for a binding's traffic to one destination,
+/// reused for [`NEXTHOP_LIFE_NS`]. Not pinned: a cache, the running program's own.
+#[map]
+pub static EIP_NEXTHOPS: LruHashMap<NextHopKey, NextHop> = LruHashMap::with_max_entries(NEXTHOPS, 0);
+
+/// Destinations (per EIP and TOS) whose next hop is kept.
+pub const NEXTHOPS: u32 = 65_536;
+/// How long a next hop is reused before the FIB is asked again: a changed route, a new
+/// gateway MAC or a neighbour gone takes effect within this.
+pub const NEXTHOP_LIFE_NS: u64 = 1_000_000_000;
+
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct NextHopKey {
+    /// The translated source (policy routing may choose by it) and the destination.
+    pub eip: u32,
+    pub dst: u32,
+    /// The TOS byte, which routing rules may match; zero-padded.
+    pub tos: u32,
+}
+
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct NextHop {
+    pub ifindex: u32,
+    /// The route's MTU: a longer packet asks the FIB again (which answers "fragmentation
+    /// needed").
+    pub mtu: u32,
+    /// Destination and source MAC, as the frame's first 12 bytes.
+    pub macs: [u8; 12],
+    pub _pad: u32,
+    /// When the FIB was asked (ns since boot).
+    pub at_ns: u64,
+}
 
 /// LPM tries must be created with BPF_F_NO_PREALLOC.
 #[map]

@@ -219,29 +219,6 @@ fn icmp_errors_never_reveal_a_private_address() {
     assert!(process::bad_checksums(&seen).is_empty(), "{seen}");
 }
 
-/// The far host beyond the outside router, on a link of MTU 1300: 198.18.0.2, routed by the
-/// hypervisor through the outside. Returns its namespace.
-fn far_host(lab: &Lab) -> NetNs {
-    let (hv, out) = (&lab.topo.hv, &lab.topo.outside);
-    let far = NetNs::new("eipf").unwrap();
-    out.veth("far0", "eth0", &far).unwrap();
-    for (ns, dev, addr) in [(out, "far0", "198.18.0.1/24"), (&far, "eth0", "198.18.0.2/24")] {
-        ns.ip(&["addr", "add", addr, "dev", dev]).unwrap();
-        ns.ip(&["link", "set", dev, "mtu", "1300", "up"]).unwrap();
-    }
-    far.ip(&["route", "add", "default", "via", "198.18.0.1"]).unwrap();
-    out.sysctl("net.ipv4.ip_forward", "1").unwrap();
-    hv.ip(&[
-        "route",
-        "add",
-        "198.18.0.0/24",
-        "via",
-        &common::OUTSIDE.to_string(),
-    ])
-    .unwrap();
-    far
-}
-
 fn stdout(o: std::process::Output) -> String {
     String::from_utf8_lossy(&o.stdout).into_owned()
 }
@@ -261,7 +238,7 @@ fn the_hosts_and_a_routers_errors_quote_the_eip() {
     // the VM keep their default 1500.
     hv.ip(&["link", "set", EXT_IF, "mtu", "3000"]).unwrap();
     out.ip(&["link", "set", WAN_IF, "mtu", "3000"]).unwrap();
-    let _far = far_host(&lab);
+    let _far = common::far_host(&lab);
     let icmp = Capture::start_filter(out, WAN_IF, "icmp").unwrap();
     let translated = counter(&lab, "host_error_translated");
 

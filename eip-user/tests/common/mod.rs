@@ -169,3 +169,20 @@ pub fn daemon_exits(lab: &Lab, args: &[&std::ffi::OsStr]) -> (std::process::Exit
     };
     (status, std::fs::read_to_string(&log).unwrap())
 }
+
+/// The far host beyond the outside router, on a link of MTU 1300: 198.18.0.2, routed by the
+/// hypervisor through the outside. Returns its namespace.
+pub fn far_host(lab: &Lab) -> NetNs {
+    let (hv, out) = (&lab.topo.hv, &lab.topo.outside);
+    let far = NetNs::new("eipf").unwrap();
+    out.veth("far0", "eth0", &far).unwrap();
+    for (ns, dev, addr) in [(out, "far0", "198.18.0.1/24"), (&far, "eth0", "198.18.0.2/24")] {
+        ns.ip(&["addr", "add", addr, "dev", dev]).unwrap();
+        ns.ip(&["link", "set", dev, "mtu", "1300", "up"]).unwrap();
+    }
+    far.ip(&["route", "add", "default", "via", "198.18.0.1"]).unwrap();
+    out.sysctl("net.ipv4.ip_forward", "1").unwrap();
+    hv.ip(&["route", "add", "198.18.0.0/24", "via", &OUTSIDE.to_string()])
+        .unwrap();
+    far
+}
