@@ -71,6 +71,7 @@ enum Kind {
     IptablesNft,
     Nft,
     EipFast,
+    EipTc,
     EipFallback,
 }
 
@@ -82,6 +83,7 @@ impl Kind {
             Kind::IptablesNft => "iptables-nft DNAT/SNAT",
             Kind::Nft => "nftables map",
             Kind::EipFast => "eip fast path",
+            Kind::EipTc => "eip fast path, TC ingress",
             Kind::EipFallback => "eip fallback",
         }
     }
@@ -351,8 +353,8 @@ impl Bed {
     }
 
     /// Starts the daemon (reservations for the VM and the fillers) and binds `n` EIPs, the
-    /// measured one last; or, when it runs, restarts it with `fast` and keeps its state.
-    fn eip(&mut self, bin: &Path, n: u32, fast: bool) -> Result<()> {
+    /// measured one last; or, when it runs, restarts it as `kind` says and keeps its state.
+    fn eip(&mut self, bin: &Path, n: u32, kind: Kind) -> Result<()> {
         let (inst, fresh) = match self.daemon.take() {
             Some(d) => (d.stop()?, false),
             None => (Instance::new(bin, &self.topo.hv)?, true),
@@ -375,14 +377,15 @@ impl Bed {
             "--pool",
             "198.18.0.0/15",
             "--no-dhcp",
-            // XDP, as on a NIC: on the external veth the default would be the TC ingress.
+            // XDP, as on a NIC (on the external veth the default would be the TC ingress);
+            // or TC, after the receiving NIC's GRO.
             "--ingress",
-            "xdp",
+            if kind == Kind::EipTc { "tc" } else { "xdp" },
         ];
-        args.push(if fast {
-            "--fast-path-veth"
-        } else {
+        args.push(if kind == Kind::EipFallback {
             "--no-fast-path"
+        } else {
+            "--fast-path-veth"
         });
         let daemon = Daemon::start(inst, &hosts, &args, "warn", Duration::from_secs(60))?;
         if fresh {
@@ -596,7 +599,9 @@ fn measure(bed: &Bed, kind: Kind, n: Option<u32>, plan: &Plan, out: &mut Vec<Fig
             let (f1, b1) = (bed.counter(fast)? - f0, bed.counter(fallback)? - b0);
             let half = (r.delivered_pps * plan.udp.as_secs_f64() / 2.0) as u64 * runs.len() as u64;
             match kind {
-                Kind::EipFast if f1 < half => bail!("{dir}: {f1} fast-path packets, {b1} fallback"),
+                Kind::EipFast | Kind::EipTc if f1 < half => {
+                    bail!("{dir}: {f1} fast-path packets, {b1} fallback")
+                }
                 Kind::EipFallback if b1 < half || f1 > 0 => {
                     bail!("{dir}: {f1} fast-path packets, {b1} fallback")
                 }
@@ -669,10 +674,10 @@ pub fn run(bin: &Path, plan: &Plan, say: &dyn Fn(&str)) -> Result<Vec<Figure>> {
 
         say(&format!("throughput: eip, {n} bindings"));
         let mut bed = Bed::new()?;
-        bed.eip(bin, n, true)?;
-        measure(&bed, Kind::EipFast, Some(n), plan, &mut out)?;
-        bed.eip(bin, n, false)?;
-        measure(&bed, Kind::EipFallback, Some(n), plan, &mut out)?;
+        for kind in [Kind::EipFast, Kind::EipTc, Kind::EipFallback] {
+            bed.eip(bin, n, kind)?;
+            measure(&bed, kind, Some(n), plan, &mut out)?;
+        }
         bed.stop()?;
     }
     Ok(ratios(out))
@@ -692,7 +697,10 @@ fn ratios(mut out: Vec<Figure>) -> Vec<Figure> {
             continue;
         };
         let kernel_nat = [Kind::Iptables, Kind::IptablesNft, Kind::Nft];
-        if kind == Kind::EipFast.name() || kind == Kind::EipFallback.name() {
+        if [Kind::EipFast, Kind::EipTc, Kind::EipFallback]
+            .iter()
+            .any(|k| k.name() == kind)
+        {
             // Against the best of the kernel's NATs at the same size, in this run.
             let best = kernel_nat
                 .iter()
