@@ -24,7 +24,9 @@
 //! entries, and plain routing without NAT.
 //!
 //! With `EIP_BENCH_DEBUG` set, each UDP run prints the interfaces' counters and the
-//! hypervisor's conntrack count (where the frames went, whether new flows were new).
+//! hypervisor's conntrack count (where the frames went, whether new flows were new). With
+//! `EIP_BENCH_PROFILE=DIR`, each UDP run is profiled (`perf record -a -g`, both CPUs) into
+//! DIR, one file per run, named after it.
 
 use std::{
     collections::BTreeSet,
@@ -460,6 +462,43 @@ fn sunk(ns: &NetNs, dev: &str) -> Result<u64> {
         .sum())
 }
 
+/// `perf record` of both CPUs for the run, when `EIP_BENCH_PROFILE` names a directory.
+fn profile(
+    kind: Kind,
+    ingress: bool,
+    new_flows: bool,
+    sink: bool,
+    how_long: Duration,
+) -> Result<Option<Background>> {
+    let Some(dir) = std::env::var_os("EIP_BENCH_PROFILE") else {
+        return Ok(None);
+    };
+    let name: String = format!(
+        "{}-{}-{}{}",
+        kind.name(),
+        if ingress { "in" } else { "out" },
+        if new_flows { "new" } else { "one" },
+        if sink { "-sink" } else { "" }
+    )
+    .chars()
+    .map(|c| {
+        if c.is_ascii_alphanumeric() || c == '-' {
+            c
+        } else {
+            '_'
+        }
+    })
+    .collect();
+    let out = Path::new(&dir).join(format!("{name}.data"));
+    let mut c = Command::new("perf");
+    c.args(["record", "-a", "-g", "-q", "-o"])
+        .arg(&out)
+        .args(["--", "sleep", &format!("{:.1}", how_long.as_secs_f64())])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    Ok(Some(Background::spawn(c, "perf record")?))
+}
+
 fn udp(
     bed: &Bed,
     kind: Kind,
@@ -500,7 +539,18 @@ fn udp(
         }
     };
     let before = count()?;
+    let profile = profile(kind, ingress, new_flows, into_sink, how_long)?;
     let (sent, took) = send(sender, ifindex, &f, new_flows, how_long)?;
+    if let Some(mut p) = profile {
+        // It ends by itself with its `sleep`; bounded in any case.
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while p.try_wait()?.is_none() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        if p.try_wait()?.is_none() {
+            let _ = p.interrupt_and_wait(Duration::from_secs(10));
+        }
+    }
     std::thread::sleep(Duration::from_millis(200));
     let got = count()? - before;
     drop(sink);
@@ -628,7 +678,14 @@ fn measure(bed: &Bed, kind: Kind, n: Option<u32>, plan: &Plan, out: &mut Vec<Fig
         let r = &runs[runs.len() / 2];
         let variant = format!("{}: UDP 64 B, {dir}, one flow, XDP sink", kind.name());
         for (metric, pps) in [("forwarded", r.delivered_pps), ("sent (generator)", r.sent_pps)] {
-            out.push(Figure::new("throughput", &variant, bindings, metric, pps / 1e3, "kpps"));
+            out.push(Figure::new(
+                "throughput",
+                &variant,
+                bindings,
+                metric,
+                pps / 1e3,
+                "kpps",
+            ));
         }
         for (wire, how) in [(true, "wire-size segments"), (false, "GSO super-frames")] {
             let gbps = tcp(bed, kind, ingress, plan.tcp_secs, wire)?;

@@ -112,24 +112,33 @@ fn try_egress(ctx: &TcContext) -> Result<i32, Counter> {
         count(Counter::EgressTtlToKernel);
         return Ok(TC_ACT_OK);
     }
-    if let Some(peer) = dnat(ip.dst) {
-        return hairpin(
-            &mut pkt,
-            &ip,
-            binding.addr,
-            binding.slot,
-            peer.addr,
-            peer.slot,
-            &cfg,
-        );
-    }
-
     if cfg.is_private(ip.dst) {
-        // To the VMs' own subnet, the gateway included: not NAT traffic.
+        // To the VMs' own subnet, the gateway included: not NAT traffic. (No pool overlaps
+        // it, so no EIP is there.)
         return Ok(TC_ACT_OK);
     }
+    let query = HopQuery::new(ctx, &pkt, &ip, binding.addr);
+    // A next hop kept from the last second means its destination was no EIP then (a hairpin
+    // is never kept): the hairpin lookup is skipped with the FIB's. An EIP bound since then
+    // is reached through the router meanwhile, which sends it back.
+    let (rc, hop) = match query.cached() {
+        Some(hop) => (BPF_FIB_LKUP_RET_SUCCESS as i64, hop),
+        None => {
+            if let Some(peer) = dnat(ip.dst) {
+                return hairpin(
+                    &mut pkt,
+                    &ip,
+                    binding.addr,
+                    binding.slot,
+                    peer.addr,
+                    peer.slot,
+                    &cfg,
+                );
+            }
+            query.ask_fib(ctx, &ip)
+        }
+    };
     let plan = plan(&pkt, &ip, Field::Source, binding.addr).map_err(drop_reason)?;
-    let (rc, hop) = next_hop(ctx, &pkt, &ip, binding.addr);
     if rc == BPF_FIB_LKUP_RET_NOT_FWDED as i64 {
         // For the host itself (any of its addresses), or no route at all: the host must see,
         // and answer, the VM's own address (an "unreachable" included).
@@ -196,44 +205,65 @@ fn hairpin(
     Ok(TC_ACT_OK)
 }
 
-/// The next hop of the translated packet (source = EIP): the FIB's return code, and on
-/// success the egress ifindex and MACs. A success is kept in [`EIP_NEXTHOPS`] and reused for
-/// [`NEXTHOP_LIFE_NS`] for packets that fit its MTU: the route and neighbour lookups are most
-/// of egress's cost, and a binding's traffic mostly goes through one gateway.
-#[inline(always)]
-fn next_hop(ctx: &TcContext, pkt: &TcFrame, ip: &Ipv4Info, eip: u32) -> (i64, NextHop) {
-    let len = mtu_len(ctx, pkt, ip);
-    let tos = pkt.u8_at(ip.l3_off + 1).unwrap_or(0);
-    let key = NextHopKey {
-        eip,
-        dst: ip.dst,
-        tos: tos as u32,
-    };
-    // The coarse clock (a tick's resolution) is enough for a second's life, and cheaper.
-    // SAFETY: a plain helper call.
-    let now = unsafe { bpf_ktime_get_coarse_ns() };
-    // SAFETY: the value is copied out at once; an update replaces it whole.
-    if let Some(hop) = unsafe { EIP_NEXTHOPS.get(key) }.copied()
-        && now.wrapping_sub(hop.at_ns) < NEXTHOP_LIFE_NS
-        && u32::from(len) <= hop.mtu
-    {
-        return (BPF_FIB_LKUP_RET_SUCCESS as i64, hop);
+/// The next hop of a translated packet (source = EIP), as [`EIP_NEXTHOPS`] keeps it: what
+/// `bpf_fib_lookup` said, reused for [`NEXTHOP_LIFE_NS`] by packets that fit its MTU. The
+/// route and neighbour lookups are most of egress's cost, and a binding's traffic mostly
+/// goes through one gateway.
+struct HopQuery {
+    key: NextHopKey,
+    /// The length the MTU is judged by ([`mtu_len`]).
+    len: u16,
+    tos: u8,
+    now: u64,
+}
+
+impl HopQuery {
+    #[inline(always)]
+    fn new(ctx: &TcContext, pkt: &TcFrame, ip: &Ipv4Info, eip: u32) -> Self {
+        let tos = pkt.u8_at(ip.l3_off + 1).unwrap_or(0);
+        HopQuery {
+            key: NextHopKey {
+                eip,
+                dst: ip.dst,
+                tos: tos as u32,
+            },
+            len: mtu_len(ctx, pkt, ip),
+            tos,
+            // The coarse clock (a tick's resolution) is enough for a second's life, and
+            // cheaper.
+            // SAFETY: a plain helper call.
+            now: unsafe { bpf_ktime_get_coarse_ns() },
+        }
     }
-    let (rc, fib) = lookup(ctx, ip, eip, len, tos);
-    let mut hop = NextHop {
-        ifindex: fib.ifindex,
-        // SAFETY: on success the kernel writes the route's MTU over the length it was given.
-        mtu: u32::from(unsafe { fib.__bindgen_anon_1.mtu_result }),
-        macs: [0; 12],
-        _pad: 0,
-        at_ns: now,
-    };
-    hop.macs[..6].copy_from_slice(&fib.dmac);
-    hop.macs[6..].copy_from_slice(&fib.smac);
-    if rc == BPF_FIB_LKUP_RET_SUCCESS as i64 {
-        let _ = EIP_NEXTHOPS.insert(key, hop, 0);
+
+    /// The kept next hop, if it is young enough and the packet fits its MTU.
+    #[inline(always)]
+    fn cached(&self) -> Option<NextHop> {
+        // SAFETY: the value is copied out at once; an update replaces it whole.
+        let hop = unsafe { EIP_NEXTHOPS.get(self.key) }.copied()?;
+        (self.now.wrapping_sub(hop.at_ns) < NEXTHOP_LIFE_NS && u32::from(self.len) <= hop.mtu).then_some(hop)
     }
-    (rc, hop)
+
+    /// Asks the FIB: its return code, and on success the next hop, which is kept.
+    #[inline(always)]
+    fn ask_fib(&self, ctx: &TcContext, ip: &Ipv4Info) -> (i64, NextHop) {
+        let (rc, fib) = lookup(ctx, ip, self.key.eip, self.len, self.tos);
+        let mut hop = NextHop {
+            ifindex: fib.ifindex,
+            // SAFETY: on success the kernel writes the route's MTU over the length it was
+            // given.
+            mtu: u32::from(unsafe { fib.__bindgen_anon_1.mtu_result }),
+            macs: [0; 12],
+            _pad: 0,
+            at_ns: self.now,
+        };
+        hop.macs[..6].copy_from_slice(&fib.dmac);
+        hop.macs[6..].copy_from_slice(&fib.smac);
+        if rc == BPF_FIB_LKUP_RET_SUCCESS as i64 {
+            let _ = EIP_NEXTHOPS.insert(self.key, hop, 0);
+        }
+        (rc, hop)
+    }
 }
 
 /// The kernel's route for the translated packet (source = EIP): the return code and the
