@@ -12,13 +12,16 @@ use aya_ebpf::{
         BPF_FIB_LKUP_RET_FRAG_NEEDED, BPF_FIB_LKUP_RET_NOT_FWDED, BPF_FIB_LKUP_RET_SUCCESS, TC_ACT_OK,
         TC_ACT_SHOT, bpf_fib_lookup,
     },
-    helpers::{bpf_fib_lookup as fib_lookup, bpf_ktime_get_coarse_ns, bpf_redirect},
+    helpers::{bpf_check_mtu, bpf_fib_lookup as fib_lookup, bpf_ktime_get_coarse_ns, bpf_redirect},
     macros::classifier,
     programs::TcContext,
 };
 use eip_common::{
     Packet,
-    maps::{CONFIG_ANTISPOOF, CONFIG_NO_FAST_PATH, Config, Counter, VM_NO_ANTISPOOF, VM_QUARANTINED, Vm},
+    maps::{
+        Binding, CONFIG_ANTISPOOF, CONFIG_NO_FAST_PATH, Config, Counter, Lease, VM_NO_ANTISPOOF,
+        VM_QUARANTINED, Vm,
+    },
     parse::{ETH_P_IP, IP_SRC, IP_TTL, IPPROTO_TCP, IPPROTO_UDP, Ipv4Info, parse_eth, parse_ipv4},
     rewrite::{Field, apply, decrement_ttl, plan},
 };
@@ -56,9 +59,13 @@ fn try_egress(ctx: &TcContext) -> Result<i32, Counter> {
     let Some(src_mac) = pkt.load::<6>(6) else {
         return Ok(TC_ACT_OK);
     };
-    let lease = lease(src_mac);
-    let lease_flags = lease.map(|l| l.flags).unwrap_or(0);
-    let quarantined = lease_flags & VM_QUARANTINED != 0;
+    // Plain values rather than `Option`s here: an `Option`'s undefined payload, spilled by
+    // LLVM, fails the verifier ("!read_ok").
+    let (leased, lease) = match lease(src_mac) {
+        Some(l) => (true, l),
+        None => (false, Lease::default()),
+    };
+    let quarantined = lease.flags & VM_QUARANTINED != 0;
     if eth.ethertype != ETH_P_IP {
         return if quarantined {
             Err(Counter::DropQuarantined)
@@ -90,22 +97,25 @@ fn try_egress(ctx: &TcContext) -> Result<i32, Counter> {
     if quarantined {
         return Err(Counter::DropQuarantined);
     }
-    let binding = snat(ip.src);
+    let (bound, binding) = match snat(ip.src) {
+        Some(b) => (true, b),
+        None => (false, Binding::default()),
+    };
     if cfg.flags & CONFIG_ANTISPOOF != 0 {
-        match lease {
+        let spoofed = if leased {
             // 0.0.0.0 is a DHCP client that has no address yet.
-            Some(l) if lease_flags & VM_NO_ANTISPOOF == 0 && ip.src != l.addr && ip.src != 0 => {
-                return Err(Counter::DropSpoofed);
-            }
+            lease.flags & VM_NO_ANTISPOOF == 0 && ip.src != lease.addr && ip.src != 0
+        } else {
             // A MAC with no lease must not use a bound address.
-            None if binding.is_some() => return Err(Counter::DropSpoofed),
-            _ => {}
+            bound
+        };
+        if spoofed {
+            return Err(Counter::DropSpoofed);
         }
     }
-
-    let Some(binding) = binding else {
+    if !bound {
         return Ok(TC_ACT_OK);
-    };
+    }
     // A TTL that runs out here: the kernel answers the VM, which it can do only while the
     // source is still the VM's own. Passed untranslated; the kernel does not forward it.
     if pkt.u8_at(ip.l3_off + IP_TTL).is_none_or(|ttl| ttl <= 1) {
@@ -121,7 +131,7 @@ fn try_egress(ctx: &TcContext) -> Result<i32, Counter> {
     // A next hop kept from the last second means its destination was no EIP then (a hairpin
     // is never kept): the hairpin lookup is skipped with the FIB's. An EIP bound since then
     // is reached through the router meanwhile, which sends it back.
-    let (rc, hop) = match query.cached() {
+    let (rc, hop) = match query.cached(ctx) {
         Some(hop) => (BPF_FIB_LKUP_RET_SUCCESS as i64, hop),
         None => {
             if let Some(peer) = dnat(ip.dst) {
@@ -205,6 +215,10 @@ fn hairpin(
     Ok(TC_ACT_OK)
 }
 
+/// A datagram length every IPv4 link in use carries (RFC 791's 576 bytes, which every host
+/// must accept): no interface MTU check for it on a kept next hop.
+const ALWAYS_FITS: u16 = 576;
+
 /// The next hop of a translated packet (source = EIP), as [`EIP_NEXTHOPS`] keeps it: what
 /// `bpf_fib_lookup` said, reused for [`NEXTHOP_LIFE_NS`] by packets that fit its MTU. The
 /// route and neighbour lookups are most of egress's cost, and a binding's traffic mostly
@@ -236,12 +250,25 @@ impl HopQuery {
         }
     }
 
-    /// The kept next hop, if it is young enough and the packet fits its MTU.
+    /// The kept next hop, if it is young enough and the packet fits the route's MTU and the
+    /// egress interface's MTU now. The interface's is asked (`bpf_check_mtu`, a device
+    /// lookup) for every packet longer than [`ALWAYS_FITS`]: an MTU lowered within the second
+    /// would otherwise have such a packet dropped in silence at the device, where the FIB
+    /// answers "fragmentation needed" and the kernel tells the VM.
     #[inline(always)]
-    fn cached(&self) -> Option<NextHop> {
+    fn cached(&self, ctx: &TcContext) -> Option<NextHop> {
         // SAFETY: the value is copied out at once; an update replaces it whole.
         let hop = unsafe { EIP_NEXTHOPS.get(self.key) }.copied()?;
-        (self.now.wrapping_sub(hop.at_ns) < NEXTHOP_LIFE_NS && u32::from(self.len) <= hop.mtu).then_some(hop)
+        if self.now.wrapping_sub(hop.at_ns) >= NEXTHOP_LIFE_NS || u32::from(self.len) > hop.mtu {
+            return None;
+        }
+        if self.len <= ALWAYS_FITS {
+            return Some(hop);
+        }
+        let mut mtu = 0u32;
+        // SAFETY: the program's own skb, an ifindex the FIB gave, a local for the MTU.
+        let fits = unsafe { bpf_check_mtu(ctx.skb.skb as *mut _, hop.ifindex, &mut mtu, 0, 0) } == 0;
+        fits.then_some(hop)
     }
 
     /// Asks the FIB: its return code, and on success the next hop, which is kept.
