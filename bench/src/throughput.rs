@@ -622,6 +622,38 @@ fn iperf3(server: &NetNs, client: &NetNs, to: Ipv4Addr, secs: u32) -> Result<f64
         .context("iperf3: no sum_received")
 }
 
+/// The median of `plan.reps` UDP runs, and how many there were.
+fn udp_median(
+    bed: &Bed,
+    kind: Kind,
+    ingress: bool,
+    new_flows: bool,
+    plan: &Plan,
+    sink: bool,
+) -> Result<(Udp, usize)> {
+    let mut runs = Vec::new();
+    for _ in 0..plan.reps.max(1) {
+        runs.push(udp(bed, kind, ingress, new_flows, plan.udp, sink)?);
+    }
+    runs.sort_by(|a, b| a.delivered_pps.total_cmp(&b.delivered_pps));
+    let n = runs.len();
+    Ok((runs.swap_remove(n / 2), n))
+}
+
+/// A UDP run's figures: what arrived (as `metric`) and what the generator sent.
+fn push_udp(out: &mut Vec<Figure>, variant: &str, bindings: Option<u64>, metric: &str, r: &Udp) {
+    for (metric, pps) in [(metric, r.delivered_pps), ("sent (generator)", r.sent_pps)] {
+        out.push(Figure::new(
+            "throughput",
+            variant,
+            bindings,
+            metric,
+            pps / 1e3,
+            "kpps",
+        ));
+    }
+}
+
 /// Every measurement of one variant at `n` bindings.
 fn measure(bed: &Bed, kind: Kind, n: Option<u32>, plan: &Plan, out: &mut Vec<Figure>) -> Result<()> {
     let bindings = n.map(u64::from);
@@ -639,15 +671,10 @@ fn measure(bed: &Bed, kind: Kind, n: Option<u32>, plan: &Plan, out: &mut Vec<Fig
                 ("egress_fast_path", "egress_fallback")
             };
             let (f0, b0) = (bed.counter(fast)?, bed.counter(fallback)?);
-            let mut runs = Vec::new();
-            for _ in 0..plan.reps.max(1) {
-                runs.push(udp(bed, kind, ingress, new_flows, plan.udp, false)?);
-            }
-            runs.sort_by(|a, b| a.delivered_pps.total_cmp(&b.delivered_pps));
-            let r = &runs[runs.len() / 2];
+            let (r, reps) = udp_median(bed, kind, ingress, new_flows, plan, false)?;
             // The variant took the path it names: a figure from the other path would mislead.
             let (f1, b1) = (bed.counter(fast)? - f0, bed.counter(fallback)? - b0);
-            let half = (r.delivered_pps * plan.udp.as_secs_f64() / 2.0) as u64 * runs.len() as u64;
+            let half = (r.delivered_pps * plan.udp.as_secs_f64() / 2.0) as u64 * reps as u64;
             match kind {
                 Kind::EipFast | Kind::EipTc if f1 < half => {
                     bail!("{dir}: {f1} fast-path packets, {b1} fallback")
@@ -658,35 +685,12 @@ fn measure(bed: &Bed, kind: Kind, n: Option<u32>, plan: &Plan, out: &mut Vec<Fig
                 _ => {}
             }
             let variant = format!("{}: UDP 64 B, {dir}, {flows}", kind.name());
-            for (metric, pps) in [("delivered", r.delivered_pps), ("sent (generator)", r.sent_pps)] {
-                out.push(Figure::new(
-                    "throughput",
-                    &variant,
-                    bindings,
-                    metric,
-                    pps / 1e3,
-                    "kpps",
-                ));
-            }
+            push_udp(out, &variant, bindings, "delivered", &r);
         }
         // The hypervisor alone: one flow into the sink.
-        let mut runs = Vec::new();
-        for _ in 0..plan.reps.max(1) {
-            runs.push(udp(bed, kind, ingress, false, plan.udp, true)?);
-        }
-        runs.sort_by(|a, b| a.delivered_pps.total_cmp(&b.delivered_pps));
-        let r = &runs[runs.len() / 2];
+        let (r, _) = udp_median(bed, kind, ingress, false, plan, true)?;
         let variant = format!("{}: UDP 64 B, {dir}, one flow, XDP sink", kind.name());
-        for (metric, pps) in [("forwarded", r.delivered_pps), ("sent (generator)", r.sent_pps)] {
-            out.push(Figure::new(
-                "throughput",
-                &variant,
-                bindings,
-                metric,
-                pps / 1e3,
-                "kpps",
-            ));
-        }
+        push_udp(out, &variant, bindings, "forwarded", &r);
         for (wire, how) in [(true, "wire-size segments"), (false, "GSO super-frames")] {
             let gbps = tcp(bed, kind, ingress, plan.tcp_secs, wire)?;
             out.push(Figure::new(

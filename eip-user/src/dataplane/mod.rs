@@ -267,24 +267,22 @@ impl Dataplane {
     }
 
     pub fn set_config(&mut self, config: &Config) -> Result<(), DataplaneError> {
-        let map = self
-            .ebpf
-            .map_mut(MAP_CONFIG)
-            .ok_or(DataplaneError::MissingMap { name: MAP_CONFIG })?;
-        let mut array: Array<_, Config> =
-            Array::try_from(map).map_err(map_err(MAP_CONFIG, "not an array"))?;
-        array.set(0, config, 0).map_err(map_err(MAP_CONFIG, "write"))
+        self.set_single(MAP_CONFIG, config)
     }
 
     /// The external interface's settings (`--ext-vlan`).
     pub fn set_uplink(&mut self, uplink: &Uplink) -> Result<(), DataplaneError> {
+        self.set_single(MAP_UPLINK, uplink)
+    }
+
+    /// Writes the one entry of the array map `name`.
+    fn set_single<T: aya::Pod>(&mut self, name: &'static str, value: &T) -> Result<(), DataplaneError> {
         let map = self
             .ebpf
-            .map_mut(MAP_UPLINK)
-            .ok_or(DataplaneError::MissingMap { name: MAP_UPLINK })?;
-        let mut array: Array<_, Uplink> =
-            Array::try_from(map).map_err(map_err(MAP_UPLINK, "not an array"))?;
-        array.set(0, uplink, 0).map_err(map_err(MAP_UPLINK, "write"))
+            .map_mut(name)
+            .ok_or(DataplaneError::MissingMap { name })?;
+        let mut array: Array<_, T> = Array::try_from(map).map_err(map_err(name, "not an array"))?;
+        array.set(0, value, 0).map_err(map_err(name, "write"))
     }
 
     /// A VM as both programs see it: its private address, MAC, bridge port (0 when not known
