@@ -425,18 +425,6 @@ impl Dataplane {
         })
     }
 
-    /// Removes a bridge port from the devmap. Forget (or re-point) the guests behind it
-    /// first: ingress redirects to a guest's port without checking, and a redirect to a port
-    /// no longer in the devmap is an `XDP_ABORTED` drop.
-    pub fn del_port(&mut self, ifindex: u32) -> Result<(), DataplaneError> {
-        let map = self
-            .ebpf
-            .map_mut(MAP_PORTS)
-            .ok_or(DataplaneError::MissingMap { name: MAP_PORTS })?;
-        let mut ports = DevMapHash::try_from(map).map_err(map_err(MAP_PORTS, "not a devmap-hash"))?;
-        ignore_missing(ports.remove(ifindex)).map_err(map_err(MAP_PORTS, format!("remove ifindex {ifindex}")))
-    }
-
     /// Binds (or moves) `eip` to `private` in the order of [`bind_ops`].
     pub fn bind(
         &mut self,
@@ -446,10 +434,6 @@ impl Dataplane {
         previous: Option<Ipv4Addr>,
     ) -> Result<(), UpdateError> {
         execute(self, &bind_ops(eip, slot, private, previous))
-    }
-
-    pub fn unbind(&mut self, eip: Ipv4Addr, private: Ipv4Addr) -> Result<(), UpdateError> {
-        execute(self, &unbind_ops(eip, private))
     }
 
     /// The global counters, summed over CPUs, indexed by [`Counter`].
