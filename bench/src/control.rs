@@ -4,7 +4,7 @@
 //! - eip: the real daemon (`eip daemon`, its store, the binding maps and the /32 alias) in a
 //!   namespace of its own. One bind is timed through the API (a request on the Unix socket,
 //!   what an orchestrator sends) and through the CLI (`eip bind`, a process per binding).
-//! - iptables (legacy, the patent's method): a binding is a DNAT rule and an SNAT rule,
+//! - iptables (legacy, as the shared-IP setup eip replaces does it): a binding is a DNAT rule and an SNAT rule,
 //!   added with two `iptables -A`; in bulk, one `iptables-restore` of all the rules.
 //! - nftables: a binding is an element in a DNAT map and one in an SNAT map, added with one
 //!   `nft` call; in bulk, one `nft -f` of all the elements.

@@ -19,8 +19,8 @@
 //!   does it), and with the 64 KB GSO super-frames a veth hands over as they are.
 //!
 //! Variants: eip's fast path and its fallback (the real daemon, `--no-fast-path` for the
-//! latter), iptables DNAT/SNAT rules with N - 1 other bindings' rules ahead (the patent's
-//! method), through iptables-legacy and through iptables-nft, an nftables map with N
+//! latter), iptables DNAT/SNAT rules with N - 1 other bindings' rules ahead (as the
+//! shared-IP setup eip replaces has them), through iptables-legacy and through iptables-nft, an nftables map with N
 //! entries, and plain routing without NAT.
 //!
 //! With `EIP_BENCH_DEBUG` set, each UDP run prints the interfaces' counters and the

@@ -12,7 +12,7 @@ use aya_ebpf::{
         BPF_FIB_LKUP_RET_FRAG_NEEDED, BPF_FIB_LKUP_RET_NOT_FWDED, BPF_FIB_LKUP_RET_SUCCESS, TC_ACT_OK,
         TC_ACT_SHOT, bpf_fib_lookup,
     },
-    helpers::{bpf_check_mtu, bpf_fib_lookup as fib_lookup, bpf_ktime_get_coarse_ns, bpf_redirect},
+    helpers::{bpf_fib_lookup as fib_lookup, bpf_ktime_get_coarse_ns, bpf_redirect},
     macros::classifier,
     programs::TcContext,
 };
@@ -131,7 +131,7 @@ fn try_egress(ctx: &TcContext) -> Result<i32, Counter> {
     // A next hop kept from the last second means its destination was no EIP then (a hairpin
     // is never kept): the hairpin lookup is skipped with the FIB's. An EIP bound since then
     // is reached through the router meanwhile, which sends it back.
-    let (rc, hop) = match query.cached(ctx) {
+    let (rc, hop) = match query.cached() {
         Some(hop) => (BPF_FIB_LKUP_RET_SUCCESS as i64, hop),
         None => {
             if let Some(peer) = dnat(ip.dst) {
@@ -216,7 +216,7 @@ fn hairpin(
 }
 
 /// A datagram length every IPv4 link in use carries (RFC 791's 576 bytes, which every host
-/// must accept): no interface MTU check for it on a kept next hop.
+/// must accept): only packets this short use a kept next hop.
 const ALWAYS_FITS: u16 = 576;
 
 /// The next hop of a translated packet (source = EIP), as [`EIP_NEXTHOPS`] keeps it: what
@@ -250,25 +250,21 @@ impl HopQuery {
         }
     }
 
-    /// The kept next hop, if it is young enough and the packet fits the route's MTU and the
-    /// egress interface's MTU now. The interface's is asked (`bpf_check_mtu`, a device
-    /// lookup) for every packet longer than [`ALWAYS_FITS`]: an MTU lowered within the second
-    /// would otherwise have such a packet dropped in silence at the device, where the FIB
-    /// answers "fragmentation needed" and the kernel tells the VM.
+    /// The kept next hop, if it is young enough and the packet is short: a packet longer
+    /// than [`ALWAYS_FITS`] (a GSO super-frame counts by its segments) always asks the FIB,
+    /// which judges it against the route's and the interface's MTU of the moment. A kept
+    /// MTU could be a second old, and a packet too big for the interface is dropped in
+    /// silence at a veth (which checks its peer's MTU, not its own), where the FIB answers
+    /// "fragmentation needed" and the kernel tells the VM. Bulk traffic comes as GSO
+    /// super-frames, one lookup each; the per-packet cost the cache saves is small packets'.
     #[inline(always)]
-    fn cached(&self, ctx: &TcContext) -> Option<NextHop> {
-        // SAFETY: the value is copied out at once; an update replaces it whole.
-        let hop = unsafe { EIP_NEXTHOPS.get(self.key) }.copied()?;
-        if self.now.wrapping_sub(hop.at_ns) >= NEXTHOP_LIFE_NS || u32::from(self.len) > hop.mtu {
+    fn cached(&self) -> Option<NextHop> {
+        if self.len > ALWAYS_FITS {
             return None;
         }
-        if self.len <= ALWAYS_FITS {
-            return Some(hop);
-        }
-        let mut mtu = 0u32;
-        // SAFETY: the program's own skb, an ifindex the FIB gave, a local for the MTU.
-        let fits = unsafe { bpf_check_mtu(ctx.skb.skb as *mut _, hop.ifindex, &mut mtu, 0, 0) } == 0;
-        fits.then_some(hop)
+        // SAFETY: the value is copied out at once; an update replaces it whole.
+        let hop = unsafe { EIP_NEXTHOPS.get(self.key) }.copied()?;
+        (self.now.wrapping_sub(hop.at_ns) < NEXTHOP_LIFE_NS && u32::from(self.len) <= hop.mtu).then_some(hop)
     }
 
     /// Asks the FIB: its return code, and on success the next hop, which is kept.

@@ -227,7 +227,7 @@ fn give_back_free_memory() {
 /// kept for dynamic leases.
 fn check_room(state: &State, limits: &lifecycle::Limits) -> Result<(), DaemonError> {
     let reserved = state.hosts.len();
-    if reserved > limits.reservation_room() as usize {
+    if !limits.fits(reserved) {
         return Err(DaemonError::VmTable {
             max_vms: limits.max_guests,
             reserved,

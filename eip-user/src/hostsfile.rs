@@ -1,4 +1,4 @@
-//! The hosts file: the patent's (and dnsmasq's `--dhcp-hostsfile`) line format
+//! The hosts file: dnsmasq's `--dhcp-hostsfile` line format,
 //! `mac,name,ip`, with `#` comments and blank lines. The name may be empty (`mac,,ip`).
 
 use std::{
@@ -162,7 +162,7 @@ mod tests {
     #[test]
     fn good_lines_apply_and_bad_ones_are_reported_by_number() {
         let text = "\
-# the patent's example
+# the reference setup's two VMs
 52:54:00:00:00:01,vm1,192.168.6.11
   52:54:00:00:00:02 , vm2 , 192.168.6.12   # trailing comment
 

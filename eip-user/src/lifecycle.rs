@@ -48,8 +48,14 @@ impl Limits {
     }
 
     /// Refuses one more reservation when `reserved` already fill the room.
+    /// Whether `reserved` reservations fit the VM table beside the dynamic range's share.
+    pub fn fits(&self, reserved: usize) -> bool {
+        reserved as u64 <= u64::from(self.reservation_room())
+    }
+
+    /// Room for one more reservation beside `reserved`.
     fn check_room(&self, reserved: usize) -> Result<(), Refusal> {
-        if reserved as u64 >= u64::from(self.reservation_room()) {
+        if !self.fits(reserved + 1) {
             return Err(self.vm_table_full());
         }
         Ok(())

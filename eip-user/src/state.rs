@@ -46,7 +46,7 @@ impl FromStr for Mac {
 
 impl fmt::Display for Mac {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&crate::dataplane::fmt_mac(self.0))
+        f.write_str(&fmt_mac(self.0))
     }
 }
 
@@ -549,6 +549,14 @@ pub fn usable(net: Ipv4Net) -> impl Iterator<Item = Ipv4Addr> {
 /// Whether `addr` is one of [`usable`]'s addresses, without walking the pool.
 pub fn is_usable(net: Ipv4Net, addr: Ipv4Addr) -> bool {
     net.contains(&addr) && (net.prefix_len() >= 31 || (addr != net.network() && addr != net.broadcast()))
+}
+
+/// A MAC as `ip link` writes it: `aa:bb:cc:dd:ee:ff`.
+pub fn fmt_mac(mac: [u8; 6]) -> String {
+    mac.iter()
+        .map(|b| format!("{b:02x}"))
+        .collect::<Vec<_>>()
+        .join(":")
 }
 
 #[cfg(test)]

@@ -1,4 +1,4 @@
-//! The end-to-end test: the patent's embodiment, run as an operator would, through the CLI
+//! The end-to-end test: the reference setup, run as an operator would, through the CLI
 //! only, in the lab (`eip_user::testing::lab`: the real daemon in namespaces, two VMs whose
 //! interfaces real DHCP clients configure). One line per step with PASS or FAIL, then the
 //! usual `test result:` line. A step that fails does not stop the next ones, and whatever

@@ -573,12 +573,7 @@ fn ignore_missing(r: Result<(), MapError>) -> Result<(), MapError> {
     }
 }
 
-pub fn fmt_mac(mac: [u8; 6]) -> String {
-    mac.iter()
-        .map(|b| format!("{b:02x}"))
-        .collect::<Vec<_>>()
-        .join(":")
-}
+pub use crate::state::fmt_mac;
 
 fn found<V>(r: Result<V, MapError>) -> Result<Option<V>, MapError> {
     match r {

@@ -1,5 +1,5 @@
-//! The lab: the patent's embodiment in network namespaces, run by `cargo xtask run` for people
-//! to try and by the end-to-end test. An outside host, a hypervisor (external veth `ext0`,
+//! The lab: the reference setup (one hypervisor, two VMs, an outside host) in network
+//! namespaces, run by `cargo xtask run` for people to try and by the end-to-end test. An outside host, a hypervisor (external veth `ext0`,
 //! bridge `br0`) running the real `eip daemon`, and two VMs on bridge ports whose interfaces a
 //! real DHCP client configures from the daemon's reservations (vm-001 with busybox udhcpc,
 //! vm-002 with ISC dhclient). Every VM and the outside run a "who am I" HTTP server; every VM
@@ -50,7 +50,7 @@ pub struct Guest {
     pub client: Client,
 }
 
-/// The patent's two VMs.
+/// The reference setup's two VMs.
 pub const GUESTS: [Guest; 2] = [
     Guest {
         name: "vm-001",
