@@ -8,7 +8,7 @@ use std::net::Ipv4Addr;
 use common::{Lab, counter, echo_requests_from, eip};
 use eip_user::testing::{
     netns::NetNs,
-    process::{self, Capture},
+    process::Capture,
     topology::{BRIDGE_IF, EXT_IF, VM_IF, WAN_IF},
 };
 
@@ -203,20 +203,15 @@ fn icmp_errors_never_reveal_a_private_address() {
         .args(["-c", "echo x | timeout 2 socat - UDP:203.0.113.10:9999"])
         .output();
     let seen = icmp.finish().unwrap();
-    assert!(!seen.contains("192.168.6."), "a private address in ICMP:\n{seen}");
-    assert!(
-        seen.contains("udp port 9999 unreachable"),
-        "no port unreachable seen:\n{seen}"
+    common::assert_outside_capture(
+        &seen,
+        &[
+            "udp port 9999 unreachable",
+            "203.0.113.10 > 198.51.100.9: ICMP time exceeded in-transit",
+            // The quote names the EIP.
+            "198.51.100.9 > 203.0.113.10: ICMP echo request",
+        ],
     );
-    assert!(
-        seen.contains("203.0.113.10 > 198.51.100.9: ICMP time exceeded in-transit"),
-        "{seen}"
-    );
-    assert!(
-        seen.contains("198.51.100.9 > 203.0.113.10: ICMP echo request"),
-        "the quote names the EIP:\n{seen}"
-    );
-    assert!(process::bad_checksums(&seen).is_empty(), "{seen}");
 }
 
 fn stdout(o: std::process::Output) -> String {
@@ -299,13 +294,13 @@ fn the_hosts_and_a_routers_errors_quote_the_eip() {
     assert!(said.contains("Destination Host Unreachable"), "{said}");
 
     let seen = icmp.finish().unwrap();
-    assert!(!seen.contains("192.168.6."), "a private address in ICMP:\n{seen}");
-    assert!(
-        seen.contains("ICMP 203.0.113.10 unreachable - need to frag (mtu 1500)"),
-        "{seen}"
+    common::assert_outside_capture(
+        &seen,
+        &[
+            "ICMP 203.0.113.10 unreachable - need to frag (mtu 1500)",
+            "ICMP host 203.0.113.10 unreachable",
+        ],
     );
-    assert!(seen.contains("ICMP host 203.0.113.10 unreachable"), "{seen}");
-    assert!(process::bad_checksums(&seen).is_empty(), "{seen}");
     assert!(
         counter(&lab, "host_error_translated") >= translated + 2,
         "{}",
@@ -330,16 +325,14 @@ fn a_ttl_that_expires_under_tc_ingress_is_answered_quoting_the_eip() {
     );
     assert!(said.contains("Time to live exceeded"), "{said}");
     let seen = icmp.finish().unwrap();
-    assert!(!seen.contains("192.168.6."), "a private address in ICMP:\n{seen}");
-    assert!(
-        seen.contains("198.51.100.1 > 198.51.100.9: ICMP time exceeded in-transit"),
-        "{seen}"
+    common::assert_outside_capture(
+        &seen,
+        &[
+            "198.51.100.1 > 198.51.100.9: ICMP time exceeded in-transit",
+            // The quote names the EIP.
+            "198.51.100.9 > 203.0.113.10: ICMP echo request",
+        ],
     );
-    assert!(
-        seen.contains("198.51.100.9 > 203.0.113.10: ICMP echo request"),
-        "the quote names the EIP:\n{seen}"
-    );
-    assert!(process::bad_checksums(&seen).is_empty(), "{seen}");
     assert_eq!(counter(&lab, "ingress_ttl_to_kernel"), 2);
     assert!(counter(&lab, "host_error_translated") >= 2);
 }

@@ -6,7 +6,7 @@ mod common;
 
 use common::{Lab, counter, daemon_exits, eip, pings};
 use eip_user::testing::{
-    process::{self, Capture},
+    process::Capture,
     topology::{EXT_IF, VM_IF, WAN_IF},
 };
 
@@ -123,16 +123,13 @@ fn the_eips_vlan_reaches_the_vm_untagged_and_leaves_tagged() {
         .count();
     assert_eq!(requests, 3, "only the VLAN's echo requests reach the VM:\n{seen}");
     let seen = outside.finish().unwrap();
-    assert!(!seen.contains("192.168.6."), "a private address left:\n{seen}");
-    assert!(
-        seen.contains("203.0.113.10 > 198.51.100.9: ICMP echo reply"),
-        "{seen}"
+    common::assert_outside_capture(
+        &seen,
+        &[
+            "203.0.113.10 > 198.51.100.9: ICMP echo reply",
+            "203.0.113.10 > 198.51.100.9: ICMP echo request",
+        ],
     );
-    assert!(
-        seen.contains("203.0.113.10 > 198.51.100.9: ICMP echo request"),
-        "{seen}"
-    );
-    assert!(process::bad_checksums(&seen).is_empty(), "{seen}");
 }
 
 /// `--ext-vlan` names a VLAN the external interface has no interface for: refused with one

@@ -186,3 +186,17 @@ pub fn far_host(lab: &Lab) -> NetNs {
         .unwrap();
     far
 }
+
+/// A capture taken outside the hypervisor: no address of the VMs' subnet anywhere in it
+/// (quoted headers included), every line of `expected` in it, and every checksum right.
+pub fn assert_outside_capture(seen: &str, expected: &[&str]) {
+    assert!(
+        !seen.contains("192.168.6."),
+        "a private address left the host:\n{seen}"
+    );
+    for line in expected {
+        assert!(seen.contains(line), "{line:?} not seen:\n{seen}");
+    }
+    let bad = eip_user::testing::process::bad_checksums(seen);
+    assert!(bad.is_empty(), "bad checksums {bad:?}:\n{seen}");
+}
