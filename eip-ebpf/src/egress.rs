@@ -220,9 +220,9 @@ fn hairpin(
 const ALWAYS_FITS: u16 = 576;
 
 /// The next hop of a translated packet (source = EIP), as [`EIP_NEXTHOPS`] keeps it: what
-/// `bpf_fib_lookup` said, reused for [`NEXTHOP_LIFE_NS`] by packets that fit its MTU. The
-/// route and neighbour lookups are most of egress's cost, and a binding's traffic mostly
-/// goes through one gateway.
+/// `bpf_fib_lookup` said, reused for [`NEXTHOP_LIFE_NS`] by packets of at most
+/// [`ALWAYS_FITS`] bytes. The route and neighbour lookups are most of a small packet's
+/// egress cost, and a binding's traffic mostly goes through one gateway.
 struct HopQuery {
     key: NextHopKey,
     /// The length the MTU is judged by ([`mtu_len`]).
