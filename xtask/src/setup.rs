@@ -51,6 +51,7 @@ pub fn ensure(needs: Needs) -> Result<()> {
     if needs >= Needs::Kernel {
         step("root", ensure_root)?;
         step("kernel with BTF and BPF", ensure_kernel)?;
+        step("bpffs and tracefs", ensure_mounts)?;
     }
     if needs >= Needs::Everything {
         step("Debian packages", || ensure_packages(PACKAGES))?;
@@ -183,6 +184,33 @@ fn ensure_kernel() -> Result<String> {
         bail!("this kernel has no BTF (/sys/kernel/btf/vmlinux is missing); eip needs CONFIG_DEBUG_INFO_BTF");
     }
     Ok(format!("Linux {}", release.trim()))
+}
+
+/// The pins of the daemons the tests and the lab start live on the host's bpffs, and the
+/// daemon finds the tracepoint it counts port drops with on tracefs, as on a production
+/// host (systemd mounts both at boot). A machine that booted without them (a minimal VM or
+/// container image) gets them mounted, as `mount -t bpf bpf /sys/fs/bpf` and `mount -t
+/// tracefs tracefs /sys/kernel/tracing`.
+fn ensure_mounts() -> Result<String> {
+    let mounts = fs::read_to_string("/proc/self/mounts").context("cannot read /proc/self/mounts")?;
+    let mut done = Vec::new();
+    for (kind, at) in [("bpf", "/sys/fs/bpf"), ("tracefs", "/sys/kernel/tracing")] {
+        let mounted = mounts.lines().any(|l| {
+            let mut f = l.split_whitespace();
+            let (_, on, fs) = (f.next(), f.next(), f.next());
+            on == Some(at) && fs == Some(kind)
+        });
+        if !mounted {
+            run(Command::new("mount").args(["-t", kind, kind, at]))
+                .with_context(|| format!("cannot mount {kind} on {at}"))?;
+            done.push(format!("mounted {kind} on {at}"));
+        }
+    }
+    Ok(if done.is_empty() {
+        "mounted".into()
+    } else {
+        done.join(", ")
+    })
 }
 
 fn have(binary: &str) -> bool {
