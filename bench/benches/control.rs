@@ -50,6 +50,8 @@ fn world(hosts: u32, bound: u32) -> State {
             addr: eip(i),
             slot: i + 1,
             bound: Some(mac(i)),
+            limit_in: None,
+            limit_out: None,
         });
     }
     s

@@ -52,6 +52,8 @@ impl Daemon {
             eip,
             target: target.to_owned(),
             no_move,
+            limit: None,
+            burst: None,
         };
         self.rt
             .block_on(self.client.post::<_, Done>("/v1/bind", &req))

@@ -17,7 +17,10 @@ use std::{
 
 use anyhow::{Context, Result, bail};
 use aya::programs::ProgramFd;
-use eip_common::builder::{Ipv4, Transport};
+use eip_common::{
+    builder::{Ipv4, Transport},
+    limiter::{self, Limit, Policer},
+};
 use eip_user::{
     dataplane::{Dataplane, Sizes},
     testing::{
@@ -69,7 +72,28 @@ struct Case {
     expect: u32,
     /// The floor it is compared with.
     floor: Option<&'static str>,
+    /// The self-mapped binding's limit while this case runs (none: no limit).
+    limit: Limit,
     samples: Vec<u32>,
+}
+
+/// A limit every repetition passes: 100gbit with a burst far beyond what the runs send, so
+/// the row is the cost of a limited EIP's conforming packet (the clock and the atomic add).
+fn passing_limit() -> Limit {
+    let p = Policer::new(limiter::MAX_RATE_BPS, limiter::MAX_BURST_BYTES);
+    Limit {
+        inbound: p,
+        outbound: p,
+    }
+}
+
+/// A limit every repetition after the first exceeds: the cost of a drop by the limit.
+fn exceeded_limit() -> Limit {
+    let p = Policer::new(limiter::MIN_RATE_BPS, 1);
+    Limit {
+        inbound: p,
+        outbound: p,
+    }
 }
 
 fn frames() -> Vec<(&'static str, Transport)> {
@@ -252,10 +276,54 @@ pub fn run(sizes: &[u64], rounds: usize, say: &dyn Fn(&str)) -> Result<Vec<Figur
             fixtures::TC_ACT_OK,
             Some("TC_ACT_OK"),
         ));
+        // The limits' cost, on the self-mapped binding: limited and passing (the clock and
+        // the atomic add), and over its limit (dropped and counted). The unlimited rows
+        // above pay only the limit's lookup.
+        for (name, t) in frames().into_iter().take(1) {
+            for (way, fd, frame, pass, drop, floor) in [
+                (
+                    "ingress",
+                    ingress,
+                    frame_in(&t),
+                    fixtures::XDP_REDIRECT,
+                    fixtures::XDP_DROP,
+                    "XDP_PASS",
+                ),
+                (
+                    "egress",
+                    egress,
+                    frame_out(&t),
+                    fixtures::TC_ACT_REDIRECT,
+                    fixtures::TC_ACT_SHOT,
+                    "TC_ACT_OK",
+                ),
+            ] {
+                let mut limited = case(
+                    &format!("{way} {name}, limited (passes)"),
+                    fd,
+                    frame.clone(),
+                    pass,
+                    Some(floor),
+                );
+                limited.limit = passing_limit();
+                cases.push(limited);
+                let mut over = case(
+                    &format!("{way} {name}, over its limit (dropped)"),
+                    fd,
+                    frame,
+                    drop,
+                    Some(floor),
+                );
+                over.limit = exceeded_limit();
+                cases.push(over);
+            }
+        }
         // Rounds interleave the cases, so that a noisy moment hits them all alike. The first
         // three are a warm-up (caches, the CPU's clock) and are not counted.
         for round in 0..rounds + 3 {
             for c in &mut cases {
+                // Written before every run: it also restarts the limit's timeline.
+                dp.set_limit(6, &c.limit)?;
                 let (rc, ns) = test_run(c.fd, &c.frame, REPEAT)?;
                 if rc != c.expect {
                     let counters: Vec<String> = dp
@@ -306,6 +374,7 @@ fn case(name: &str, fd: i32, frame: Vec<u8>, expect: u32, floor: Option<&'static
         frame,
         expect,
         floor,
+        limit: Limit::default(),
         samples: Vec::new(),
     }
 }

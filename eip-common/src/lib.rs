@@ -11,6 +11,7 @@ extern crate alloc;
 #[cfg(feature = "builder")]
 pub mod builder;
 pub mod checksum;
+pub mod limiter;
 pub mod maps;
 pub mod packet;
 pub mod parse;

@@ -41,8 +41,15 @@ pub const MAX_POOLS: u32 = 1_024;
 /// pinned [`MAP_CONFIG`] from an older version keeps its layout).
 pub const MAP_UPLINK: &str = "EIP_UPLINK";
 
+/// [`crate::limiter::Limit`] indexed by [`Binding::slot`]: each EIP's bandwidth limit both
+/// ways, one value every CPU shares (slot 0, the sink, is never limited).
+pub const MAP_LIMITS: &str = "EIP_LIMITS";
+/// Per-CPU [`EipStats`] indexed by [`Binding::slot`]: what each EIP's limit dropped, by
+/// direction (the same four counts as [`MAP_STATS`], of packets not translated).
+pub const MAP_LIMIT_DROPS: &str = "EIP_LIMIT_DROPS";
+
 /// Every map, for pinning them all.
-pub const ALL_MAPS: [&str; 11] = [
+pub const ALL_MAPS: [&str; 13] = [
     MAP_DNAT,
     MAP_SNAT,
     MAP_VMS,
@@ -54,6 +61,8 @@ pub const ALL_MAPS: [&str; 11] = [
     MAP_PORT_DROPS,
     MAP_POOLS,
     MAP_UPLINK,
+    MAP_LIMITS,
+    MAP_LIMIT_DROPS,
 ];
 
 pub const PROG_INGRESS: &str = "eip_ingress";
@@ -204,10 +213,14 @@ pub enum Counter {
     /// answers the VM with a time-exceeded (translated, the answer would go to the EIP, an
     /// address of this host, and the VM's traceroute would never see its first hop).
     EgressTtlToKernel = 24,
+    /// Toward a VM, over its EIP's inbound limit (counted per EIP too).
+    DropLimitIn = 25,
+    /// From a VM, over its EIP's outbound limit (counted per EIP too).
+    DropLimitOut = 26,
 }
 
 impl Counter {
-    pub const ALL: [Counter; 25] = [
+    pub const ALL: [Counter; 27] = [
         Counter::DropMalformed,
         Counter::DropSpoofed,
         Counter::DropQuarantined,
@@ -233,6 +246,8 @@ impl Counter {
         Counter::DropPrivateQuote,
         Counter::IngressTtlToKernel,
         Counter::EgressTtlToKernel,
+        Counter::DropLimitIn,
+        Counter::DropLimitOut,
     ];
 
     /// The name operators see in `eip stats` and the metrics.
@@ -263,6 +278,8 @@ impl Counter {
             Counter::DropPrivateQuote => "drop_private_quote",
             Counter::IngressTtlToKernel => "ingress_ttl_to_kernel",
             Counter::EgressTtlToKernel => "egress_ttl_to_kernel",
+            Counter::DropLimitIn => "drop_limit_in",
+            Counter::DropLimitOut => "drop_limit_out",
         }
     }
 }
@@ -349,4 +366,5 @@ mod pod {
     unsafe impl aya::Pod for super::EipStats {}
     unsafe impl aya::Pod for super::Config {}
     unsafe impl aya::Pod for super::Uplink {}
+    unsafe impl aya::Pod for crate::limiter::Limit {}
 }

@@ -28,6 +28,7 @@ use eip_common::{
 
 use crate::{
     frame::{TcFrame, pull_headers},
+    limit::{Way, admit_len},
     maps::*,
 };
 
@@ -160,6 +161,11 @@ fn try_egress(ctx: &TcContext) -> Result<i32, Counter> {
         // VM's own address. Passed untranslated; the kernel does not forward it.
         return Ok(TC_ACT_OK);
     }
+    // Over the EIP's outbound limit: dropped, never sent untranslated. Judged only for
+    // what leaves translated (not for the host's own addresses, above).
+    if !admit_len(binding.slot, Way::Out, ip.total_len) {
+        return Err(Counter::DropLimitOut);
+    }
     apply(&mut pkt, &plan).map_err(drop_reason)?;
     count_out(binding.slot, ip.total_len);
 
@@ -191,6 +197,13 @@ fn hairpin(
     let peer: Vm = vm(peer_private).unwrap_or_default();
     if peer.flags & VM_QUARANTINED != 0 {
         return Err(Counter::DropQuarantined);
+    }
+    // The sender's outbound limit, then the receiver's inbound one.
+    if !admit_len(slot, Way::Out, ip.total_len) {
+        return Err(Counter::DropLimitOut);
+    }
+    if !admit_len(peer_slot, Way::In, ip.total_len) {
+        return Err(Counter::DropLimitIn);
     }
     let first = plan(pkt, ip, Field::Source, eip).map_err(drop_reason)?;
     apply(pkt, &first).map_err(drop_reason)?;

@@ -30,6 +30,7 @@ use eip_common::{
 
 use crate::{
     frame::{TcFrame, XdpFrame, pull_headers},
+    limit::{Way, admit_len},
     maps::*,
 };
 
@@ -278,6 +279,10 @@ fn decide<P: Packet>(pkt: &mut P, xdp: bool, skb_tag: u32) -> Result<Verdict, Co
     let vm = vm(binding.addr).unwrap_or_default();
     if vm.flags & VM_QUARANTINED != 0 {
         return Err(Counter::DropQuarantined);
+    }
+    // Over the EIP's inbound limit: dropped before any work is spent on it.
+    if !admit_len(binding.slot, Way::In, ip.total_len) {
+        return Err(Counter::DropLimitIn);
     }
     // A TTL that runs out here. XDP answers it before anything is rewritten, quoting the
     // packet as it came. TC builds no answer on an skb: the kernel's forwarding answers the

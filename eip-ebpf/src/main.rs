@@ -3,12 +3,17 @@
 //! look up, call it, and forward.
 #![no_std]
 #![no_main]
+// The timeline's atomic add (`limit`): core's atomics offer no fetch-add on a target
+// without compare-and-swap, but BPF has the add itself.
+#![feature(core_intrinsics)]
+#![allow(internal_features)]
 
 mod drops;
 mod egress;
 mod frame;
 mod host_errors;
 mod ingress;
+mod limit;
 mod maps;
 
 #[cfg(not(test))]

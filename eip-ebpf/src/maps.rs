@@ -30,6 +30,14 @@ pub static EIP_PORT_DROPS: PerCpuHashMap<u32, u64> = PerCpuHashMap::with_max_ent
 #[map]
 pub static EIP_ICMP_BUCKET: PerCpuArray<[u64; 2]> = PerCpuArray::with_max_entries(1, 0);
 
+/// One more than the bindings, as the stats.
+#[map]
+pub static EIP_LIMITS: Array<eip_common::limiter::Limit> =
+    Array::with_max_entries(DEFAULT_MAX_BINDINGS + 1, 0);
+#[map]
+pub static EIP_LIMIT_DROPS: PerCpuArray<EipStats> =
+    PerCpuArray::with_max_entries(DEFAULT_MAX_BINDINGS + 1, 0);
+
 #[map]
 pub static EIP_UPLINK: Array<Uplink> = Array::with_max_entries(1, 0);
 

@@ -5,9 +5,10 @@
 //! | `GET /v1/status`             |                                   | [`Status`]            |
 //! | `GET /v1/eips`               |                                   | `[`[`EipRow`]`]`      |
 //! | `POST /v1/alloc`             | `{"eip": "A"?}`                   | [`Done`]              |
-//! | `POST /v1/bind`              | `{"eip", "target", "no_move"?}`   | [`Done`]              |
+//! | `POST /v1/bind`              | `{"eip", "target", "no_move"?, "limit"?, "burst"?}` | [`Done`] |
 //! | `POST /v1/unbind`            | `{"eip"}`                         | [`Done`]              |
 //! | `POST /v1/release`           | `{"eip"}`                         | [`Done`]              |
+//! | `POST /v1/limit`             | `{"eip", "in"?, "out"?, "burst"?}` | [`Done`]             |
 //! | `GET /v1/hosts`              |                                   | `[`[`Host`]`]`        |
 //! | `POST /v1/hosts`             | `{"mac", "ip", "name"?}`          | [`Done`]              |
 //! | `DELETE /v1/hosts/{mac|name}`|                                   | [`Done`]              |
@@ -41,6 +42,7 @@ use crate::{
     engine::{Engine, EngineError},
     kernel::Kernel,
     lifecycle::{self, Refusal, Target},
+    rate::{LimitChange, Size},
     state::{Declined, Host, Lease, Mac, State, usable},
 };
 
@@ -115,6 +117,28 @@ pub struct EipRow {
     /// (why)"; none while unbound.
     #[serde(default)]
     pub path: Option<String>,
+    /// The bandwidth limit toward the VM, bits per second (none: no limit), and its burst.
+    #[serde(default)]
+    pub limit_in_bps: Option<u64>,
+    #[serde(default)]
+    pub burst_in_bytes: Option<u64>,
+    /// ...and from the VM.
+    #[serde(default)]
+    pub limit_out_bps: Option<u64>,
+    #[serde(default)]
+    pub burst_out_bytes: Option<u64>,
+    /// What the limit dropped, by direction.
+    #[serde(default)]
+    pub limit_dropped: LimitDropped,
+}
+
+/// Packets and bytes a limit dropped, by direction.
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct LimitDropped {
+    pub in_packets: u64,
+    pub in_bytes: u64,
+    pub out_packets: u64,
+    pub out_bytes: u64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
@@ -153,6 +177,24 @@ pub struct BindReq {
     pub target: String,
     #[serde(default)]
     pub no_move: bool,
+    /// A RATE to limit the EIP to, both ways.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limit: Option<String>,
+    /// The SIZE of the limit's burst (default: see `eip_common::limiter::default_burst`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub burst: Option<String>,
+}
+
+/// `eip limit`: each direction a RATE, `none` (no limit) or absent (unchanged).
+#[derive(Debug, Serialize, Deserialize)]
+pub struct LimitReq {
+    pub eip: Ipv4Addr,
+    #[serde(rename = "in", default, skip_serializing_if = "Option::is_none")]
+    pub inbound: Option<String>,
+    #[serde(rename = "out", default, skip_serializing_if = "Option::is_none")]
+    pub outbound: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub burst: Option<String>,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -228,7 +270,7 @@ impl From<Refusal> for Failure {
     fn from(r: Refusal) -> Self {
         let code = match r {
             Refusal::UnknownTarget(_) => StatusCode::NOT_FOUND,
-            Refusal::BadTarget(_) | Refusal::BadName(_) => StatusCode::BAD_REQUEST,
+            Refusal::BadTarget(_) | Refusal::BadName(_) | Refusal::Rate(_) => StatusCode::BAD_REQUEST,
             _ => StatusCode::CONFLICT,
         };
         Failure(code, r.to_string())
@@ -299,6 +341,7 @@ pub fn router<K: Kernel + Sync>(shared: Arc<Shared<K>>) -> Router {
         .route("/v1/bind", post(bind::<K>))
         .route("/v1/unbind", post(unbind::<K>))
         .route("/v1/release", post(release::<K>))
+        .route("/v1/limit", post(limit::<K>))
         .route("/v1/hosts", get(hosts::<K>).post(host_add::<K>))
         .route("/v1/hosts/{key}", delete(host_del::<K>))
         .route("/v1/pools", get(pools::<K>).post(pool_add::<K>))
@@ -333,6 +376,7 @@ fn rows<K: Kernel>(engine: &Engine<K>) -> Vec<EipRow> {
         .map(|e| {
             let host = e.bound.and_then(|m| s.hosts.get(&m));
             let st = engine.kernel.eip_stats(e.slot).unwrap_or_default();
+            let dropped = engine.kernel.limit_drops(e.slot).unwrap_or_default();
             EipRow {
                 eip: e.addr,
                 state: if e.bound.is_some() {
@@ -348,6 +392,16 @@ fn rows<K: Kernel>(engine: &Engine<K>) -> Vec<EipRow> {
                 out_packets: st.out_packets,
                 out_bytes: st.out_bytes,
                 path: host.and_then(|h| engine.kernel.path_of(h.ip)).map(str::to_owned),
+                limit_in_bps: e.limit_in.map(|l| l.rate_bps),
+                burst_in_bytes: e.limit_in.map(|l| l.burst()),
+                limit_out_bps: e.limit_out.map(|l| l.rate_bps),
+                burst_out_bytes: e.limit_out.map(|l| l.burst()),
+                limit_dropped: LimitDropped {
+                    in_packets: dropped.in_packets,
+                    in_bytes: dropped.in_bytes,
+                    out_packets: dropped.out_packets,
+                    out_bytes: dropped.out_bytes,
+                },
             }
         })
         .collect()
@@ -373,14 +427,59 @@ fn target(s: &str) -> Result<Target, Failure> {
 
 async fn bind<K: Kernel + Sync>(AxState(sh): Sh<K>, Body(r): Body<BindReq>) -> Answer {
     let t = target(&r.target)?;
+    let burst = burst(r.burst.as_deref())?;
+    let limit = match LimitChange::parse(r.limit.as_deref(), burst).map_err(Refusal::from)? {
+        LimitChange::Set(l) => Some(l),
+        // `none` asks for nothing: the EIP keeps what it has.
+        LimitChange::Keep | LimitChange::Remove => None,
+    };
     let mut en = sh.engine.lock().await;
-    let command = format!(
+    let mut command = format!(
         "bind {} {}{}",
         r.eip,
         r.target,
         if r.no_move { " --no-move" } else { "" }
     );
-    let change = lifecycle::bind(en.state(), &en.limits, r.eip, &t, r.no_move);
+    for (flag, v) in [("--limit", &r.limit), ("--burst", &r.burst)] {
+        if let Some(v) = v {
+            command += &format!(" {flag} {v}");
+        }
+    }
+    let change = match limit {
+        Some(l) => lifecycle::bind_limited(en.state(), &en.limits, r.eip, &t, r.no_move, l),
+        None => lifecycle::bind(en.state(), &en.limits, r.eip, &t, r.no_move),
+    };
+    done(en.run(&command, change).await?)
+}
+
+fn burst(s: Option<&str>) -> Result<Option<Size>, Failure> {
+    s.map(str::parse::<Size>)
+        .transpose()
+        .map_err(|e| Refusal::from(e).into())
+}
+
+async fn limit<K: Kernel + Sync>(AxState(sh): Sh<K>, Body(r): Body<LimitReq>) -> Answer {
+    if r.inbound.is_none() && r.outbound.is_none() {
+        return Err(Failure(
+            StatusCode::BAD_REQUEST,
+            "give a rate (or none) for in, out or both".into(),
+        ));
+    }
+    let burst = burst(r.burst.as_deref())?;
+    let inbound = LimitChange::parse(r.inbound.as_deref(), burst).map_err(Refusal::from)?;
+    let outbound = LimitChange::parse(r.outbound.as_deref(), burst).map_err(Refusal::from)?;
+    let mut command = format!("limit {}", r.eip);
+    for (flag, v) in [
+        ("--in", &r.inbound),
+        ("--out", &r.outbound),
+        ("--burst", &r.burst),
+    ] {
+        if let Some(v) = v {
+            command += &format!(" {flag} {v}");
+        }
+    }
+    let mut en = sh.engine.lock().await;
+    let change = lifecycle::limit(en.state(), &en.limits, r.eip, inbound, outbound);
     done(en.run(&command, change).await?)
 }
 

@@ -14,8 +14,8 @@ use ipnet::Ipv4Net;
 
 use crate::{
     api::{
-        AllocReq, BindReq, Done, EipReq, EipRow, EipState, Entry, HostReq, Leases, PoolReq, PoolRow,
-        QuarantineReq, ShutdownReq, Stats, Status,
+        AllocReq, BindReq, Done, EipReq, EipRow, EipState, Entry, HostReq, Leases, LimitReq, PoolReq,
+        PoolRow, QuarantineReq, ShutdownReq, Stats, Status,
     },
     client::{Client, ClientError},
     state::{Host, Mac, Range},
@@ -50,6 +50,36 @@ pub enum Command {
         /// Refuse instead of moving an EIP bound elsewhere.
         #[arg(long)]
         no_move: bool,
+        /// Limit the EIP's bandwidth both ways to RATE, as tc writes it: 500kbit, 20mbit,
+        /// 1gbit (bits per second), or kbps/mbps (bytes per second).
+        #[arg(long, value_name = "RATE")]
+        limit: Option<String>,
+        /// The limit's burst, such as 64kb (default: 250 ms at the rate, at least 128kb).
+        #[arg(long, value_name = "SIZE", requires = "limit")]
+        burst: Option<String>,
+    },
+    /// Limit EIP's bandwidth: RATE both ways, or --in and --out each (a direction left out
+    /// keeps its limit); `none` removes a limit. The limit stays with the EIP when it moves
+    /// and while it is unbound. RATE as tc writes it: 500kbit, 20mbit, 1gbit (bits per
+    /// second), or kbps/mbps (bytes per second).
+    Limit {
+        eip: Ipv4Addr,
+        #[arg(
+            value_name = "RATE",
+            conflicts_with_all = ["inbound", "outbound"],
+            required_unless_present_any = ["inbound", "outbound"]
+        )]
+        rate: Option<String>,
+        /// The limit toward the VM.
+        #[arg(long = "in", value_name = "RATE")]
+        inbound: Option<String>,
+        /// The limit from the VM.
+        #[arg(long = "out", value_name = "RATE")]
+        outbound: Option<String>,
+        /// The burst of the limits set, such as 64kb (default: 250 ms at the rate, at least
+        /// 128kb).
+        #[arg(long, value_name = "SIZE")]
+        burst: Option<String>,
     },
     /// Unbind EIP (it stays allocated).
     Unbind { eip: Ipv4Addr },
@@ -264,10 +294,25 @@ fn opt<T: ToString>(v: &Option<T>) -> String {
     v.as_ref().map_or_else(|| "-".into(), T::to_string)
 }
 
+/// A limit as the list shows it: the rate as tc writes it, `-` for none.
+fn rate(bps: Option<u64>) -> String {
+    bps.map_or_else(|| "-".into(), |b| crate::rate::Rate(b).to_string())
+}
+
 fn print_rows(rows: &[EipRow]) {
     println!(
-        "{:<15} {:<9} {:<15} {:<17} {:<16} {:>10} {:>12} {:>10} {:>12}  PATH",
-        "EIP", "STATE", "PRIVATE", "MAC", "NAME", "IN_PKTS", "IN_BYTES", "OUT_PKTS", "OUT_BYTES"
+        "{:<15} {:<9} {:<15} {:<17} {:<16} {:>10} {:>12} {:>10} {:>12} {:>9} {:>9}  PATH",
+        "EIP",
+        "STATE",
+        "PRIVATE",
+        "MAC",
+        "NAME",
+        "IN_PKTS",
+        "IN_BYTES",
+        "OUT_PKTS",
+        "OUT_BYTES",
+        "LIMIT_IN",
+        "LIMIT_OUT"
     );
     for r in rows {
         let state = match r.state {
@@ -275,7 +320,7 @@ fn print_rows(rows: &[EipRow]) {
             EipState::Bound => "bound",
         };
         println!(
-            "{:<15} {:<9} {:<15} {:<17} {:<16} {:>10} {:>12} {:>10} {:>12}  {}",
+            "{:<15} {:<9} {:<15} {:<17} {:<16} {:>10} {:>12} {:>10} {:>12} {:>9} {:>9}  {}",
             r.eip,
             state,
             opt(&r.private),
@@ -285,7 +330,42 @@ fn print_rows(rows: &[EipRow]) {
             r.in_bytes,
             r.out_packets,
             r.out_bytes,
+            rate(r.limit_in_bps),
+            rate(r.limit_out_bps),
             opt(&r.path)
+        );
+    }
+}
+
+/// What each limited EIP's limit dropped (`eip stats`).
+fn print_limit_drops(rows: &[EipRow]) {
+    let limited: Vec<&EipRow> = rows
+        .iter()
+        .filter(|r| {
+            r.limit_in_bps.is_some()
+                || r.limit_out_bps.is_some()
+                || r.limit_dropped.in_packets + r.limit_dropped.out_packets > 0
+        })
+        .collect();
+    if limited.is_empty() {
+        return;
+    }
+    println!();
+    println!(
+        "{:<15} {:>9} {:>9} {:>12} {:>14} {:>12} {:>14}",
+        "LIMITED EIP", "IN", "OUT", "DROP_IN_PKTS", "DROP_IN_BYTES", "DROP_OUT_PKTS", "DROP_OUT_BYTES"
+    );
+    for r in limited {
+        let d = &r.limit_dropped;
+        println!(
+            "{:<15} {:>9} {:>9} {:>12} {:>14} {:>12} {:>14}",
+            r.eip,
+            rate(r.limit_in_bps),
+            rate(r.limit_out_bps),
+            d.in_packets,
+            d.in_bytes,
+            d.out_packets,
+            d.out_bytes
         );
     }
 }
@@ -327,8 +407,46 @@ pub async fn run(socket: PathBuf, command: Command) -> Result<(), CliError> {
     let say = |d: Done| println!("{}", d.message);
     match command {
         Command::Daemon(_) => unreachable!("main runs the daemon"),
-        Command::Bind { eip, target, no_move } => {
-            say(c.post("/v1/bind", &BindReq { eip, target, no_move }).await?)
+        Command::Bind {
+            eip,
+            target,
+            no_move,
+            limit,
+            burst,
+        } => say(c
+            .post(
+                "/v1/bind",
+                &BindReq {
+                    eip,
+                    target,
+                    no_move,
+                    limit,
+                    burst,
+                },
+            )
+            .await?),
+        Command::Limit {
+            eip,
+            rate,
+            inbound,
+            outbound,
+            burst,
+        } => {
+            let (inbound, outbound) = match rate {
+                Some(r) => (Some(r.clone()), Some(r)),
+                None => (inbound, outbound),
+            };
+            say(c
+                .post(
+                    "/v1/limit",
+                    &LimitReq {
+                        eip,
+                        inbound,
+                        outbound,
+                        burst,
+                    },
+                )
+                .await?)
         }
         Command::Unbind { eip } => say(c.post("/v1/unbind", &EipReq { eip }).await?),
         Command::Alloc { eip } => say(c.post("/v1/alloc", &AllocReq { eip }).await?),
@@ -396,6 +514,7 @@ pub async fn run(socket: PathBuf, command: Command) -> Result<(), CliError> {
                 print_json(&s)
             } else {
                 print_rows(&s.eips);
+                print_limit_drops(&s.eips);
                 println!();
                 println!("{:<24} {:>12}", "COUNTER", "PACKETS");
                 for (name, v) in &s.counters {

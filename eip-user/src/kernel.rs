@@ -7,13 +7,17 @@ use std::{
     net::Ipv4Addr,
 };
 
-use eip_common::maps::{Counter, EipStats};
+use eip_common::{
+    limiter::Limit,
+    maps::{Counter, EipStats},
+};
 use ipnet::Ipv4Net;
 
 use crate::{
     dataplane::update::{BindingMaps, MemMaps, bind_ops, execute, unbind_ops},
     lifecycle::Effect,
-    state::{Mac, State},
+    rate::policer,
+    state::{Eip, Mac, State},
 };
 
 /// What the kernel holds now, as far as the daemon owns it.
@@ -31,6 +35,9 @@ pub struct KernelView {
     pub aliases: BTreeSet<Ipv4Addr>,
     /// The pools, whose addresses ingress refuses as sources from outside.
     pub pools: BTreeSet<Ipv4Net>,
+    /// Slot -> limit, for the slots of the forward entries (the ones traffic uses), with
+    /// the timelines left out.
+    pub limits: BTreeMap<u32, Limit>,
 }
 
 impl KernelView {
@@ -48,9 +55,27 @@ impl KernelView {
             v.dnat.insert(eip, (b.private, b.slot));
             v.snat.insert(b.private, (eip, b.slot));
             v.aliases.insert(eip);
+            if let Some(e) = state.eips.get(&eip) {
+                v.limits.insert(b.slot, limit_of(e));
+            }
         }
         v
     }
+}
+
+/// The dataplane's form of an EIP's limit (timelines idle).
+pub fn limit_of(e: &Eip) -> Limit {
+    Limit {
+        inbound: policer(e.limit_in),
+        outbound: policer(e.limit_out),
+    }
+}
+
+/// `l` as a view compares it: without the timelines, which only the programs write.
+pub fn without_timelines(mut l: Limit) -> Limit {
+    l.inbound.tat_ns = 0;
+    l.outbound.tat_ns = 0;
+    l
 }
 
 /// The effects that take the kernel from `view` to what `state` asks for, each one a
@@ -101,6 +126,13 @@ pub fn reconcile(state: &State, view: &KernelView) -> Vec<Effect> {
                 private,
                 previous: None,
             });
+        }
+    }
+    for (slot, limit) in &want.limits {
+        if view.limits.get(slot) != Some(limit)
+            && let Some(e) = state.eips.values().find(|e| e.slot == *slot)
+        {
+            out.push(Effect::set_limit(e));
         }
     }
     for private in view.snat.keys() {
@@ -160,6 +192,10 @@ pub trait Kernel: Send + 'static {
     fn apply(&mut self, effect: &Effect) -> impl Future<Output = Result<(), KernelError>> + Send;
     fn view(&mut self) -> impl Future<Output = Result<KernelView, KernelError>> + Send;
     fn eip_stats(&self, slot: u32) -> Result<EipStats, KernelError>;
+    /// What a slot's limit dropped, by direction.
+    fn limit_drops(&self, _slot: u32) -> Result<EipStats, KernelError> {
+        Ok(EipStats::default())
+    }
     fn counters(&self) -> Result<Vec<(Counter, u64)>, KernelError>;
     /// How inbound traffic reaches the VM at `private` ("fast", or "kernel (why)"), when the
     /// kernel knows the VM.
@@ -216,6 +252,7 @@ pub struct MemKernel {
     pub macs: BTreeMap<Mac, (Ipv4Addr, u16)>,
     pub aliases: BTreeSet<Ipv4Addr>,
     pub pools: BTreeSet<Ipv4Net>,
+    pub limits: BTreeMap<u32, Limit>,
     pub announced: Vec<Ipv4Addr>,
     pub resets: Vec<u32>,
     pub applied: usize,
@@ -231,6 +268,19 @@ impl Kernel for MemKernel {
         }
         match *effect {
             Effect::ResetStats { slot } => self.resets.push(slot),
+            Effect::SetLimit {
+                slot,
+                inbound,
+                outbound,
+            } => {
+                self.limits.insert(
+                    slot,
+                    Limit {
+                        inbound: policer(inbound),
+                        outbound: policer(outbound),
+                    },
+                );
+            }
             Effect::DelGuest { private, mac } => {
                 if self.vms.get(&private).is_some_and(|v| v.0 == mac) {
                     self.vms.remove(&private);
@@ -278,6 +328,12 @@ impl Kernel for MemKernel {
             macs: self.macs.clone(),
             aliases: self.aliases.clone(),
             pools: self.pools.clone(),
+            limits: self
+                .maps
+                .dnat
+                .values()
+                .map(|b| (b.slot, self.limits.get(&b.slot).copied().unwrap_or_default()))
+                .collect(),
         })
     }
 

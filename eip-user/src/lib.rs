@@ -25,6 +25,7 @@ pub mod live;
 pub mod metrics;
 pub mod netlink;
 pub mod pins;
+pub mod rate;
 pub mod serve;
 pub mod state;
 pub mod store;

@@ -13,7 +13,10 @@ use std::{
 use ipnet::Ipv4Net;
 use serde::{Deserialize, Serialize};
 
-use crate::state::{Bound, ByMac, Eip, Host, Lease, Mac, Range, Source, State, Write, is_usable, usable};
+use crate::{
+    rate::{LimitChange, RateError, RateLimit},
+    state::{Bound, ByMac, Eip, Host, Lease, Mac, Range, Source, State, Write, is_usable, usable},
+};
 
 /// What reservations, leases and pools must fit: the bridge's subnet and address, the number
 /// of statistics slots (the dataplane's binding capacity), the size of the dataplane's VM
@@ -188,6 +191,8 @@ pub enum Refusal {
     AlreadyQuarantined(String),
     #[error("{0} is not quarantined")]
     NotQuarantined(String),
+    #[error(transparent)]
+    Rate(#[from] RateError),
 }
 
 /// A verb's outcome: what to write, and what to tell the operator.
@@ -229,6 +234,8 @@ fn take(state: &State, limits: &Limits, addr: Ipv4Addr) -> Result<Eip, Refusal> 
         addr,
         slot,
         bound: None,
+        limit_in: None,
+        limit_out: None,
     })
 }
 
@@ -308,6 +315,83 @@ pub fn bind(
             None => format!("bound {addr} to {}", host_label(host)),
         },
     })
+}
+
+/// [`bind`], and the EIP limited to `limit` both ways (`eip bind --limit`).
+pub fn bind_limited(
+    state: &State,
+    limits: &Limits,
+    addr: Ipv4Addr,
+    target: &Target,
+    no_move: bool,
+    limit: RateLimit,
+) -> Result<Change, Refusal> {
+    let mut change = bind(state, limits, addr, target, no_move)?;
+    let mut eip = match change.writes.pop() {
+        Some(Write::PutEip(e)) => e,
+        // Already bound there: the record as it is.
+        _ => state
+            .eips
+            .get(&addr)
+            .cloned()
+            .ok_or(Refusal::NotAllocated(addr))?,
+    };
+    eip.limit_in = Some(limit);
+    eip.limit_out = Some(limit);
+    if state.eips.get(&addr) != Some(&eip) {
+        change.message += &format!(", limited to {}", describe_limit(&eip));
+        change.writes.push(Write::PutEip(eip));
+    }
+    Ok(change)
+}
+
+/// Sets, changes or removes an EIP's limit, each way on its own (`eip limit`). A pool
+/// address not allocated yet is allocated with it, as `bind` allocates.
+pub fn limit(
+    state: &State,
+    limits: &Limits,
+    addr: Ipv4Addr,
+    inbound: LimitChange,
+    outbound: LimitChange,
+) -> Result<Change, Refusal> {
+    let (eip, new) = match state.eips.get(&addr) {
+        Some(e) => (e.clone(), false),
+        None => (take(state, limits, addr)?, true),
+    };
+    let next = Eip {
+        limit_in: inbound.apply(eip.limit_in),
+        limit_out: outbound.apply(eip.limit_out),
+        ..eip.clone()
+    };
+    let limit = describe_limit(&next);
+    if !new && next == eip {
+        return Ok(Change {
+            writes: vec![],
+            message: format!("{addr} already has {limit}"),
+        });
+    }
+    let message = match (next.limit_in, next.limit_out) {
+        (None, None) => format!("{addr} has no limit"),
+        _ => format!("limited {addr} to {limit}"),
+    };
+    Ok(Change {
+        writes: vec![Write::PutEip(next)],
+        message: if new {
+            format!("allocated {addr}; {message}")
+        } else {
+            message
+        },
+    })
+}
+
+/// An EIP's limit in words: "20mbit (burst 128kb) both ways", "in ..., out ...", "no limit".
+pub fn describe_limit(e: &Eip) -> String {
+    let show = |l: Option<RateLimit>| l.map_or_else(|| "no limit".to_owned(), |l| l.to_string());
+    match (e.limit_in, e.limit_out) {
+        (None, None) => "no limit".into(),
+        (a, b) if a == b => format!("{} both ways", show(a)),
+        (a, b) => format!("in {}, out {}", show(a), show(b)),
+    }
 }
 
 pub fn unbind(state: &State, addr: Ipv4Addr) -> Result<Change, Refusal> {
@@ -784,6 +868,13 @@ pub enum Effect {
     ResetStats {
         slot: u32,
     },
+    /// The slot's bandwidth limit, both ways (`None`: none that way). Written for every new
+    /// allocation too (the slot may hold another EIP's), before any binding uses the slot.
+    SetLimit {
+        slot: u32,
+        inbound: Option<RateLimit>,
+        outbound: Option<RateLimit>,
+    },
     /// Inbound translation stops, then outbound (if the reverse entry still names this EIP).
     Unbind {
         eip: Ipv4Addr,
@@ -820,9 +911,18 @@ pub enum Effect {
 }
 
 impl Effect {
+    /// The [`Effect::SetLimit`] that gives `e`'s slot its limit.
+    pub fn set_limit(e: &Eip) -> Effect {
+        Effect::SetLimit {
+            slot: e.slot,
+            inbound: e.limit_in,
+            outbound: e.limit_out,
+        }
+    }
+
     pub(crate) fn rank(&self) -> u8 {
         match self {
-            Effect::AddPool(_) | Effect::ResetStats { .. } => 0,
+            Effect::AddPool(_) | Effect::ResetStats { .. } | Effect::SetLimit { .. } => 0,
             Effect::Unbind { .. } | Effect::ForgetSnat { .. } => 1,
             Effect::DelAlias(_) => 2,
             Effect::DelGuest { .. } => 3,
@@ -913,10 +1013,14 @@ pub fn effects(before: &State, after: &State, writes: &[Write]) -> Vec<Effect> {
         .collect();
     for &eip in &eips {
         let (b0, b1): (Option<Bound>, Option<Bound>) = (before.bound(eip), after.bound(eip));
-        if !before.eips.contains_key(&eip)
-            && let Some(e) = after.eips.get(&eip)
-        {
-            out.push(Effect::ResetStats { slot: e.slot });
+        let e0 = before.eips.get(&eip);
+        if let Some(e) = after.eips.get(&eip) {
+            if e0.is_none() {
+                out.push(Effect::ResetStats { slot: e.slot });
+            }
+            if e0.is_none_or(|e0| (e0.limit_in, e0.limit_out) != (e.limit_in, e.limit_out)) {
+                out.push(Effect::set_limit(e));
+            }
         }
         if b0 == b1 {
             continue;

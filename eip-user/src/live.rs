@@ -1,7 +1,10 @@
 //! The real kernel: the pinned dataplane's maps, the aliases on the external interface, and
 //! gratuitous ARP.
 
-use std::{collections::HashMap, net::Ipv4Addr};
+use std::{
+    collections::{BTreeMap, HashMap},
+    net::Ipv4Addr,
+};
 
 use eip_common::maps::{
     CONFIG_NO_FAST_PATH, Config, Counter, EipStats, MAP_DNAT, MAP_SNAT, VM_PORT_FLAGS, VM_PORT_KERNEL, Vm,
@@ -64,7 +67,10 @@ impl Live {
     ) -> Result<Self, KernelError> {
         dp.set_config(&config)?;
         if let Err(e) = dp.count_port_drops() {
-            tracing::warn!(error = %e, "frames a bridge port drops on redirect will not be seen");
+            tracing::warn!(
+                error = %e,
+                "frames a bridge port drops on redirect will not be seen (is tracefs mounted? mount -t tracefs tracefs /sys/kernel/tracing)"
+            );
         }
         let held = pins.hold()?;
         Ok(Live {
@@ -342,6 +348,17 @@ impl Kernel for Live {
     async fn apply(&mut self, effect: &Effect) -> Result<(), KernelError> {
         match *effect {
             Effect::ResetStats { slot } => self.dp.reset_stats(slot)?,
+            Effect::SetLimit {
+                slot,
+                inbound,
+                outbound,
+            } => self.dp.set_limit(
+                slot,
+                &eip_common::limiter::Limit {
+                    inbound: crate::rate::policer(inbound),
+                    outbound: crate::rate::policer(outbound),
+                },
+            )?,
             Effect::Bind { .. } | Effect::Unbind { .. } | Effect::ForgetSnat { .. } => {
                 apply_binding(&mut self.dp, effect)?
             }
@@ -402,8 +419,13 @@ impl Kernel for Live {
                 .collect()
         };
         let vms = self.dp.vms()?;
+        let dnat: BTreeMap<Ipv4Addr, (Ipv4Addr, u32)> = pairs(self.dp.binding_entries(MAP_DNAT)?);
+        let limits = dnat
+            .values()
+            .map(|(_, slot)| Ok((*slot, crate::kernel::without_timelines(self.dp.limit(*slot)?))))
+            .collect::<Result<_, KernelError>>()?;
         let view = KernelView {
-            dnat: pairs(self.dp.binding_entries(MAP_DNAT)?),
+            dnat,
             snat: pairs(self.dp.binding_entries(MAP_SNAT)?),
             // The port's flags are this adapter's, not the state's.
             vms: vms
@@ -418,6 +440,7 @@ impl Kernel for Live {
                 .collect(),
             aliases: self.nl.aliases(self.addr_link().index).await?,
             pools: self.dp.pools()?,
+            limits,
         };
         self.guests = Some(vms.into_iter().collect());
         Ok(view)
@@ -425,6 +448,10 @@ impl Kernel for Live {
 
     fn eip_stats(&self, slot: u32) -> Result<EipStats, KernelError> {
         Ok(self.dp.stats(slot)?)
+    }
+
+    fn limit_drops(&self, slot: u32) -> Result<EipStats, KernelError> {
+        Ok(self.dp.limit_drops(slot)?)
     }
 
     fn path_of(&self, private: Ipv4Addr) -> Option<&'static str> {

@@ -10,34 +10,61 @@ use crate::{api::Shared, engine::Engine, kernel::Kernel};
 pub fn render<K: Kernel>(en: &Engine<K>, dhcp: Option<&crate::dhcp::Stats>) -> String {
     let mut out = String::new();
     let s = en.state();
-    let mut family = |name: &str, kind: &str, help: &str| {
-        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
-    };
-    family(
-        "eip_packets_total",
-        "counter",
-        "Packets translated for an elastic IP, by direction.",
-    );
-    family(
-        "eip_bytes_total",
-        "counter",
-        "Bytes translated for an elastic IP, by direction.",
-    );
-    let mut samples = String::new();
+    // Per EIP and direction; each family's samples together under its header, as the text
+    // format asks.
+    let families = [
+        (
+            "eip_packets_total",
+            "counter",
+            "Packets translated for an elastic IP, by direction.",
+        ),
+        (
+            "eip_bytes_total",
+            "counter",
+            "Bytes translated for an elastic IP, by direction.",
+        ),
+        (
+            "eip_limit_dropped_packets_total",
+            "counter",
+            "Packets an elastic IP's bandwidth limit dropped, by direction.",
+        ),
+        (
+            "eip_limit_dropped_bytes_total",
+            "counter",
+            "Bytes an elastic IP's bandwidth limit dropped, by direction.",
+        ),
+        (
+            "eip_limit_bits_per_second",
+            "gauge",
+            "An elastic IP's bandwidth limit, by direction (absent: no limit).",
+        ),
+    ];
+    let mut samples: Vec<String> = vec![String::new(); families.len()];
     for e in s.eips.values() {
         let Ok(st) = en.kernel.eip_stats(e.slot) else {
             continue;
         };
-        for (metric, dir, v) in [
-            ("eip_packets_total", "in", st.in_packets),
-            ("eip_packets_total", "out", st.out_packets),
-            ("eip_bytes_total", "in", st.in_bytes),
-            ("eip_bytes_total", "out", st.out_bytes),
-        ] {
-            let _ = writeln!(samples, "{metric}{{eip=\"{}\",direction=\"{dir}\"}} {v}", e.addr);
+        let dropped = en.kernel.limit_drops(e.slot).unwrap_or_default();
+        let values = [
+            [Some(st.in_packets), Some(st.out_packets)],
+            [Some(st.in_bytes), Some(st.out_bytes)],
+            [Some(dropped.in_packets), Some(dropped.out_packets)],
+            [Some(dropped.in_bytes), Some(dropped.out_bytes)],
+            [e.limit_in.map(|l| l.rate_bps), e.limit_out.map(|l| l.rate_bps)],
+        ];
+        for (i, both) in values.iter().enumerate() {
+            for (dir, v) in ["in", "out"].into_iter().zip(both) {
+                if let Some(v) = v {
+                    let name = families[i].0;
+                    let _ = writeln!(samples[i], "{name}{{eip=\"{}\",direction=\"{dir}\"}} {v}", e.addr);
+                }
+            }
         }
     }
-    out += &samples;
+    for ((name, kind, help), lines) in families.iter().zip(&samples) {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+        out += lines;
+    }
     let _ = writeln!(
         out,
         "# HELP eip_dataplane_packets_total Dataplane outcomes, drops by reason among them.\n# TYPE eip_dataplane_packets_total counter"

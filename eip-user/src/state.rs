@@ -15,6 +15,8 @@ use std::{
 use ipnet::Ipv4Net;
 use serde::{Deserialize, Serialize};
 
+pub use crate::rate::RateLimit;
+
 /// A MAC address; parsed from `aa:bb:cc:dd:ee:ff` (or `-` separators), shown lower-case.
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(try_from = "String", into = "String")]
@@ -97,6 +99,14 @@ pub struct Eip {
     pub slot: u32,
     /// The reservation (by MAC) it is bound to.
     pub bound: Option<Mac>,
+    /// Its bandwidth limit toward the VM, if any. A limit belongs to the EIP: it stays when
+    /// the EIP moves and while it is unbound. (Absent from records of versions before
+    /// limits, and from records of unlimited EIPs.)
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limit_in: Option<RateLimit>,
+    /// ...and from the VM.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limit_out: Option<RateLimit>,
 }
 
 /// A DHCP lease: `mac` holds `ip` until `expires` (seconds since the Unix epoch, wall clock, so
@@ -582,7 +592,13 @@ mod tests {
                         e.addr != addr && (e.slot == slot || (bound.is_some() && e.bound == bound))
                     });
                     if !taken {
-                        eips.insert(Eip { addr, slot, bound });
+                        eips.insert(Eip {
+                            addr,
+                            slot,
+                            bound,
+                            limit_in: None,
+                            limit_out: None,
+                        });
                     }
                 } else {
                     eips.remove(&addr);
@@ -647,6 +663,8 @@ mod tests {
             addr,
             slot: 100_000,
             bound: None,
+            limit_in: None,
+            limit_out: None,
         });
         assert_eq!(eips.holes.0.len(), 1);
         assert_eq!(eips.free_slot(200_000), Some(1));

@@ -513,6 +513,8 @@ mod tests {
             addr: "203.0.113.5".parse().unwrap(),
             slot: 1,
             bound: Some(host().mac),
+            limit_in: None,
+            limit_out: None,
         };
         let writes = vec![
             Write::PutPool("203.0.113.0/24".parse().unwrap()),

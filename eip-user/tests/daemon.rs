@@ -546,6 +546,8 @@ fn kill_9_in_a_burst_of_binds_loses_nothing_committed() {
                     eip: Ipv4Addr::new(203, 0, 113, (1 + k % 120) as u8),
                     target: format!("h{}", (k * 13) % HOSTS),
                     no_move: false,
+                    limit: None,
+                    burst: None,
                 };
                 s.fetch_add(1, Ordering::Relaxed);
                 match c.post::<_, Done>("/v1/bind", &req).await {

@@ -15,7 +15,7 @@ use aya::{
     },
     programs::{ProgramError, SchedClassifier, TcAttachType, TracePoint, Xdp, XdpMode, tc, xdp::XdpLinkId},
 };
-use eip_common::maps::*;
+use eip_common::{limiter::Limit, maps::*};
 pub use update::{BindingMaps, MapOp, UpdateError, bind_ops, execute, unbind_ops};
 
 /// How XDP runs on the external interface.
@@ -116,6 +116,8 @@ impl Dataplane {
             .map_max_entries(MAP_SNAT, sizes.bindings)
             // Slot 0 is the sink (see Binding::slot), so one more than the bindings.
             .map_max_entries(MAP_STATS, sizes.bindings + 1)
+            .map_max_entries(MAP_LIMITS, sizes.bindings + 1)
+            .map_max_entries(MAP_LIMIT_DROPS, sizes.bindings + 1)
             .map_max_entries(MAP_VMS, sizes.vms)
             .map_max_entries(MAP_MACS, sizes.vms);
         let ebpf = loader
@@ -368,20 +370,51 @@ impl Dataplane {
             .map_err(map_err(name, "iterate"))
     }
 
-    /// Zeroes a binding slot's counters on every CPU.
+    /// Zeroes a binding slot's counters on every CPU: what it translated, and what its limit
+    /// dropped.
     pub fn reset_stats(&mut self, slot: u32) -> Result<(), DataplaneError> {
+        for name in [MAP_STATS, MAP_LIMIT_DROPS] {
+            let map = self
+                .ebpf
+                .map_mut(name)
+                .ok_or(DataplaneError::MissingMap { name })?;
+            let mut array: PerCpuArray<_, EipStats> =
+                PerCpuArray::try_from(map).map_err(map_err(name, "not a per-CPU array"))?;
+            let cpus = aya::util::nr_cpus().map_err(|(_, e)| os_err(name, "count the CPUs", e))?;
+            let zeros = aya::maps::PerCpuValues::try_from(vec![EipStats::default(); cpus])
+                .map_err(|e| os_err(name, "per-CPU zeros", e))?;
+            array
+                .set(slot, zeros, 0)
+                .map_err(map_err(name, format!("reset slot {slot}")))?;
+        }
+        Ok(())
+    }
+
+    fn limits(&self) -> Result<Array<&MapData, Limit>, DataplaneError> {
         let map = self
             .ebpf
-            .map_mut(MAP_STATS)
-            .ok_or(DataplaneError::MissingMap { name: MAP_STATS })?;
-        let mut array: PerCpuArray<_, EipStats> =
-            PerCpuArray::try_from(map).map_err(map_err(MAP_STATS, "not a per-CPU array"))?;
-        let cpus = aya::util::nr_cpus().map_err(|(_, e)| os_err(MAP_STATS, "count the CPUs", e))?;
-        let zeros = aya::maps::PerCpuValues::try_from(vec![EipStats::default(); cpus])
-            .map_err(|e| os_err(MAP_STATS, "per-CPU zeros", e))?;
+            .map(MAP_LIMITS)
+            .ok_or(DataplaneError::MissingMap { name: MAP_LIMITS })?;
+        Array::try_from(map).map_err(map_err(MAP_LIMITS, "not an array of limits"))
+    }
+
+    /// A binding slot's bandwidth limit, both ways. Writing it restarts its timelines.
+    pub fn set_limit(&mut self, slot: u32, limit: &Limit) -> Result<(), DataplaneError> {
+        let map = self
+            .ebpf
+            .map_mut(MAP_LIMITS)
+            .ok_or(DataplaneError::MissingMap { name: MAP_LIMITS })?;
+        let mut array: Array<_, Limit> =
+            Array::try_from(map).map_err(map_err(MAP_LIMITS, "not an array of limits"))?;
         array
-            .set(slot, zeros, 0)
-            .map_err(map_err(MAP_STATS, format!("reset slot {slot}")))
+            .set(slot, limit, 0)
+            .map_err(map_err(MAP_LIMITS, format!("write slot {slot}")))
+    }
+
+    pub fn limit(&self, slot: u32) -> Result<Limit, DataplaneError> {
+        self.limits()?
+            .get(&slot, 0)
+            .map_err(map_err(MAP_LIMITS, format!("read slot {slot}")))
     }
 
     fn set_vm(&mut self, private: Ipv4Addr, vm: &Vm) -> Result<(), DataplaneError> {
@@ -533,15 +566,21 @@ impl Dataplane {
 
     /// The counters of one binding's slot, summed over CPUs.
     pub fn stats(&self, slot: u32) -> Result<EipStats, DataplaneError> {
-        let map = self
-            .ebpf
-            .map(MAP_STATS)
-            .ok_or(DataplaneError::MissingMap { name: MAP_STATS })?;
+        self.slot_sum(MAP_STATS, slot)
+    }
+
+    /// What one binding slot's limit dropped, summed over CPUs.
+    pub fn limit_drops(&self, slot: u32) -> Result<EipStats, DataplaneError> {
+        self.slot_sum(MAP_LIMIT_DROPS, slot)
+    }
+
+    fn slot_sum(&self, name: &'static str, slot: u32) -> Result<EipStats, DataplaneError> {
+        let map = self.ebpf.map(name).ok_or(DataplaneError::MissingMap { name })?;
         let array: PerCpuArray<_, EipStats> =
-            PerCpuArray::try_from(map).map_err(map_err(MAP_STATS, "not a per-CPU array"))?;
+            PerCpuArray::try_from(map).map_err(map_err(name, "not a per-CPU array"))?;
         let values = array
             .get(&slot, 0)
-            .map_err(map_err(MAP_STATS, format!("read slot {slot}")))?;
+            .map_err(map_err(name, format!("read slot {slot}")))?;
         Ok(values.iter().fold(EipStats::default(), |a, s| EipStats {
             in_packets: a.in_packets + s.in_packets,
             in_bytes: a.in_bytes + s.in_bytes,

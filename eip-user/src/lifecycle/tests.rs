@@ -2,6 +2,7 @@ use super::*;
 use crate::{
     engine::Engine,
     kernel::{Kernel, KernelView, MemKernel},
+    rate::{LimitChange, RateLimit},
     store::Store,
 };
 
@@ -84,7 +85,18 @@ fn alloc_takes_the_lowest_free_usable_address() {
     let l = limits();
     let (a, c) = alloc(&s, &l, None).unwrap();
     assert_eq!(a, ip("203.0.113.1"), "the network address is not handed out");
-    assert_eq!(step(&mut s, |_| Ok(c)), [Effect::ResetStats { slot: 1 }]);
+    assert_eq!(
+        step(&mut s, |_| Ok(c)),
+        [
+            Effect::ResetStats { slot: 1 },
+            // The slot may hold a released EIP's limit.
+            Effect::SetLimit {
+                slot: 1,
+                inbound: None,
+                outbound: None
+            }
+        ]
+    );
     assert_eq!(alloc(&s, &l, None).unwrap().0, ip("203.0.113.2"));
     assert_eq!(
         alloc(&s, &l, Some(ip("203.0.113.1"))),
@@ -132,6 +144,11 @@ fn bind_allocates_and_announces() {
             fx,
             [
                 Effect::ResetStats { slot: 1 },
+                Effect::SetLimit {
+                    slot: 1,
+                    inbound: None,
+                    outbound: None
+                },
                 Effect::Bind {
                     eip: e,
                     slot: 1,
@@ -824,4 +841,131 @@ mod sequences {
             })?;
         }
     }
+}
+
+fn rate_limit(bps: u64) -> RateLimit {
+    RateLimit {
+        rate_bps: bps,
+        burst_bytes: None,
+    }
+}
+
+#[test]
+fn a_limit_belongs_to_the_eip() {
+    let mut s = world();
+    let l = limits();
+    let e = ip("203.0.113.3");
+    step(&mut s, |s| bind(s, &l, e, &name("vm1"), false));
+    let slot = s.eips[&e].slot;
+    let twenty = rate_limit(20_000_000);
+    let fx = step(&mut s, |s| {
+        limit(s, &l, e, LimitChange::Set(twenty), LimitChange::Set(twenty))
+    });
+    assert_eq!(
+        fx,
+        [Effect::SetLimit {
+            slot,
+            inbound: Some(twenty),
+            outbound: Some(twenty)
+        }]
+    );
+    // One way on its own; the same limit again changes nothing.
+    let five = rate_limit(5_000_000);
+    let fx = step(&mut s, |s| {
+        limit(s, &l, e, LimitChange::Keep, LimitChange::Set(five))
+    });
+    assert_eq!(
+        fx,
+        [Effect::SetLimit {
+            slot,
+            inbound: Some(twenty),
+            outbound: Some(five)
+        }]
+    );
+    let again = limit(&s, &l, e, LimitChange::Keep, LimitChange::Set(five)).unwrap();
+    assert!(again.writes.is_empty(), "{}", again.message);
+    // A move and an unbind keep it, and touch no limit.
+    let fx = step(&mut s, |s| bind(s, &l, e, &name("vm2"), false));
+    assert!(!fx.iter().any(|f| matches!(f, Effect::SetLimit { .. })), "{fx:?}");
+    step(&mut s, |s| unbind(s, e));
+    assert_eq!(
+        (s.eips[&e].limit_in, s.eips[&e].limit_out),
+        (Some(twenty), Some(five))
+    );
+    // Removed both ways.
+    let fx = step(&mut s, |s| {
+        limit(s, &l, e, LimitChange::Remove, LimitChange::Remove)
+    });
+    assert_eq!(
+        fx,
+        [Effect::SetLimit {
+            slot,
+            inbound: None,
+            outbound: None
+        }]
+    );
+}
+
+#[test]
+fn a_limit_on_a_free_pool_address_allocates_it_and_outside_the_pools_is_refused() {
+    let mut s = world();
+    let l = limits();
+    let ten = LimitChange::Set(rate_limit(10_000_000));
+    let c = limit(&s, &l, ip("203.0.113.4"), ten, ten).unwrap();
+    assert!(
+        c.message.starts_with("allocated 203.0.113.4; limited"),
+        "{}",
+        c.message
+    );
+    s.apply(&c.writes);
+    assert_eq!(s.eips[&ip("203.0.113.4")].limit_in, Some(rate_limit(10_000_000)));
+    assert_eq!(
+        limit(&s, &l, ip("198.51.100.1"), ten, ten),
+        Err(Refusal::NotInPool(ip("198.51.100.1")))
+    );
+}
+
+#[test]
+fn bind_with_a_limit_binds_and_limits_in_one_change() {
+    let mut s = world();
+    let l = limits();
+    let e = ip("203.0.113.3");
+    let twenty = rate_limit(20_000_000);
+    let c = bind_limited(&s, &l, e, &name("vm1"), false, twenty).unwrap();
+    assert_eq!(c.writes.len(), 1, "{:?}", c.writes);
+    assert!(c.message.contains("limited to 20mbit"), "{}", c.message);
+    let before = s.clone();
+    s.apply(&c.writes);
+    let fx = effects(&before, &s, &c.writes);
+    // The limit is in place before the binding takes traffic.
+    let set = fx
+        .iter()
+        .position(|f| matches!(f, Effect::SetLimit { inbound: Some(_), .. }));
+    let bind_at = fx.iter().position(|f| matches!(f, Effect::Bind { .. }));
+    assert!(set.unwrap() < bind_at.unwrap(), "{fx:?}");
+    // Already bound there: only the limit is written.
+    let c = bind_limited(&s, &l, e, &name("vm1"), false, rate_limit(1_000_000)).unwrap();
+    assert_eq!(c.writes.len(), 1);
+    s.apply(&c.writes);
+    assert_eq!(s.eips[&e].limit_out, Some(rate_limit(1_000_000)));
+}
+
+#[tokio::test]
+async fn reconcile_puts_back_a_limit_the_kernel_lost() {
+    let dir = tempfile::tempdir().unwrap();
+    let l = limits();
+    let mut en = Engine::new(Store::open(dir.path()).unwrap(), MemKernel::default(), l).unwrap();
+    let c = pool_add(en.state(), &l, "203.0.113.0/29".parse().unwrap(), &[]);
+    en.run("pool add", c).await.unwrap();
+    let c = host_add(en.state(), &l, mac(1), ip("192.168.6.11"), Some("vm1".into()));
+    en.run("host add", c).await.unwrap();
+    let twenty = rate_limit(20_000_000);
+    let c = bind_limited(en.state(), &l, ip("203.0.113.3"), &name("vm1"), false, twenty);
+    en.run("bind", c).await.unwrap();
+    assert_eq!(en.kernel.view().await.unwrap(), KernelView::desired(en.state()));
+    // The slot's limit gone from the kernel (a map re-created, say): put back in one pass.
+    en.kernel.limits.clear();
+    assert_eq!(en.reconcile().await.unwrap(), 1);
+    assert_eq!(en.kernel.view().await.unwrap(), KernelView::desired(en.state()));
+    assert!(en.kernel.limits.values().all(|l| l.inbound.is_limited()));
 }

@@ -5,6 +5,7 @@
 pub mod clients;
 pub mod daemon;
 pub mod fixtures;
+pub mod iperf;
 pub mod lab;
 pub mod netns;
 pub mod process;
