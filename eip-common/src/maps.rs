@@ -78,11 +78,23 @@ pub const PROG_PORT_DROPS: &str = "eip_port_drops";
 ///
 /// Slot 0 is never given to a binding: the stats array's entry 0 is a sink, so a value whose
 /// slot was left zero (or a binding being torn down) never adds to another binding's counts.
+/// The slot's top bit, [`SLOT_LIMITED`], says that the EIP has a bandwidth limit: an EIP
+/// without one costs the fast path a bit test on a value it has loaded anyway, not a lookup.
 #[repr(C)]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Binding {
     pub addr: u32,
     pub slot: u32,
+}
+
+/// [`Binding::slot`]'s top bit: the slot's entry in [`MAP_LIMITS`] is to be consulted.
+/// Entries pinned by versions before limits never have it.
+pub const SLOT_LIMITED: u32 = 1 << 31;
+
+/// The index into the per-slot arrays of a [`Binding::slot`] value.
+#[inline(always)]
+pub const fn slot_index(slot: u32) -> u32 {
+    slot & !SLOT_LIMITED
 }
 
 /// A VM seen by its private IP.

@@ -1,11 +1,15 @@
 //! Per-EIP bandwidth limits: eip-common's policer ([`eip_common::limiter`]) over the limit
-//! the daemon wrote for the binding's slot. An EIP without a limit pays one array lookup
-//! (which the verifier inlines) and a branch; only a limited one reads the clock.
+//! the daemon wrote for the binding's slot. An EIP without a limit pays a bit test of its
+//! binding's slot ([`SLOT_LIMITED`]); only a limited one looks its limit up and reads the
+//! clock.
 
 use core::intrinsics::{AtomicOrdering, atomic_xadd};
 
 use aya_ebpf::helpers::bpf_ktime_get_ns;
-use eip_common::limiter::{Policer, Timeline, admit};
+use eip_common::{
+    limiter::{Policer, Timeline, admit},
+    maps::{SLOT_LIMITED, slot_index},
+};
 
 use crate::maps::{EIP_LIMIT_DROPS, EIP_LIMITS};
 
@@ -45,10 +49,14 @@ pub enum Way {
     Out,
 }
 
-/// Whether `len` bytes through the EIP of `slot` pass its limit that `way`. Counts what it
-/// drops.
+/// Whether `len` bytes through the EIP of `slot` (a binding's, [`SLOT_LIMITED`] included)
+/// pass its limit that `way`. Counts what it drops.
 #[inline(always)]
 pub fn admit_len(slot: u32, way: Way, len: usize) -> bool {
+    if slot & SLOT_LIMITED == 0 {
+        return true;
+    }
+    let slot = slot_index(slot);
     let Some(limit) = EIP_LIMITS.get_ptr_mut(slot) else {
         return true;
     };
@@ -62,6 +70,7 @@ pub fn admit_len(slot: u32, way: Way, len: usize) -> bool {
     };
     // SAFETY: as above.
     let p: Policer = unsafe { *policer };
+    // Limited the other way only.
     if !p.is_limited() {
         return true;
     }

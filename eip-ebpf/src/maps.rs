@@ -97,7 +97,7 @@ pub fn count(c: Counter) {
 
 #[inline(always)]
 pub fn count_in(slot: u32, bytes: usize) {
-    if let Some(s) = EIP_STATS.get_ptr_mut(slot) {
+    if let Some(s) = EIP_STATS.get_ptr_mut(slot_index(slot)) {
         // SAFETY: per-CPU, as in `count`.
         unsafe {
             (*s).in_packets += 1;
@@ -108,7 +108,7 @@ pub fn count_in(slot: u32, bytes: usize) {
 
 #[inline(always)]
 pub fn count_out(slot: u32, bytes: usize) {
-    if let Some(s) = EIP_STATS.get_ptr_mut(slot) {
+    if let Some(s) = EIP_STATS.get_ptr_mut(slot_index(slot)) {
         // SAFETY: per-CPU, as in `count`.
         unsafe {
             (*s).out_packets += 1;

@@ -226,7 +226,9 @@ pub struct DaemonArgs {
     #[arg(long)]
     pub fast_path_veth: bool,
     /// Binding capacity of the dataplane maps (fixed when the maps are first created).
-    #[arg(long, default_value_t = eip_common::maps::DEFAULT_MAX_BINDINGS)]
+    /// Below 2^31: a slot's top bit marks a limited EIP.
+    #[arg(long, default_value_t = eip_common::maps::DEFAULT_MAX_BINDINGS,
+          value_parser = clap::value_parser!(u32).range(1..i64::from(eip_common::maps::SLOT_LIMITED)))]
     pub max_bindings: u32,
     /// Capacity of the dataplane's VM table: one entry per reservation or lease (fixed when
     /// the maps are first created). One entry per address of the dynamic range is kept for

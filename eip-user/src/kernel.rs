@@ -9,7 +9,7 @@ use std::{
 
 use eip_common::{
     limiter::Limit,
-    maps::{Counter, EipStats},
+    maps::{Counter, EipStats, slot_index},
 };
 use ipnet::Ipv4Net;
 
@@ -35,8 +35,8 @@ pub struct KernelView {
     pub aliases: BTreeSet<Ipv4Addr>,
     /// The pools, whose addresses ingress refuses as sources from outside.
     pub pools: BTreeSet<Ipv4Net>,
-    /// Slot -> limit, for the slots of the forward entries (the ones traffic uses), with
-    /// the timelines left out.
+    /// Slot (index) -> limit, for the slots of the forward entries (the ones traffic uses),
+    /// with the timelines left out.
     pub limits: BTreeMap<u32, Limit>,
 }
 
@@ -56,7 +56,7 @@ impl KernelView {
             v.snat.insert(b.private, (eip, b.slot));
             v.aliases.insert(eip);
             if let Some(e) = state.eips.get(&eip) {
-                v.limits.insert(b.slot, limit_of(e));
+                v.limits.insert(slot_index(b.slot), limit_of(e));
             }
         }
         v
@@ -332,7 +332,8 @@ impl Kernel for MemKernel {
                 .maps
                 .dnat
                 .values()
-                .map(|b| (b.slot, self.limits.get(&b.slot).copied().unwrap_or_default()))
+                .map(|b| slot_index(b.slot))
+                .map(|s| (s, self.limits.get(&s).copied().unwrap_or_default()))
                 .collect(),
         })
     }

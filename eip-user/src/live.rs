@@ -422,7 +422,8 @@ impl Kernel for Live {
         let dnat: BTreeMap<Ipv4Addr, (Ipv4Addr, u32)> = pairs(self.dp.binding_entries(MAP_DNAT)?);
         let limits = dnat
             .values()
-            .map(|(_, slot)| Ok((*slot, crate::kernel::without_timelines(self.dp.limit(*slot)?))))
+            .map(|(_, slot)| eip_common::maps::slot_index(*slot))
+            .map(|slot| Ok((slot, crate::kernel::without_timelines(self.dp.limit(slot)?))))
             .collect::<Result<_, KernelError>>()?;
         let view = KernelView {
             dnat,

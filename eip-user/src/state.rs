@@ -200,6 +200,8 @@ pub enum Write {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Bound {
     pub private: Ipv4Addr,
+    /// The binding maps' slot value: the EIP's slot, with
+    /// [`eip_common::maps::SLOT_LIMITED`] when it has a limit either way.
     pub slot: u32,
 }
 
@@ -350,9 +352,15 @@ impl State {
     pub fn bound(&self, eip: Ipv4Addr) -> Option<Bound> {
         let e = self.eips.get(&eip)?;
         let host = self.hosts.get(&e.bound?)?;
+        let limited = e.limit_in.is_some() || e.limit_out.is_some();
         Some(Bound {
             private: host.ip,
-            slot: e.slot,
+            slot: e.slot
+                | if limited {
+                    eip_common::maps::SLOT_LIMITED
+                } else {
+                    0
+                },
         })
     }
 

@@ -857,53 +857,61 @@ fn a_limit_belongs_to_the_eip() {
     let e = ip("203.0.113.3");
     step(&mut s, |s| bind(s, &l, e, &name("vm1"), false));
     let slot = s.eips[&e].slot;
+    let set = |inbound, outbound| Effect::SetLimit {
+        slot,
+        inbound,
+        outbound,
+    };
+    // The binding marked limited (SLOT_LIMITED) or not, in place.
+    let marked = |limited: bool, private: &str| Effect::Bind {
+        eip: e,
+        slot: slot
+            | if limited {
+                eip_common::maps::SLOT_LIMITED
+            } else {
+                0
+            },
+        private: ip(private),
+        previous: None,
+    };
     let twenty = rate_limit(20_000_000);
     let fx = step(&mut s, |s| {
         limit(s, &l, e, LimitChange::Set(twenty), LimitChange::Set(twenty))
     });
+    // The limit first, then the mark.
     assert_eq!(
         fx,
-        [Effect::SetLimit {
-            slot,
-            inbound: Some(twenty),
-            outbound: Some(twenty)
-        }]
+        [set(Some(twenty), Some(twenty)), marked(true, "192.168.6.11")]
     );
-    // One way on its own; the same limit again changes nothing.
+    // One way on its own: the mark stays; the same limit again changes nothing.
     let five = rate_limit(5_000_000);
     let fx = step(&mut s, |s| {
         limit(s, &l, e, LimitChange::Keep, LimitChange::Set(five))
     });
-    assert_eq!(
-        fx,
-        [Effect::SetLimit {
-            slot,
-            inbound: Some(twenty),
-            outbound: Some(five)
-        }]
-    );
+    assert_eq!(fx, [set(Some(twenty), Some(five))]);
     let again = limit(&s, &l, e, LimitChange::Keep, LimitChange::Set(five)).unwrap();
     assert!(again.writes.is_empty(), "{}", again.message);
-    // A move and an unbind keep it, and touch no limit.
+    // A move and an unbind keep it, and touch no limit; the moved binding is marked.
     let fx = step(&mut s, |s| bind(s, &l, e, &name("vm2"), false));
     assert!(!fx.iter().any(|f| matches!(f, Effect::SetLimit { .. })), "{fx:?}");
+    assert!(
+        fx.iter().any(
+            |f| matches!(f, Effect::Bind { slot: s, .. } if *s == slot | eip_common::maps::SLOT_LIMITED)
+        ),
+        "{fx:?}"
+    );
     step(&mut s, |s| unbind(s, e));
     assert_eq!(
         (s.eips[&e].limit_in, s.eips[&e].limit_out),
         (Some(twenty), Some(five))
     );
-    // Removed both ways.
+    // Removed both ways while unbound: only the slot's limit; bound again, unmarked.
     let fx = step(&mut s, |s| {
         limit(s, &l, e, LimitChange::Remove, LimitChange::Remove)
     });
-    assert_eq!(
-        fx,
-        [Effect::SetLimit {
-            slot,
-            inbound: None,
-            outbound: None
-        }]
-    );
+    assert_eq!(fx, [set(None, None)]);
+    let fx = step(&mut s, |s| bind(s, &l, e, &name("vm1"), false));
+    assert!(fx.contains(&marked(false, "192.168.6.11")), "{fx:?}");
 }
 
 #[test]
