@@ -5,7 +5,7 @@ use std::{net::Ipv4Addr, time::Duration};
 
 use anyhow::{Context, Result, bail};
 use eip_user::{
-    api::{BindReq, Done, EipReq, Stats},
+    api::{BindReq, Done, EipReq, EipRow, LimitReq, Stats},
     client::Client,
     testing::{daemon::Instance, process::Background},
 };
@@ -59,6 +59,31 @@ impl Daemon {
             .block_on(self.client.post::<_, Done>("/v1/bind", &req))
             .with_context(|| format!("bind {eip} to {target}"))?;
         Ok(())
+    }
+
+    /// Sets `eip`'s limit each way (a RATE, `none`, or `None`: unchanged), with `burst`.
+    pub fn limit(
+        &self,
+        eip: Ipv4Addr,
+        inbound: Option<&str>,
+        outbound: Option<&str>,
+        burst: Option<&str>,
+    ) -> Result<()> {
+        let req = LimitReq {
+            eip,
+            inbound: inbound.map(str::to_owned),
+            outbound: outbound.map(str::to_owned),
+            burst: burst.map(str::to_owned),
+        };
+        self.rt
+            .block_on(self.client.post::<_, Done>("/v1/limit", &req))
+            .with_context(|| format!("limit {eip}"))?;
+        Ok(())
+    }
+
+    /// The EIPs' rows (`eip list`).
+    pub fn eips(&self) -> Result<Vec<EipRow>> {
+        Ok(self.rt.block_on(self.client.get("/v1/eips"))?)
     }
 
     pub fn release(&self, eip: Ipv4Addr) -> Result<()> {

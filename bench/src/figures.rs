@@ -4,7 +4,7 @@ use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Figure {
-    /// The family: `kernel`, `throughput`, `control`, `dhcp`, `memory`.
+    /// The family: `kernel`, `throughput`, `control`, `dhcp`, `memory`, `limits`.
     pub bench: String,
     /// What was measured within it: `ingress TCP`, `iptables`...
     pub variant: String,

@@ -8,6 +8,7 @@ pub mod daemon;
 pub mod dhcp;
 pub mod figures;
 pub mod kernel;
+pub mod limits;
 pub mod memory;
 pub mod plot;
 pub mod throughput;

@@ -32,7 +32,7 @@ pub const MAX_RATE_BPS: u64 = 100_000_000_000;
 pub const MAX_BURST_BYTES: u64 = 1 << 32;
 /// The burst when none is given: [`DEFAULT_BURST_NS`] of traffic at the rate, at least
 /// [`MIN_DEFAULT_BURST`] bytes. Measured with one TCP stream through 20mbit on the
-/// namespaces' veths (BENCHMARKS.md): a burst of 105 ms halves its goodput, 200 ms and more
+/// namespaces' veths (BENCHMARKS.md): a burst of 105 ms halves its goodput, 210 ms and more
 /// keep it at the limit. What a burst lets through beyond the rate is the burst itself, once
 /// per idle spell: 250 ms of the rate adds 2.5 % to a 10 s average.
 pub const DEFAULT_BURST_NS: u64 = 250_000_000;

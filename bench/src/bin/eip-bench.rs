@@ -9,7 +9,7 @@ use std::{
 };
 
 use anyhow::{Context, Result};
-use bench::{control, dhcp, figures, figures::Figure, kernel, memory, throughput};
+use bench::{control, dhcp, figures, figures::Figure, kernel, limits, memory, throughput};
 use clap::{Parser, ValueEnum};
 
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -19,6 +19,7 @@ enum Family {
     Control,
     Dhcp,
     Memory,
+    Limits,
 }
 
 #[derive(Parser)]
@@ -150,6 +151,20 @@ fn measure(args: &Args, bin: &std::path::Path, all: &mut Vec<Figure>, say: &dyn 
             secs: if args.quick { 3 } else { 10 },
         };
         all.extend(dhcp::run(bin, &plan, say).context("DHCP")?);
+    }
+    if wanted(Family::Limits) {
+        let plan = if args.quick {
+            limits::Plan {
+                secs: 5,
+                bursts: vec![],
+            }
+        } else {
+            limits::Plan {
+                secs: 10,
+                bursts: vec!["128kb", "256kb", "512kb", "1mb", "2mb"],
+            }
+        };
+        all.extend(limits::run(bin, &plan, say).context("limits")?);
     }
     if wanted(Family::Memory) {
         let sizes: &[u32] = if args.quick {
