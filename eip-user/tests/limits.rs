@@ -280,14 +280,7 @@ fn a_limit_stays_with_the_eip() {
     );
     // Still enforced by the dataplane after the restart: UDP at 100 Mbit/s gets ~20.
     let _srv = server(lab.vm(2), 5201);
-    let v = client(
-        &lab.topo.outside,
-        eip(10),
-        5201,
-        3,
-        &["-u", "-b", "100M", "-l", "1400"],
-    );
-    let d = udp_delivered(&v) / MBIT;
+    let d = udp_to_eip10(&lab, 3);
     assert!(d <= 21.0, "after a restart: {d:.1} Mbit/s through 20mbit");
 
     let history = lab.ok(&["history"]);
@@ -301,15 +294,20 @@ fn a_limit_stays_with_the_eip() {
     lab.ok(&["limit", "203.0.113.10", "none"]);
     let r = row(&lab, eip(10));
     assert!(r["limit_in_bps"].is_null() && r["limit_out_bps"].is_null(), "{r}");
+    let d = udp_to_eip10(&lab, 2);
+    assert!(d > 40.0, "with no limit: {d:.1} Mbit/s");
+}
+
+/// 100 Mbit/s of UDP from outside to 203.0.113.10 port 5201 for `secs`: Mbit/s delivered.
+fn udp_to_eip10(lab: &Lab, secs: u32) -> f64 {
     let v = client(
         &lab.topo.outside,
         eip(10),
         5201,
-        2,
+        secs,
         &["-u", "-b", "100M", "-l", "1400"],
     );
-    let d = udp_delivered(&v) / MBIT;
-    assert!(d > 40.0, "with no limit: {d:.1} Mbit/s");
+    udp_delivered(&v) / MBIT
 }
 
 /// Every refusal of `eip limit` and `eip bind --limit`: exit code 1, one sentence, and
