@@ -16,7 +16,7 @@ use ipnet::Ipv4Net;
 use crate::{
     dataplane::update::{BindingMaps, MemMaps, bind_ops, execute, unbind_ops},
     lifecycle::Effect,
-    rate::policer,
+    rate::dataplane_limit,
     state::{Eip, Mac, State},
 };
 
@@ -65,10 +65,7 @@ impl KernelView {
 
 /// The dataplane's form of an EIP's limit (timelines idle).
 pub fn limit_of(e: &Eip) -> Limit {
-    Limit {
-        inbound: policer(e.limit_in),
-        outbound: policer(e.limit_out),
-    }
+    dataplane_limit(e.limit_in, e.limit_out)
 }
 
 /// `l` as a view compares it: without the timelines, which only the programs write.
@@ -128,9 +125,9 @@ pub fn reconcile(state: &State, view: &KernelView) -> Vec<Effect> {
             });
         }
     }
-    for (slot, limit) in &want.limits {
-        if view.limits.get(slot) != Some(limit)
-            && let Some(e) = state.eips.values().find(|e| e.slot == *slot)
+    for (eip, b) in state.bindings() {
+        if let Some(e) = state.eips.get(&eip)
+            && view.limits.get(&slot_index(b.slot)) != Some(&limit_of(e))
         {
             out.push(Effect::set_limit(e));
         }
@@ -273,13 +270,7 @@ impl Kernel for MemKernel {
                 inbound,
                 outbound,
             } => {
-                self.limits.insert(
-                    slot,
-                    Limit {
-                        inbound: policer(inbound),
-                        outbound: policer(outbound),
-                    },
-                );
+                self.limits.insert(slot, dataplane_limit(inbound, outbound));
             }
             Effect::DelGuest { private, mac } => {
                 if self.vms.get(&private).is_some_and(|v| v.0 == mac) {

@@ -352,13 +352,9 @@ impl Kernel for Live {
                 slot,
                 inbound,
                 outbound,
-            } => self.dp.set_limit(
-                slot,
-                &eip_common::limiter::Limit {
-                    inbound: crate::rate::policer(inbound),
-                    outbound: crate::rate::policer(outbound),
-                },
-            )?,
+            } => self
+                .dp
+                .set_limit(slot, &crate::rate::dataplane_limit(inbound, outbound))?,
             Effect::Bind { .. } | Effect::Unbind { .. } | Effect::ForgetSnat { .. } => {
                 apply_binding(&mut self.dp, effect)?
             }

@@ -3,7 +3,7 @@
 
 use std::{fmt, str::FromStr};
 
-use eip_common::limiter::{self, MAX_BURST_BYTES, MAX_RATE_BPS, MIN_RATE_BPS, Policer};
+use eip_common::limiter::{self, Limit, MAX_BURST_BYTES, MAX_RATE_BPS, MIN_RATE_BPS, Policer};
 use serde::{Deserialize, Serialize};
 
 /// Why a RATE or SIZE was refused; each message is the one sentence the CLI prints.
@@ -201,6 +201,14 @@ impl fmt::Display for RateLimit {
 /// The dataplane's policer for an optional limit.
 pub fn policer(limit: Option<RateLimit>) -> Policer {
     limit.map_or(Policer::UNLIMITED, |l| l.policer())
+}
+
+/// The dataplane's value for a slot limited `inbound` and `outbound` (timelines idle).
+pub fn dataplane_limit(inbound: Option<RateLimit>, outbound: Option<RateLimit>) -> Limit {
+    Limit {
+        inbound: policer(inbound),
+        outbound: policer(outbound),
+    }
 }
 
 /// What a command asks of one direction's limit.
