@@ -188,6 +188,30 @@ fn traffic_on_both_cpus_gets_one_limit() {
     assert!(delivered >= 10.0, "only {delivered:.1} Mbit/s delivered");
     let dropped = after["limit_dropped"]["in_packets"].as_u64().unwrap();
     assert!(dropped > 0);
+    // Both CPUs translated for the EIP: without that, a limit per CPU would pass too.
+    let per_cpu = translated_per_cpu(&lab, eip(10));
+    assert!(
+        per_cpu.iter().filter(|n| **n > 0).count() >= 2,
+        "packets translated per CPU: {per_cpu:?}"
+    );
+}
+
+/// Packets the EIP translated toward its VM, per CPU, read from the daemon's pinned maps.
+fn translated_per_cpu(lab: &Lab, addr: Ipv4Addr) -> Vec<u64> {
+    use aya::maps::{HashMap, Map, MapData, PerCpuArray};
+    use eip_common::maps::{Binding, EipStats, MAP_DNAT, MAP_STATS, slot_index};
+    let maps = lab.inst.pins().join("maps");
+    let dnat = MapData::from_pin(maps.join(MAP_DNAT)).expect("pinned DNAT map");
+    let dnat: HashMap<_, u32, Binding> = HashMap::try_from(Map::HashMap(dnat)).unwrap();
+    let slot = slot_index(dnat.get(&addr.to_bits(), 0).expect("the EIP's binding").slot);
+    let stats = MapData::from_pin(maps.join(MAP_STATS)).expect("pinned stats map");
+    let stats: PerCpuArray<_, EipStats> = PerCpuArray::try_from(Map::PerCpuArray(stats)).unwrap();
+    stats
+        .get(&slot, 0)
+        .expect("the slot's counters")
+        .iter()
+        .map(|s| s.in_packets)
+        .collect()
 }
 
 /// An unlimited EIP keeps its throughput while a limited neighbour on the same host is
