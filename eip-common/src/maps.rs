@@ -48,6 +48,19 @@ pub const MAP_LIMITS: &str = "EIP_LIMITS";
 /// direction (the same four counts as [`MAP_STATS`], of packets not translated).
 pub const MAP_LIMIT_DROPS: &str = "EIP_LIMIT_DROPS";
 
+/// The bridge's ifindex (a `u32` at index 0), for [`PROG_PORT`]'s route lookup. Not pinned:
+/// the port program runs only while a daemon runs (its links are the daemon's), so this is
+/// that daemon's own, written when it starts and when the bridge is created again.
+pub const MAP_BRIDGE: &str = "EIP_BRIDGE";
+/// Per [`Binding::slot`], when [`PROG_PORT`] last let one of the VM's packets go through the
+/// bridge (ns since boot, the coarse clock), so the bridge keeps learning the VM's MAC on its
+/// port. Not pinned, as [`MAP_BRIDGE`].
+pub const MAP_PORT_LEARN: &str = "EIP_PORT_LEARN";
+/// How often [`PROG_PORT`] hands one of a VM's packets to the bridge instead of sending it
+/// out itself: the bridge's forwarding database then never ages the VM's MAC out (300 s by
+/// default), and the daemon keeps finding the VM's port.
+pub const PORT_LEARN_NS: u64 = 1_000_000_000;
+
 /// Every map, for pinning them all.
 pub const ALL_MAPS: [&str; 13] = [
     MAP_DNAT,
@@ -69,6 +82,11 @@ pub const PROG_INGRESS: &str = "eip_ingress";
 /// Ingress as a TC program, for an external interface that is a veth (partial checksums).
 pub const PROG_INGRESS_TC: &str = "eip_ingress_tc";
 pub const PROG_EGRESS: &str = "eip_egress";
+/// TCX ingress on each VM's bridge port: `eip_egress`'s fast path taken before the bridge
+/// (its receive, its netfilter hook, a second pass through the stack for the bridge device).
+/// Whatever it does not send out itself it leaves untouched to the bridge, where `eip_egress`
+/// judges it. Attached by the daemon while it runs, never pinned.
+pub const PROG_PORT: &str = "eip_port";
 /// TC egress on the external interface: the host's own ICMP errors about translated packets.
 pub const PROG_EXT_EGRESS: &str = "eip_ext_egress";
 /// The `xdp:xdp_redirect_err` tracepoint program that fills [`MAP_PORT_DROPS`].
@@ -229,10 +247,13 @@ pub enum Counter {
     DropLimitIn = 25,
     /// From a VM, over its EIP's outbound limit (counted per EIP too).
     DropLimitOut = 26,
+    /// Of [`Counter::EgressFastPath`]: taken at the VM's bridge port ([`PROG_PORT`]), before
+    /// the bridge.
+    EgressAtPort = 27,
 }
 
 impl Counter {
-    pub const ALL: [Counter; 27] = [
+    pub const ALL: [Counter; 28] = [
         Counter::DropMalformed,
         Counter::DropSpoofed,
         Counter::DropQuarantined,
@@ -260,6 +281,7 @@ impl Counter {
         Counter::EgressTtlToKernel,
         Counter::DropLimitIn,
         Counter::DropLimitOut,
+        Counter::EgressAtPort,
     ];
 
     /// The name operators see in `eip stats` and the metrics.
@@ -292,6 +314,7 @@ impl Counter {
             Counter::EgressTtlToKernel => "egress_ttl_to_kernel",
             Counter::DropLimitIn => "drop_limit_in",
             Counter::DropLimitOut => "drop_limit_out",
+            Counter::EgressAtPort => "egress_at_port",
         }
     }
 }

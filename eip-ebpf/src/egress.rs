@@ -3,6 +3,9 @@
 //! of the external interface (FIB lookup + redirect), or to the kernel's forwarding when the
 //! lookup does not resolve. A packet to another VM's EIP is translated both ways (hairpin).
 //! Anti-spoofing and quarantine are enforced here, where the VMs' packets enter the host.
+//!
+//! `eip_port` is the same program on each VM's bridge port (TCX ingress), before the bridge:
+//! it takes only the fast path and leaves everything else, untouched, to `eip_egress`.
 
 use core::mem;
 
@@ -40,7 +43,23 @@ const DHCP_SERVER_PORT: u16 = 67;
 
 #[classifier]
 pub fn eip_egress(ctx: TcContext) -> i32 {
-    match try_egress(&ctx) {
+    finish(try_egress::<false>(&ctx))
+}
+
+/// TCX ingress on a VM's bridge port: the fast path of [`eip_egress`] before the bridge.
+/// Only a frame the bridge would hand its own device (to the bridge's MAC, untagged) from the
+/// VM the maps put behind this very port, translated and sent out of the interface the FIB
+/// names, is taken here; anything else goes on to the bridge untouched (and, through it, to
+/// `eip_egress`, which judges, counts and drops it there). That includes one packet of each
+/// binding every [`PORT_LEARN_NS`], so the bridge goes on learning the VM's MAC on this port.
+#[classifier]
+pub fn eip_port(ctx: TcContext) -> i32 {
+    finish(try_egress::<true>(&ctx))
+}
+
+#[inline(always)]
+fn finish(r: Result<i32, Counter>) -> i32 {
+    match r {
         Ok(action) => action,
         Err(reason) => {
             count(reason);
@@ -49,8 +68,15 @@ pub fn eip_egress(ctx: TcContext) -> i32 {
     }
 }
 
+/// At the bridge (`AT_PORT` false), `reason`: the packet is dropped and counted. At a port,
+/// the packet goes on to the bridge untouched, where `eip_egress` does that.
 #[inline(always)]
-fn try_egress(ctx: &TcContext) -> Result<i32, Counter> {
+fn refuse<const AT_PORT: bool>(reason: Counter) -> Result<i32, Counter> {
+    if AT_PORT { Ok(TC_ACT_OK) } else { Err(reason) }
+}
+
+#[inline(always)]
+fn try_egress<const AT_PORT: bool>(ctx: &TcContext) -> Result<i32, Counter> {
     // Headers must be in the linear area for direct access.
     pull_headers(ctx, PULL_LEN);
     let mut pkt = TcFrame(ctx);
@@ -60,6 +86,20 @@ fn try_egress(ctx: &TcContext) -> Result<i32, Counter> {
     let Some(src_mac) = pkt.load::<6>(6) else {
         return Ok(TC_ACT_OK);
     };
+    let cfg = config();
+    if AT_PORT {
+        // Only what the bridge would hand its own device, untagged (a tag the kernel took
+        // off into the skb is the bridge's VLAN business), while the fast path is on.
+        // SAFETY: reading a field of the context the program was given.
+        let tagged = eth.tagged || unsafe { (*ctx.skb.skb).vlan_present } != 0;
+        if tagged
+            || eth.ethertype != ETH_P_IP
+            || cfg.flags & CONFIG_NO_FAST_PATH != 0
+            || pkt.load::<6>(0) != Some(cfg.bridge_mac)
+        {
+            return Ok(TC_ACT_OK);
+        }
+    }
     // Plain values rather than `Option`s here: an `Option`'s undefined payload, spilled by
     // LLVM, fails the verifier ("!read_ok").
     let (leased, lease) = match lease(src_mac) {
@@ -76,18 +116,17 @@ fn try_egress(ctx: &TcContext) -> Result<i32, Counter> {
     }
     let ip = match parse_ipv4(&pkt, eth.l3_off) {
         Ok(ip) => ip,
-        Err(_) if quarantined => return Err(Counter::DropQuarantined),
+        Err(_) if quarantined => return refuse::<AT_PORT>(Counter::DropQuarantined),
         // Malformed from a bound address: dropped rather than forwarded untranslated, which
         // would leak the private address. Others are the kernel's to judge.
         Err(_) => {
             return match pkt.u32_at(eth.l3_off + IP_SRC).and_then(snat) {
-                Some(_) => Err(Counter::DropMalformed),
+                Some(_) => refuse::<AT_PORT>(Counter::DropMalformed),
                 None => Ok(TC_ACT_OK),
             };
         }
     };
 
-    let cfg = config();
     // DHCP to this host's server passes untouched, whatever its source: a client renewing an
     // address it no longer holds (its reservation changed) must reach the server to be told
     // so, and a quarantined VM still gets its address. Only to the bridge subnet or the
@@ -96,7 +135,7 @@ fn try_egress(ctx: &TcContext) -> Result<i32, Counter> {
         return Ok(TC_ACT_OK);
     }
     if quarantined {
-        return Err(Counter::DropQuarantined);
+        return refuse::<AT_PORT>(Counter::DropQuarantined);
     }
     let (bound, binding) = match snat(ip.src) {
         Some(b) => (true, b),
@@ -111,16 +150,35 @@ fn try_egress(ctx: &TcContext) -> Result<i32, Counter> {
             bound
         };
         if spoofed {
-            return Err(Counter::DropSpoofed);
+            return refuse::<AT_PORT>(Counter::DropSpoofed);
         }
     }
     if !bound {
         return Ok(TC_ACT_OK);
     }
+    // The coarse clock (a tick's resolution) is enough for a second's life, and cheaper.
+    // SAFETY: a plain helper call.
+    let now = unsafe { bpf_ktime_get_coarse_ns() };
+    if AT_PORT {
+        // Only the VM the maps put behind this port, with the MAC they name: a VM that moved
+        // ports, or one whose port is not known (0), goes through the bridge, which learns
+        // where it is now, and the daemon follows.
+        let (found, v) = match vm(ip.src) {
+            Some(v) => (true, v),
+            None => (false, Vm::default()),
+        };
+        // SAFETY: reading a field of the context the program was given.
+        let port = unsafe { (*ctx.skb.skb).ifindex };
+        if !found || v.port_ifindex != port || v.mac != src_mac || port_learn_due(binding.slot, now) {
+            return Ok(TC_ACT_OK);
+        }
+    }
     // A TTL that runs out here: the kernel answers the VM, which it can do only while the
     // source is still the VM's own. Passed untranslated; the kernel does not forward it.
     if pkt.u8_at(ip.l3_off + IP_TTL).is_none_or(|ttl| ttl <= 1) {
-        count(Counter::EgressTtlToKernel);
+        if !AT_PORT {
+            count(Counter::EgressTtlToKernel);
+        }
         return Ok(TC_ACT_OK);
     }
     if cfg.is_private(ip.dst) {
@@ -128,7 +186,7 @@ fn try_egress(ctx: &TcContext) -> Result<i32, Counter> {
         // it, so no EIP is there.)
         return Ok(TC_ACT_OK);
     }
-    let query = HopQuery::new(ctx, &pkt, &ip, binding.addr);
+    let query = HopQuery::new(ctx, &pkt, &ip, binding.addr, now);
     // A next hop kept from the last second means its destination was no EIP then (a hairpin
     // is never kept): the hairpin lookup is skipped with the FIB's. An EIP bound since then
     // is reached through the router meanwhile, which sends it back.
@@ -136,6 +194,10 @@ fn try_egress(ctx: &TcContext) -> Result<i32, Counter> {
         Some(hop) => (BPF_FIB_LKUP_RET_SUCCESS as i64, hop),
         None => {
             if let Some(peer) = dnat(ip.dst) {
+                if AT_PORT {
+                    // The bridge's program turns it round.
+                    return Ok(TC_ACT_OK);
+                }
                 return hairpin(
                     &mut pkt,
                     &ip,
@@ -146,10 +208,26 @@ fn try_egress(ctx: &TcContext) -> Result<i32, Counter> {
                     &cfg,
                 );
             }
-            query.ask_fib(ctx, &ip)
+            // At a port, the route is looked up as for a packet the bridge device received
+            // (policy routing by input interface sees what it would have seen).
+            let iif = if AT_PORT {
+                bridge_ifindex()
+            } else {
+                // SAFETY: reading the skb's ifindex from the context the program was given.
+                unsafe { (*ctx.skb.skb).ifindex }
+            };
+            query.ask_fib(ctx, &ip, iif)
         }
     };
-    let plan = plan(&pkt, &ip, Field::Source, binding.addr).map_err(drop_reason)?;
+    if AT_PORT && rc != BPF_FIB_LKUP_RET_SUCCESS as i64 {
+        // For the host, no route, too big, a neighbour not resolved: the bridge's program
+        // hands it to the kernel as it must.
+        return Ok(TC_ACT_OK);
+    }
+    let plan = match plan(&pkt, &ip, Field::Source, binding.addr) {
+        Ok(p) => p,
+        Err(e) => return refuse::<AT_PORT>(drop_reason(e)),
+    };
     if rc == BPF_FIB_LKUP_RET_NOT_FWDED as i64 {
         // For the host itself (any of its addresses), or no route at all: the host must see,
         // and answer, the VM's own address (an "unreachable" included).
@@ -175,9 +253,15 @@ fn try_egress(ctx: &TcContext) -> Result<i32, Counter> {
     {
         pkt.store(0, hop.macs).ok_or(Counter::DropMalformed)?;
         count(Counter::EgressFastPath);
+        if AT_PORT {
+            count(Counter::EgressAtPort);
+        }
         // SAFETY: a plain helper call; the ifindex comes from the kernel's FIB.
         return Ok(unsafe { bpf_redirect(hop.ifindex, 0) } as i32);
     }
+    // At a port only after the checks above (TTL above 1, the fast path on, the FIB's
+    // success), so never: a translated packet passed to the bridge would be dropped there
+    // as spoofed, never sent.
     count(Counter::EgressFallback);
     Ok(TC_ACT_OK)
 }
@@ -246,7 +330,7 @@ struct HopQuery {
 
 impl HopQuery {
     #[inline(always)]
-    fn new(ctx: &TcContext, pkt: &TcFrame, ip: &Ipv4Info, eip: u32) -> Self {
+    fn new(ctx: &TcContext, pkt: &TcFrame, ip: &Ipv4Info, eip: u32, now: u64) -> Self {
         let tos = pkt.u8_at(ip.l3_off + 1).unwrap_or(0);
         HopQuery {
             key: NextHopKey {
@@ -256,10 +340,7 @@ impl HopQuery {
             },
             len: mtu_len(ctx, pkt, ip),
             tos,
-            // The coarse clock (a tick's resolution) is enough for a second's life, and
-            // cheaper.
-            // SAFETY: a plain helper call.
-            now: unsafe { bpf_ktime_get_coarse_ns() },
+            now,
         }
     }
 
@@ -280,10 +361,11 @@ impl HopQuery {
         (self.now.wrapping_sub(hop.at_ns) < NEXTHOP_LIFE_NS && u32::from(self.len) <= hop.mtu).then_some(hop)
     }
 
-    /// Asks the FIB: its return code, and on success the next hop, which is kept.
+    /// Asks the FIB, as for a packet received on `iif`: its return code, and on success the
+    /// next hop, which is kept.
     #[inline(always)]
-    fn ask_fib(&self, ctx: &TcContext, ip: &Ipv4Info) -> (i64, NextHop) {
-        let (rc, fib) = lookup(ctx, ip, self.key.eip, self.len, self.tos);
+    fn ask_fib(&self, ctx: &TcContext, ip: &Ipv4Info, iif: u32) -> (i64, NextHop) {
+        let (rc, fib) = lookup(ctx, ip, self.key.eip, self.len, self.tos, iif);
         let mut hop = NextHop {
             ifindex: fib.ifindex,
             // SAFETY: on success the kernel writes the route's MTU over the length it was
@@ -305,15 +387,14 @@ impl HopQuery {
 /// The kernel's route for the translated packet (source = EIP): the return code and the
 /// filled-in parameters (egress ifindex, MACs, MTU).
 #[inline(always)]
-fn lookup(ctx: &TcContext, ip: &Ipv4Info, eip: u32, len: u16, tos: u8) -> (i64, bpf_fib_lookup) {
+fn lookup(ctx: &TcContext, ip: &Ipv4Info, eip: u32, len: u16, tos: u8, iif: u32) -> (i64, bpf_fib_lookup) {
     // SAFETY: bpf_fib_lookup is plain data; all-zero is its documented initial state.
     let mut p: bpf_fib_lookup = unsafe { mem::zeroed() };
     p.family = AF_INET;
     p.l4_protocol = ip.proto;
     p.__bindgen_anon_1.tot_len = len;
     p.__bindgen_anon_2.tos = tos;
-    // SAFETY: reading the skb's ifindex from the context the program was given.
-    p.ifindex = unsafe { (*ctx.skb.skb).ifindex };
+    p.ifindex = iif;
     p.__bindgen_anon_3.ipv4_src = eip.to_be();
     p.__bindgen_anon_4.ipv4_dst = ip.dst.to_be();
     // SAFETY: the context pointer and a parameter struct of the size passed.

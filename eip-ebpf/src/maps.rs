@@ -41,6 +41,14 @@ pub static EIP_LIMIT_DROPS: PerCpuArray<EipStats> =
 #[map]
 pub static EIP_UPLINK: Array<Uplink> = Array::with_max_entries(1, 0);
 
+/// The bridge's ifindex, for `eip_port`'s route lookup (see `MAP_BRIDGE`).
+#[map]
+pub static EIP_BRIDGE: Array<u32> = Array::with_max_entries(1, 0);
+/// One more than the bindings, as the stats (see `MAP_PORT_LEARN`). One value every CPU
+/// shares: it is read per packet and written once a second.
+#[map]
+pub static EIP_PORT_LEARN: Array<u64> = Array::with_max_entries(DEFAULT_MAX_BINDINGS + 1, 0);
+
 /// Egress's next hops: what `bpf_fib_lookup` said for a binding's traffic to one destination,
 /// reused for [`NEXTHOP_LIFE_NS`]. Not pinned: a cache, the running program's own.
 #[map]
@@ -120,6 +128,30 @@ pub fn count_out(slot: u32, bytes: usize) {
 #[inline(always)]
 pub fn config() -> Config {
     EIP_CONFIG.get(0).copied().unwrap_or_default()
+}
+
+/// The bridge's ifindex; 0 until the daemon writes it.
+#[inline(always)]
+pub fn bridge_ifindex() -> u32 {
+    EIP_BRIDGE.get(0).copied().unwrap_or(0)
+}
+
+/// Whether `eip_port` is to hand this packet of the binding at `slot` to the bridge, so the
+/// bridge learns the VM's MAC again: once every [`PORT_LEARN_NS`] per binding.
+#[inline(always)]
+pub fn port_learn_due(slot: u32, now: u64) -> bool {
+    let Some(at) = EIP_PORT_LEARN.get_ptr_mut(slot_index(slot)) else {
+        return false;
+    };
+    // SAFETY: a plain u64 every CPU shares; a racing CPU at worst hands one more packet to
+    // the bridge.
+    unsafe {
+        if now.wrapping_sub(*at) < PORT_LEARN_NS {
+            return false;
+        }
+        *at = now;
+    }
+    true
 }
 
 #[inline(always)]

@@ -225,6 +225,13 @@ pub struct DaemonArgs {
     /// this, the kernel delivers to veth ports (taps take the redirect as they are).
     #[arg(long)]
     pub fast_path_veth: bool,
+    /// Take no VM traffic at its bridge port. By default a bound VM's outbound packets are
+    /// translated and sent out by a program on its port (TCX ingress), before the bridge:
+    /// bridge-level filters (ebtables, nft's bridge family, libvirt's nwfilter) on that path
+    /// then do not see them (eip's anti-spoofing and quarantine still apply). With this,
+    /// everything goes through the bridge to its program, at a cost per packet.
+    #[arg(long)]
+    pub no_port_fast_path: bool,
     /// Binding capacity of the dataplane maps (fixed when the maps are first created).
     /// Below 2^31: a slot's top bit marks a limited EIP.
     #[arg(long, default_value_t = eip_common::maps::DEFAULT_MAX_BINDINGS,

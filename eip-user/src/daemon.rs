@@ -355,6 +355,7 @@ pub async fn run(args: DaemonArgs, socket: PathBuf) -> Result<(), DaemonError> {
         config,
     )?;
     live.fast_path_veth = args.fast_path_veth;
+    live.no_port_fast_path = args.no_port_fast_path;
     if let Some(vlan) = public.clone() {
         live.set_public(vlan);
     }

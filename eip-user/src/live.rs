@@ -55,6 +55,14 @@ pub struct Live {
     guests: Option<HashMap<Ipv4Addr, Vm>>,
     /// The socket announcements go out on, opened at the first and kept.
     garp: Option<PacketSocket>,
+    /// `eip_port` on each bridge port a VM is behind, by ifindex (dropping a link detaches
+    /// the program). Never pinned: when the daemon is gone, the bridge's program does it all.
+    port_links: HashMap<u32, aya::programs::tc::SchedClassifierLink>,
+    /// Ports `eip_port` could not be attached to, so that is logged once per port.
+    port_failed: std::collections::BTreeSet<u32>,
+    /// `--no-port-fast-path`: the VMs' outbound traffic goes through the bridge (and its
+    /// filters) to `eip_egress`, as it does for a VM whose port is not known.
+    pub no_port_fast_path: bool,
 }
 
 impl Live {
@@ -66,6 +74,7 @@ impl Live {
         config: Config,
     ) -> Result<Self, KernelError> {
         dp.set_config(&config)?;
+        dp.set_bridge_ifindex(bridge.index)?;
         if let Err(e) = dp.count_port_drops() {
             tracing::warn!(
                 error = %e,
@@ -91,6 +100,9 @@ impl Live {
             fdb: HashMap::new(),
             guests: None,
             garp: None,
+            port_links: HashMap::new(),
+            port_failed: Default::default(),
+            no_port_fast_path: false,
         })
     }
 
@@ -147,6 +159,7 @@ impl Live {
             } else {
                 self.config.bridge_mac = now.mac;
                 self.dp.set_config(&self.config)?;
+                self.dp.set_bridge_ifindex(now.index)?;
                 // A new bridge has the defaults again.
                 if let Err(e) = host_settings(&now.name) {
                     tracing::warn!(error = %e, "the new bridge's settings");
@@ -315,9 +328,52 @@ impl Live {
                 changed += 1;
             }
         }
+        self.follow_port_programs(&guests);
         self.guests = Some(guests);
         result?;
         Ok(changed)
+    }
+
+    /// Keeps `eip_port` attached to every bridge port a VM is behind, and to no other: a
+    /// port that lost its VMs (or was deleted) lets it go. A port it cannot be attached to
+    /// is logged once; its VMs' traffic goes through the bridge, as without it.
+    fn follow_port_programs(&mut self, guests: &HashMap<Ipv4Addr, Vm>) {
+        let on = !self.no_port_fast_path && self.config.flags & CONFIG_NO_FAST_PATH == 0;
+        let wanted: std::collections::BTreeSet<u32> = guests
+            .values()
+            .map(|vm| vm.port_ifindex)
+            .filter(|&p| on && p != 0)
+            .collect();
+        self.port_links.retain(|p, _| wanted.contains(p));
+        self.port_failed.retain(|p| wanted.contains(p));
+        for port in wanted {
+            if self.port_links.contains_key(&port) || self.port_failed.contains(&port) {
+                continue;
+            }
+            match self.dp.attach_port(port) {
+                Ok(link) => {
+                    tracing::info!(
+                        port,
+                        "attached eip_port (TCX ingress): the VMs' translated traffic leaves before the bridge"
+                    );
+                    self.port_links.insert(port, link);
+                }
+                Err(e) => {
+                    let cause = std::error::Error::source(&e)
+                        .map(|c| c.to_string())
+                        .unwrap_or_default();
+                    tracing::warn!(port, error = %e, %cause, "eip_port not attached: this port's VMs go through the bridge");
+                    self.port_failed.insert(port);
+                }
+            }
+        }
+    }
+
+    /// The bridge ports `eip_port` is attached to now.
+    pub fn port_programs(&self) -> Vec<u32> {
+        let mut ports: Vec<u32> = self.port_links.keys().copied().collect();
+        ports.sort_unstable();
+        ports
     }
 
     /// How inbound traffic reaches the VM at `private`, as the dataplane has it now.

@@ -212,3 +212,142 @@ fn a_million_bindings_load_and_translate() {
     let last = Ipv4Addr::from_bits(0x6440_0000 + N - 5);
     assert!(dp.dnat(last).unwrap().is_some(), "the last binding is there");
 }
+
+/// `struct __sk_buff`'s size and its `ifindex` field's offset (uapi/linux/bpf.h): a test
+/// run's skb comes from the interface named there.
+const SKB_CTX_LEN: usize = 192;
+const SKB_IFINDEX: usize = 40;
+
+/// `eip_port` on `input`, as received on the interface `port`; the action, the frame and
+/// the counters that moved (by how much).
+fn run_port(
+    dp: &mut eip_user::dataplane::Dataplane,
+    input: &[u8],
+    port: u32,
+) -> Result<(u32, Vec<u8>, Vec<(Counter, u64)>), String> {
+    let mut ctx = [0u8; SKB_CTX_LEN];
+    ctx[SKB_IFINDEX..SKB_IFINDEX + 4].copy_from_slice(&port.to_ne_bytes());
+    let mut out = vec![0u8; input.len() + 256];
+    let before = dp.counters().map_err(|e| e.to_string())?;
+    let result = dp
+        .port()
+        .map_err(|e| e.to_string())?
+        .test_run(TestRunOptions {
+            data_in: Some(input),
+            data_out: Some(&mut out),
+            ctx_in: Some(&ctx),
+            ..Default::default()
+        })
+        .map_err(|e| format!("test_run failed: {e}"))?;
+    let after = dp.counters().map_err(|e| e.to_string())?;
+    out.truncate(result.data_size_out as usize);
+    let moved = before
+        .iter()
+        .zip(&after)
+        .filter(|((_, b), (_, a))| a != b)
+        .map(|((c, b), (_, a))| (*c, a - b))
+        .collect();
+    Ok((result.return_value, out, moved))
+}
+
+/// Every egress row through `eip_port`, run as on VM1's bridge port (the skb's ifindex is
+/// the port the maps put VM1 behind): a row that `eip_egress` sends out itself (its fast
+/// path, untagged) comes out the same, byte for byte, counted as the fast path and as
+/// taken at the port; every other row (another VM, a tag, a hairpin, a drop, anything for
+/// the kernel) goes on to the bridge untouched, with no counter moved, for `eip_egress` to
+/// judge there.
+#[test]
+fn every_egress_row_through_the_port_program() {
+    use std::time::Duration;
+
+    let f = Fixture::new();
+    let mut dp = fixtures::dataplane(f.port).expect("load the dataplane and write the fixture world");
+    // The fixture rows' routes are looked up as from loopback, the test run's own device.
+    dp.set_bridge_ifindex(1).expect("write the bridge's ifindex");
+    let rows = fixtures::egress_rows();
+    let mut taken = 0;
+    let mut failures = Vec::new();
+    for row in &rows {
+        dp.set_port_learned(8, Duration::ZERO)
+            .expect("mark the bindings learned");
+        let untagged = parse_eth(&row.input[..]).is_ok_and(|e| !e.tagged);
+        let (action, output, moved) = if row.counter == Some(Counter::EgressFastPath) && untagged {
+            taken += 1;
+            (
+                row.action,
+                &row.output,
+                vec![(Counter::EgressFastPath, 1), (Counter::EgressAtPort, 1)],
+            )
+        } else {
+            (fixtures::TC_ACT_OK, &row.input, vec![])
+        };
+        match run_port(&mut dp, &row.input, f.port) {
+            Err(e) => failures.push(format!("{}: {e}", row.name)),
+            Ok((a, out, m)) => {
+                if (a, &out, &m) != (action, output, &moved) {
+                    failures.push(format!(
+                        "{}: action {a} (expected {action}), counters {m:?} (expected {moved:?}), frame: {}",
+                        row.name,
+                        diff(output, &out)
+                    ));
+                }
+            }
+        }
+    }
+    assert!(taken >= 6, "only {taken} rows are the fast path's");
+    assert!(
+        failures.is_empty(),
+        "{} of {} rows failed:\n{}",
+        failures.len(),
+        rows.len(),
+        failures.join("\n")
+    );
+}
+
+/// `eip_port` takes a VM's packet only on the port the maps put it behind, and hands one
+/// packet of each binding a second to the bridge, which then goes on learning the VM's MAC
+/// on its port.
+#[test]
+fn the_port_program_leaves_the_bridge_its_learning() {
+    use std::time::Duration;
+
+    let f = Fixture::new();
+    let mut dp = fixtures::dataplane(f.port).expect("load the dataplane and write the fixture world");
+    dp.set_bridge_ifindex(1).expect("write the bridge's ifindex");
+    let rows = fixtures::egress_rows();
+    let row = rows
+        .iter()
+        .find(|r| r.name == "egress UDP")
+        .expect("the egress UDP row");
+    let fast = vec![(Counter::EgressFastPath, 1), (Counter::EgressAtPort, 1)];
+
+    // Not learned for over a second: the first packet goes to the bridge untouched, the
+    // next ones are taken.
+    dp.set_port_learned(8, Duration::from_secs(2))
+        .expect("mark the bindings learned long ago");
+    let first = run_port(&mut dp, &row.input, f.port).expect("run");
+    assert_eq!(
+        first,
+        (fixtures::TC_ACT_OK, row.input.clone(), vec![]),
+        "the first packet in a second"
+    );
+    for n in 0..3 {
+        let next = run_port(&mut dp, &row.input, f.port).expect("run");
+        assert_eq!(
+            next,
+            (row.action, row.output.clone(), fast.clone()),
+            "packet {} after it",
+            n + 1
+        );
+    }
+
+    // The same frame on another interface (loopback, not VM1's port): the bridge's.
+    dp.set_port_learned(8, Duration::ZERO)
+        .expect("mark the bindings learned");
+    let elsewhere = run_port(&mut dp, &row.input, 1).expect("run");
+    assert_eq!(
+        elsewhere,
+        (fixtures::TC_ACT_OK, row.input.clone(), vec![]),
+        "on another port"
+    );
+}

@@ -118,6 +118,7 @@ impl Dataplane {
             .map_max_entries(MAP_STATS, sizes.bindings + 1)
             .map_max_entries(MAP_LIMITS, sizes.bindings + 1)
             .map_max_entries(MAP_LIMIT_DROPS, sizes.bindings + 1)
+            .map_max_entries(MAP_PORT_LEARN, sizes.bindings + 1)
             .map_max_entries(MAP_VMS, sizes.vms)
             .map_max_entries(MAP_MACS, sizes.vms);
         let ebpf = loader
@@ -145,6 +146,12 @@ impl Dataplane {
             .load()
             .map_err(|source| DataplaneError::Program {
                 name: PROG_EXT_EGRESS,
+                source: Box::new(source),
+            })?;
+        dp.classifier(PROG_PORT)?
+            .load()
+            .map_err(|source| DataplaneError::Program {
+                name: PROG_PORT,
                 source: Box::new(source),
             })?;
         dp.port_drops_prog()?
@@ -275,6 +282,66 @@ impl Dataplane {
     /// The external interface's settings (`--ext-vlan`).
     pub fn set_uplink(&mut self, uplink: &Uplink) -> Result<(), DataplaneError> {
         self.set_single(MAP_UPLINK, uplink)
+    }
+
+    /// The bridge's ifindex, which `eip_port` looks routes up as (see [`MAP_BRIDGE`]).
+    pub fn set_bridge_ifindex(&mut self, ifindex: u32) -> Result<(), DataplaneError> {
+        self.set_single(MAP_BRIDGE, &ifindex)
+    }
+
+    /// Attaches `eip_port` (TCX ingress, after whatever else is there) to the bridge port
+    /// `ifindex`. It stays attached while the returned link lives (it is never pinned: it is
+    /// the running daemon's accelerator, and without it the bridge's program does the same).
+    pub fn attach_port(&mut self, ifindex: u32) -> Result<tc::SchedClassifierLink, DataplaneError> {
+        let iface = iface_name(ifindex).ok_or_else(|| DataplaneError::Port {
+            ifindex,
+            reason: "no such interface".into(),
+        })?;
+        let attach = |source| DataplaneError::Attach {
+            name: PROG_PORT,
+            iface: iface.clone(),
+            source: Box::new(source),
+        };
+        let prog = self.classifier(PROG_PORT)?;
+        let id = prog
+            .attach_with_options(
+                &iface,
+                TcAttachType::Ingress,
+                tc::TcAttachOptions::TcxOrder(aya::programs::LinkOrder::default()),
+            )
+            .map_err(attach)?;
+        prog.take_link(id).map_err(attach)
+    }
+
+    /// Marks every binding's slot below `slots` as having handed a packet to the bridge
+    /// `ago` before now (`CLOCK_MONOTONIC_COARSE`, the programs' clock): with a short `ago`,
+    /// `eip_port` hands the next one on only a second later; with one over a second, at once.
+    /// For tests of its decisions.
+    #[doc(hidden)]
+    pub fn set_port_learned(&mut self, slots: u32, ago: std::time::Duration) -> Result<(), DataplaneError> {
+        let mut ts = libc::timespec {
+            tv_sec: 0,
+            tv_nsec: 0,
+        };
+        // SAFETY: a valid timespec to write to.
+        unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC_COARSE, &mut ts) };
+        let now = (ts.tv_sec as u64) * 1_000_000_000 + ts.tv_nsec as u64;
+        let at = now.wrapping_sub(ago.as_nanos() as u64);
+        let map = self
+            .ebpf
+            .map_mut(MAP_PORT_LEARN)
+            .ok_or(DataplaneError::MissingMap { name: MAP_PORT_LEARN })?;
+        let mut array: Array<_, u64> =
+            Array::try_from(map).map_err(map_err(MAP_PORT_LEARN, "not an array"))?;
+        for slot in 0..slots.min(array.len()) {
+            array.set(slot, at, 0).map_err(map_err(MAP_PORT_LEARN, "write"))?;
+        }
+        Ok(())
+    }
+
+    /// `eip_port`, the fast path at a VM's bridge port.
+    pub fn port(&mut self) -> Result<&mut SchedClassifier, DataplaneError> {
+        self.classifier(PROG_PORT)
     }
 
     /// Writes the one entry of the array map `name`.
@@ -659,4 +726,17 @@ impl BindingMaps for Dataplane {
         ignore_missing(self.hash::<u32, Binding>(MAP_DNAT)?.remove(&eip.to_bits()))
             .map_err(map_err(MAP_DNAT, format!("remove {eip}")))
     }
+}
+
+/// The name of the interface `ifindex` (in this network namespace), if there is one.
+fn iface_name(ifindex: u32) -> Option<String> {
+    let mut buf = [0 as libc::c_char; libc::IF_NAMESIZE];
+    // SAFETY: the buffer holds IF_NAMESIZE bytes, as if_indextoname requires.
+    let p = unsafe { libc::if_indextoname(ifindex, buf.as_mut_ptr()) };
+    if p.is_null() {
+        return None;
+    }
+    // SAFETY: on success the buffer holds a NUL-terminated name.
+    let name = unsafe { std::ffi::CStr::from_ptr(buf.as_ptr()) };
+    Some(name.to_string_lossy().into_owned())
 }
