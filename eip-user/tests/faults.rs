@@ -13,7 +13,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use common::{Lab, counter, daemon_exits, eip, pings};
+use common::{Lab, LeakWatch, counter, daemon_exits, eip, pings, wait_for};
 use eip_common::maps::{Binding, MAP_DNAT, MAP_SNAT};
 use eip_user::testing::{
     lab::daemon_args,
@@ -26,25 +26,6 @@ fn bound_lab(n: u8) -> Lab {
     let lab = Lab::new(n);
     lab.ok(&["bind", "203.0.113.10", "vm1"]);
     lab
-}
-
-/// Packets from the bridge subnet seen by the outside: a VM's private address leaked.
-struct LeakWatch(Capture);
-
-impl LeakWatch {
-    fn start(lab: &Lab) -> LeakWatch {
-        LeakWatch(
-            Capture::start_filter(&lab.topo.outside, WAN_IF, "src net 192.168.6.0/24").expect("capture"),
-        )
-    }
-
-    fn assert_none(self) {
-        let seen = self.0.finish().expect("capture");
-        assert!(
-            seen.trim().is_empty(),
-            "private source addresses reached the outside:\n{seen}"
-        );
-    }
 }
 
 /// A VM that keeps talking to the outside (5 pings a second for at most `secs`), so that a
@@ -72,15 +53,6 @@ fn reservations(lab: &Lab) -> Vec<String> {
 
 fn bound(lab: &Lab) -> Vec<(Ipv4Addr, Option<Ipv4Addr>)> {
     lab.list().into_iter().map(|r| (r.eip, r.private)).collect()
-}
-
-/// Waits until `f` holds, at most `secs`.
-fn wait_for(secs: u64, what: &str, mut f: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(secs);
-    while !f() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        thread::sleep(Duration::from_millis(100));
-    }
 }
 
 /// Editors, `cat new > file` and configuration tools rewrite the hosts file in place. What

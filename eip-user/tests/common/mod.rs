@@ -10,7 +10,7 @@ use eip_user::{
         daemon::Instance,
         lab::daemon_args,
         netns::NetNs,
-        process::Background,
+        process::{Background, Capture},
         topology::{vm_mac as mac, *},
     },
 };
@@ -199,4 +199,35 @@ pub fn assert_outside_capture(seen: &str, expected: &[&str]) {
     }
     let bad = eip_user::testing::process::bad_checksums(seen);
     assert!(bad.is_empty(), "bad checksums {bad:?}:\n{seen}");
+}
+
+/// Waits until `f` holds, at most `secs`.
+pub fn wait_for(secs: u64, what: &str, mut f: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(secs);
+    while !f() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+}
+
+/// Packets from the bridge subnet seen by the outside: a VM's private address leaked.
+pub struct LeakWatch(Capture);
+
+impl LeakWatch {
+    pub fn start(lab: &Lab) -> LeakWatch {
+        LeakWatch(
+            Capture::start_filter(&lab.topo.outside, WAN_IF, "src net 192.168.6.0/24").expect("capture"),
+        )
+    }
+
+    pub fn assert_none(self) {
+        let seen = self.0.finish().expect("capture");
+        assert!(
+            seen.trim().is_empty(),
+            "private source addresses reached the outside:\n{seen}"
+        );
+    }
 }
