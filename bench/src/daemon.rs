@@ -103,6 +103,12 @@ impl Daemon {
             .map_or(0, |(_, v)| *v))
     }
 
+    /// The bridge ports (ifindexes) where the daemon takes the VMs' outbound traffic.
+    pub fn port_programs(&self) -> Result<Vec<u32>> {
+        let stats: Stats = self.rt.block_on(self.client.get("/v1/stats"))?;
+        Ok(stats.port_programs)
+    }
+
     /// The daemon's resident set (kB), from /proc.
     pub fn rss_kb(&self) -> Result<u64> {
         let pid = self.process.as_ref().context("no daemon")?.pid();

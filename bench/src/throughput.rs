@@ -74,8 +74,14 @@ enum Kind {
     Nft,
     EipFast,
     EipTc,
+    /// The fast path with the VMs' traffic taken at the bridge, not at their ports
+    /// (`--no-port-fast-path`): the way out before `eip_port`, measured beside it.
+    EipBridge,
     EipFallback,
 }
+
+/// eip's variants, each measured against the best kernel NAT.
+const EIP_KINDS: [Kind; 4] = [Kind::EipFast, Kind::EipTc, Kind::EipBridge, Kind::EipFallback];
 
 impl Kind {
     fn name(self) -> &'static str {
@@ -86,6 +92,7 @@ impl Kind {
             Kind::Nft => "nftables map",
             Kind::EipFast => "eip fast path",
             Kind::EipTc => "eip fast path, TC ingress",
+            Kind::EipBridge => "eip fast path, out through the bridge",
             Kind::EipFallback => "eip fallback",
         }
     }
@@ -389,12 +396,28 @@ impl Bed {
         } else {
             "--fast-path-veth"
         });
+        if kind == Kind::EipBridge {
+            args.push("--no-port-fast-path");
+        }
         let daemon = Daemon::start(inst, &hosts, &args, "warn", Duration::from_secs(60))?;
         if fresh {
             for i in 0..n.saturating_sub(1) {
                 daemon.bind(filler(i).0, &filler_mac(i), false)?;
             }
             daemon.bind(EIP, "vm1", false)?;
+        }
+        if matches!(kind, Kind::EipFast | Kind::EipTc) {
+            // The bridge learns the VM's port from its first packet; the daemon puts its
+            // program there within 2 s.
+            let vm = &self.topo.vms[0].ns;
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while daemon.port_programs()?.is_empty() {
+                if Instant::now() > deadline {
+                    bail!("no program on the VM's bridge port after 10 s");
+                }
+                let _ = vm.exec("ping", &["-c", "1", "-W", "1", &OUTSIDE_ADDR.to_string()]);
+                std::thread::sleep(Duration::from_millis(200));
+            }
         }
         self.daemon = Some(daemon);
         Ok(())
@@ -657,7 +680,13 @@ fn push_udp(out: &mut Vec<Figure>, variant: &str, bindings: Option<u64>, metric:
 /// Every measurement of one variant at `n` bindings.
 fn measure(bed: &Bed, kind: Kind, n: Option<u32>, plan: &Plan, out: &mut Vec<Figure>) -> Result<()> {
     let bindings = n.map(u64::from);
-    for ingress in [true, false] {
+    // Taking the VMs' traffic at their ports changes nothing on the way in.
+    let directions: &[bool] = if kind == Kind::EipBridge {
+        &[false]
+    } else {
+        &[true, false]
+    };
+    for &ingress in directions {
         let dir = if ingress { "outside to VM" } else { "VM to outside" };
         for new_flows in [false, true] {
             let flows = if new_flows {
@@ -670,14 +699,25 @@ fn measure(bed: &Bed, kind: Kind, n: Option<u32>, plan: &Plan, out: &mut Vec<Fig
             } else {
                 ("egress_fast_path", "egress_fallback")
             };
-            let (f0, b0) = (bed.counter(fast)?, bed.counter(fallback)?);
+            let at_port = "egress_at_port";
+            let (f0, b0, p0) = (bed.counter(fast)?, bed.counter(fallback)?, bed.counter(at_port)?);
             let (r, reps) = udp_median(bed, kind, ingress, new_flows, plan, false)?;
             // The variant took the path it names: a figure from the other path would mislead.
-            let (f1, b1) = (bed.counter(fast)? - f0, bed.counter(fallback)? - b0);
+            let (f1, b1, p1) = (
+                bed.counter(fast)? - f0,
+                bed.counter(fallback)? - b0,
+                bed.counter(at_port)? - p0,
+            );
             let half = (r.delivered_pps * plan.udp.as_secs_f64() / 2.0) as u64 * reps as u64;
             match kind {
-                Kind::EipFast | Kind::EipTc if f1 < half => {
+                Kind::EipFast | Kind::EipTc | Kind::EipBridge if f1 < half => {
                     bail!("{dir}: {f1} fast-path packets, {b1} fallback")
+                }
+                Kind::EipFast | Kind::EipTc if !ingress && p1 < half => {
+                    bail!("{dir}: {p1} of {f1} fast-path packets taken at the port")
+                }
+                Kind::EipBridge if p1 > 0 => {
+                    bail!("{dir}: {p1} packets taken at the port with --no-port-fast-path")
                 }
                 Kind::EipFallback if b1 < half || f1 > 0 => {
                     bail!("{dir}: {f1} fast-path packets, {b1} fallback")
@@ -735,7 +775,7 @@ pub fn run(bin: &Path, plan: &Plan, say: &dyn Fn(&str)) -> Result<Vec<Figure>> {
 
         say(&format!("throughput: eip, {n} bindings"));
         let mut bed = Bed::new()?;
-        for kind in [Kind::EipFast, Kind::EipTc, Kind::EipFallback] {
+        for kind in EIP_KINDS {
             bed.eip(bin, n, kind)?;
             measure(&bed, kind, Some(n), plan, &mut out)?;
         }
@@ -758,10 +798,7 @@ fn ratios(mut out: Vec<Figure>) -> Vec<Figure> {
             continue;
         };
         let kernel_nat = [Kind::Iptables, Kind::IptablesNft, Kind::Nft];
-        if [Kind::EipFast, Kind::EipTc, Kind::EipFallback]
-            .iter()
-            .any(|k| k.name() == kind)
-        {
+        if EIP_KINDS.iter().any(|k| k.name() == kind) {
             // Against the best of the kernel's NATs at the same size, in this run.
             let best = kernel_nat
                 .iter()

@@ -162,6 +162,10 @@ pub struct Stats {
     /// no NAPI drops what is redirected to it).
     #[serde(default)]
     pub port_dropped: u64,
+    /// The bridge ports (ifindexes) where `eip_port` takes the VMs' outbound traffic before
+    /// the bridge (see `--no-port-fast-path`).
+    #[serde(default)]
+    pub port_programs: Vec<u32>,
     /// The DHCP server's counters, when it runs.
     pub dhcp: Option<crate::dhcp::Counts>,
 }
@@ -587,6 +591,7 @@ async fn stats<K: Kernel + Sync>(AxState(sh): Sh<K>) -> Result<Json<Stats>, Fail
         dhcp: sh.dhcp.as_ref().map(|d| d.counts()),
         guard_dropped: en.kernel.guard_dropped(),
         port_dropped: en.kernel.port_dropped(),
+        port_programs: en.kernel.port_programs(),
     }))
 }
 

@@ -530,6 +530,7 @@ pub async fn run(socket: PathBuf, command: Command) -> Result<(), CliError> {
                     println!("{name:<24} {v:>12}");
                 }
                 println!("{:<24} {:>12}", "port_dropped", s.port_dropped);
+                println!("{:<24} {:>12}", "port_programs", s.port_programs.len());
                 match s.guard_dropped {
                     Some(v) => println!("{:<24} {v:>12}", "guard_dropped"),
                     None => println!("{:<24} {:>12}", "guard_dropped", "no guard"),

@@ -212,6 +212,10 @@ pub trait Kernel: Send + 'static {
     fn port_dropped(&self) -> u64 {
         0
     }
+    /// The bridge ports (ifindexes) the VMs' outbound traffic is taken at, before the bridge.
+    fn port_programs(&self) -> Vec<u32> {
+        Vec::new()
+    }
 }
 
 /// Applies binding effects to any [`BindingMaps`] in the dataplane's write order.

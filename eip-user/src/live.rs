@@ -369,13 +369,6 @@ impl Live {
         }
     }
 
-    /// The bridge ports `eip_port` is attached to now.
-    pub fn port_programs(&self) -> Vec<u32> {
-        let mut ports: Vec<u32> = self.port_links.keys().copied().collect();
-        ports.sort_unstable();
-        ports
-    }
-
     /// How inbound traffic reaches the VM at `private`, as the dataplane has it now.
     fn path(&self, private: Ipv4Addr) -> Option<&'static str> {
         let vm = self.guests.as_ref()?.get(&private)?;
@@ -521,6 +514,12 @@ impl Kernel for Live {
 
     fn port_dropped(&self) -> u64 {
         self.port_dropped
+    }
+
+    fn port_programs(&self) -> Vec<u32> {
+        let mut ports: Vec<u32> = self.port_links.keys().copied().collect();
+        ports.sort_unstable();
+        ports
     }
 
     fn counters(&self) -> Result<Vec<(Counter, u64)>, KernelError> {

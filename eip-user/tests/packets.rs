@@ -223,11 +223,7 @@ const SKB_IFINDEX: usize = 40;
 type Outcome = (u32, Vec<u8>, Vec<(Counter, u64)>);
 
 /// `eip_port` on `input`, as received on the interface `port`.
-fn run_port(
-    dp: &mut eip_user::dataplane::Dataplane,
-    input: &[u8],
-    port: u32,
-) -> Result<Outcome, String> {
+fn run_port(dp: &mut eip_user::dataplane::Dataplane, input: &[u8], port: u32) -> Result<Outcome, String> {
     let mut ctx = [0u8; SKB_CTX_LEN];
     ctx[SKB_IFINDEX..SKB_IFINDEX + 4].copy_from_slice(&port.to_ne_bytes());
     let mut out = vec![0u8; input.len() + 256];
