@@ -63,6 +63,9 @@ pub struct Live {
     /// `--no-port-fast-path`: the VMs' outbound traffic goes through the bridge (and its
     /// filters) to `eip_egress`, as it does for a VM whose port is not known.
     pub no_port_fast_path: bool,
+    /// The bridge filters by VLAN, as last seen: its ports' VLANs are the bridge's to judge,
+    /// so nothing is taken before it.
+    vlan_filtering: bool,
 }
 
 impl Live {
@@ -103,6 +106,7 @@ impl Live {
             port_links: HashMap::new(),
             port_failed: Default::default(),
             no_port_fast_path: false,
+            vlan_filtering: false,
         })
     }
 
@@ -328,6 +332,23 @@ impl Live {
                 changed += 1;
             }
         }
+        match self.nl.bridge_vlan_filtering(self.bridge.index).await {
+            Ok(filtering) => {
+                if filtering != self.vlan_filtering {
+                    if filtering {
+                        tracing::warn!(bridge = %self.bridge.name, "the bridge filters by VLAN: the VMs' traffic goes through it (no program on their ports)");
+                    } else {
+                        tracing::info!(bridge = %self.bridge.name, "the bridge no longer filters by VLAN");
+                    }
+                }
+                self.vlan_filtering = filtering;
+            }
+            Err(e) => {
+                if result.is_ok() {
+                    result = Err(e.into());
+                }
+            }
+        }
         self.follow_port_programs(&guests);
         self.guests = Some(guests);
         result?;
@@ -338,7 +359,8 @@ impl Live {
     /// port that lost its VMs (or was deleted) lets it go. A port it cannot be attached to
     /// is logged once; its VMs' traffic goes through the bridge, as without it.
     fn follow_port_programs(&mut self, guests: &HashMap<Ipv4Addr, Vm>) {
-        let on = !self.no_port_fast_path && self.config.flags & CONFIG_NO_FAST_PATH == 0;
+        let on =
+            !self.no_port_fast_path && !self.vlan_filtering && self.config.flags & CONFIG_NO_FAST_PATH == 0;
         let wanted: std::collections::BTreeSet<u32> = guests
             .values()
             .map(|vm| vm.port_ifindex)

@@ -84,6 +84,23 @@ impl Netlink {
         })))
     }
 
+    /// Whether the bridge `index` filters by VLAN (`vlan_filtering 1`): its ports then carry
+    /// VLANs of their own, which the bridge judges before the bridge device sees a frame.
+    pub async fn bridge_vlan_filtering(&self, index: u32) -> Result<bool, NetlinkError> {
+        use rtnetlink::packet_route::link::{InfoBridge, InfoData, LinkInfo};
+        let mut links = self.handle.link().get().match_index(index).execute();
+        let msg = links
+            .try_next()
+            .await
+            .map_err(req(format!("look up ifindex {index}")))?
+            .ok_or_else(|| NetlinkError::NoInterface(format!("ifindex {index}")))?;
+        Ok(msg.attributes.iter().any(|a| {
+            matches!(a, LinkAttribute::LinkInfo(infos) if infos.iter().any(|i| {
+                matches!(i, LinkInfo::Data(InfoData::Bridge(b)) if b.contains(&InfoBridge::VlanFiltering(true)))
+            }))
+        }))
+    }
+
     /// The 802.1Q VLAN interface with ID `vid` on top of the interface `parent`, if any.
     pub async fn vlan_on(&self, parent: u32, vid: u16) -> Result<Option<Link>, NetlinkError> {
         use rtnetlink::packet_route::link::{InfoData, InfoVlan, LinkInfo};
