@@ -111,11 +111,15 @@ fn rows_pass_with(rows: &[Row], vlan: Option<u16>) {
     for row in rows {
         println!("row: {}", row.name);
     }
+    assert_rows_passed(&failures, rows.len());
+}
+
+/// Fails with each row that failed and why.
+fn assert_rows_passed(failures: &[String], rows: usize) {
     assert!(
         failures.is_empty(),
-        "{} of {} rows failed:\n{}",
+        "{} of {rows} rows failed:\n{}",
         failures.len(),
-        rows.len(),
         failures.join("\n")
     );
 }
@@ -294,13 +298,7 @@ fn every_egress_row_through_the_port_program() {
         }
     }
     assert!(taken >= 6, "only {taken} rows are the fast path's");
-    assert!(
-        failures.is_empty(),
-        "{} of {} rows failed:\n{}",
-        failures.len(),
-        rows.len(),
-        failures.join("\n")
-    );
+    assert_rows_passed(&failures, rows.len());
 }
 
 /// `eip_port` takes a VM's packet only on the port the maps put it behind, and hands one
