@@ -21,19 +21,7 @@ use eip_user::testing::{
 /// kernel reports the daemon's descriptors (`/proc/PID/fdinfo`: a link's type and
 /// interface); sorted by name.
 fn ports_with_the_program(lab: &Lab) -> Vec<String> {
-    let Some(daemon) = &lab.daemon else {
-        return Vec::new();
-    };
-    let fdinfo = std::path::PathBuf::from(format!("/proc/{}/fdinfo", daemon.pid()));
-    let ifindexes: Vec<u32> = std::fs::read_dir(&fdinfo)
-        .expect("the daemon's fdinfo")
-        .filter_map(|e| std::fs::read_to_string(e.ok()?.path()).ok())
-        .filter(|info| info.contains("link_type:\ttcx"))
-        .filter_map(|info| {
-            let line = info.lines().find(|l| l.starts_with("ifindex:"))?;
-            line.split_whitespace().nth(1)?.parse().ok()
-        })
-        .collect();
+    let ifindexes = tcx_links(lab);
     let mut ports: Vec<String> = lab
         .topo
         .vms
@@ -46,6 +34,24 @@ fn ports_with_the_program(lab: &Lab) -> Vec<String> {
         .collect();
     ports.sort();
     ports
+}
+
+/// The interfaces (ifindexes) of the TCX links the running daemon holds, as the kernel
+/// reports its descriptors; 0 for a link whose interface is gone.
+fn tcx_links(lab: &Lab) -> Vec<u32> {
+    let Some(daemon) = &lab.daemon else {
+        return Vec::new();
+    };
+    let fdinfo = std::path::PathBuf::from(format!("/proc/{}/fdinfo", daemon.pid()));
+    std::fs::read_dir(&fdinfo)
+        .expect("the daemon's fdinfo")
+        .filter_map(|e| std::fs::read_to_string(e.ok()?.path()).ok())
+        .filter(|info| info.contains("link_type:\ttcx"))
+        .filter_map(|info| {
+            let line = info.lines().find(|l| l.starts_with("ifindex:"))?;
+            line.split_whitespace().nth(1)?.parse().ok()
+        })
+        .collect()
 }
 
 /// The translated counters: (the fast path's, those of it taken at a port), summed over
@@ -246,5 +252,56 @@ fn a_vlan_filtering_bridge_keeps_its_ports_traffic() {
     wait_for(5, "eip_port back on both ports", || {
         ports_with_the_program(&lab) == ports
     });
+    leaks.assert_none();
+}
+
+/// A VM's port deleted and created again (a container restarted, its veth anew, with a new
+/// ifindex): the program follows the VM to the new port, the old link goes, and the VM's
+/// traffic leaves at the new port.
+#[test]
+fn the_program_follows_a_port_created_again() {
+    use eip_user::testing::topology::{BRIDGE_ADDR, PRIVATE_PREFIX, VM_IF, vm_ip};
+
+    let lab = lab_at_ports(&[]);
+    let ports: Vec<String> = lab.topo.vms.iter().map(|v| v.port.clone()).collect();
+    wait_for(5, "eip_port on both VMs' ports", || {
+        ports_with_the_program(&lab) == ports
+    });
+    let leaks = LeakWatch::start(&lab);
+    let (hv, vm, port) = (&lab.topo.hv, lab.vm(1), &lab.topo.vms[0].port);
+    let before = hv.ifindex(port).expect("the port's ifindex");
+    hv.ip(&["link", "del", port]).expect("delete vm1's port");
+    hv.veth(port, VM_IF, vm).expect("vm1's port anew");
+    hv.ip(&["link", "set", port, "master", BRIDGE_IF])
+        .expect("on the bridge");
+    hv.ip(&["link", "set", port, "up"]).expect("up");
+    // The VM's end as its owner sets it up again: its MAC, address and gateway.
+    let mac = eip_user::dataplane::fmt_mac(lab.topo.vms[0].mac);
+    vm.ip(&["link", "set", VM_IF, "address", &mac])
+        .expect("the VM's MAC");
+    vm.ip(&["link", "set", VM_IF, "up"]).expect("up");
+    vm.ip(&[
+        "addr",
+        "add",
+        &format!("{}/{PRIVATE_PREFIX}", vm_ip(1)),
+        "dev",
+        VM_IF,
+    ])
+    .expect("the VM's address");
+    vm.ip(&["route", "add", "default", "via", &BRIDGE_ADDR.to_string()])
+        .expect("the VM's gateway");
+    assert_ne!(hv.ifindex(port).expect("the new port's ifindex"), before);
+    assert!(pings(vm, OUTSIDE, 3), "vm1 from its new port");
+    wait_for(5, "eip_port on the new port", || {
+        ports_with_the_program(&lab) == ports
+    });
+    wait_for(5, "the old port's link to be let go", || {
+        !tcx_links(&lab).contains(&0)
+    });
+    let (fast, at) = egress_counters(&lab);
+    assert!(pings(vm, OUTSIDE, 10), "vm1 at its new port");
+    let (fast2, at2) = egress_counters(&lab);
+    assert_eq!(fast2 - fast, 10, "each request translated once");
+    assert!(at2 - at >= 8, "{} of 10 taken at the new port", at2 - at);
     leaks.assert_none();
 }
