@@ -61,8 +61,8 @@ fn limits() -> Limits {
     Limits {
         private: "10.64.0.0/14".parse().expect("a CIDR"),
         gateway: Ipv4Addr::new(10, 64, 0, 1),
-        max_slots: 1 << 20,
-        max_guests: 1 << 20,
+        max_bindings: 1 << 20,
+        max_vms: 1 << 20,
         dynamic: None,
     }
 }

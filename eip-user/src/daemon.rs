@@ -229,7 +229,7 @@ fn check_room(state: &State, limits: &lifecycle::Limits) -> Result<(), DaemonErr
     let reserved = state.hosts.len();
     if !limits.fits(reserved) {
         return Err(DaemonError::VmTable {
-            max_vms: limits.max_guests,
+            max_vms: limits.max_vms,
             reserved,
             kept: limits.kept_for_leases(),
         });
@@ -263,8 +263,8 @@ pub async fn run(args: DaemonArgs, socket: PathBuf) -> Result<(), DaemonError> {
     let mut limits = lifecycle::Limits {
         private: bridge_net.trunc(),
         gateway: bridge_net.addr(),
-        max_slots: args.max_bindings,
-        max_guests: args.max_vms,
+        max_bindings: args.max_bindings,
+        max_vms: args.max_vms,
         dynamic: if args.no_dhcp { None } else { args.dhcp_range },
     };
     let dhcp_settings = dhcp_settings(&args, &limits)?;
@@ -330,8 +330,8 @@ pub async fn run(args: DaemonArgs, socket: PathBuf) -> Result<(), DaemonError> {
             pinned = ?capacity,
             "the pinned maps keep the sizes they were created with (`eip teardown` drops them)"
         );
-        limits.max_slots = capacity.bindings;
-        limits.max_guests = capacity.vms;
+        limits.max_bindings = capacity.bindings;
+        limits.max_vms = capacity.vms;
     }
     // The dataplane keeps serving what it had when this start is refused.
     check_room(&state, &limits)?;

@@ -147,8 +147,8 @@ mod tests {
         Limits {
             private: "192.168.6.0/24".parse().unwrap(),
             gateway: "192.168.6.22".parse().unwrap(),
-            max_slots: 16,
-            max_guests: 1024,
+            max_bindings: 16,
+            max_vms: 1024,
             dynamic: None,
         }
     }

@@ -25,9 +25,10 @@ use crate::{
 pub struct Limits {
     pub private: Ipv4Net,
     pub gateway: Ipv4Addr,
-    pub max_slots: u32,
-    /// VM table entries: one per reservation and one per dynamic lease.
-    pub max_guests: u32,
+    /// `--max-bindings`: the dataplane's binding capacity (its statistics slots).
+    pub max_bindings: u32,
+    /// `--max-vms`: VM table entries, one per reservation and one per dynamic lease.
+    pub max_vms: u32,
     pub dynamic: Option<Range>,
 }
 
@@ -40,12 +41,12 @@ impl Limits {
 
     /// How many reservations the VM table has room for.
     pub fn reservation_room(&self) -> u32 {
-        self.max_guests.saturating_sub(self.kept_for_leases())
+        self.max_vms.saturating_sub(self.kept_for_leases())
     }
 
     fn vm_table_full(&self) -> Refusal {
         Refusal::VmTableFull {
-            capacity: self.max_guests,
+            capacity: self.max_vms,
             kept: self.kept_for_leases(),
         }
     }
@@ -228,8 +229,8 @@ fn take(state: &State, limits: &Limits, addr: Ipv4Addr) -> Result<Eip, Refusal> 
         return Err(Refusal::AlreadyAllocated(addr));
     }
     let slot = state
-        .free_slot(limits.max_slots)
-        .ok_or(Refusal::SlotsExhausted(limits.max_slots))?;
+        .free_slot(limits.max_bindings)
+        .ok_or(Refusal::SlotsExhausted(limits.max_bindings))?;
     Ok(Eip {
         addr,
         slot,

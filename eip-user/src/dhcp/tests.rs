@@ -436,8 +436,8 @@ fn a_changed_reservation_naks_the_renewal_then_offers_the_new_address() {
     let l = Limits {
         private: "192.168.6.0/24".parse().unwrap(),
         gateway: SERVER,
-        max_slots: 8,
-        max_guests: 1024,
+        max_bindings: 8,
+        max_vms: 1024,
         dynamic: None,
     };
     let mut s = world();
@@ -749,8 +749,8 @@ fn a_reservation_takes_its_address_back_from_a_dynamic_lease() {
     let l = Limits {
         private: "192.168.6.0/24".parse().unwrap(),
         gateway: SERVER,
-        max_slots: 8,
-        max_guests: 1024,
+        max_bindings: 8,
+        max_vms: 1024,
         dynamic: Some(Range {
             start: ip("192.168.6.100"),
             end: ip("192.168.6.101"),

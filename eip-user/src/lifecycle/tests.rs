@@ -18,8 +18,8 @@ fn limits() -> Limits {
     Limits {
         private: "192.168.6.0/24".parse().unwrap(),
         gateway: ip("192.168.6.22"),
-        max_slots: 8,
-        max_guests: 1024,
+        max_bindings: 8,
+        max_vms: 1024,
         dynamic: None,
     }
 }
@@ -121,8 +121,8 @@ fn alloc_takes_the_lowest_free_usable_address() {
 fn slots_run_out_before_addresses_do() {
     let mut s = world();
     let l = Limits {
-        max_slots: 2,
-        max_guests: 1024,
+        max_bindings: 2,
+        max_vms: 1024,
         ..limits()
     };
     for _ in 0..2 {
@@ -470,7 +470,7 @@ fn the_hosts_file_owns_its_lines() {
 fn the_vm_table_bounds_reservations() {
     // Seven entries, four kept for the range's leases: room for three reservations.
     let l = Limits {
-        max_guests: 7,
+        max_vms: 7,
         dynamic: Some(crate::state::Range {
             start: ip("192.168.6.200"),
             end: ip("192.168.6.203"),
@@ -607,7 +607,7 @@ mod sequences {
             // MACs do not all fit, and the kernel's VM table is as small as that.
             let l = Limits {
                 dynamic: Some(range),
-                max_guests: 5,
+                max_vms: 5,
                 ..limits()
             };
             let cfg = crate::dhcp::Settings {
