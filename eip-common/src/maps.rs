@@ -15,7 +15,8 @@ pub const MAP_DNAT: &str = "EIP_DNAT";
 pub const MAP_SNAT: &str = "EIP_SNAT";
 /// private IP -> [`Vm`]: the VM's bridge port and MAC (fast path) and its flags.
 pub const MAP_VMS: &str = "EIP_VMS";
-/// MAC -> [`Lease`]: the address leased to a MAC (anti-spoofing) and its flags.
+/// MAC -> [`HeldAddress`]: the address a MAC holds, leased or reserved (anti-spoofing), and
+/// its flags.
 pub const MAP_MACS: &str = "EIP_MACS";
 /// Per-CPU [`EipStats`] indexed by [`Binding::slot`].
 pub const MAP_STATS: &str = "EIP_STATS";
@@ -127,10 +128,11 @@ pub struct Vm {
     pub flags: u16,
 }
 
-/// The address leased (or reserved) for a MAC.
+/// The address a MAC holds, leased or reserved (`EIP_MACS`'s value): the only source it may
+/// use, and the VM's flags. Not a DHCP lease, which the daemon's state keeps.
 #[repr(C)]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub struct Lease {
+pub struct HeldAddress {
     pub addr: u32,
     pub flags: u16,
     pub _pad: u16,
@@ -150,9 +152,9 @@ impl MacKey {
     }
 }
 
-/// [`Vm::flags`] and [`Lease::flags`]: drop everything from and to the VM except DHCP.
+/// [`Vm::flags`] and [`HeldAddress::flags`]: drop everything from and to the VM except DHCP.
 pub const VM_QUARANTINED: u16 = 1 << 0;
-/// [`Vm::flags`] and [`Lease::flags`]: do not check this VM's source addresses.
+/// [`Vm::flags`] and [`HeldAddress::flags`]: do not check this VM's source addresses.
 pub const VM_NO_ANTISPOOF: u16 = 1 << 1;
 /// [`Vm::flags`], set by the daemon from the port (not by the state): the VM's bridge port
 /// cannot be trusted to take redirected frames. A veth drops them unless its other end, the
@@ -396,7 +398,7 @@ mod pod {
     // uninitialised memory: every field is spelled out, padding included.
     unsafe impl aya::Pod for super::Binding {}
     unsafe impl aya::Pod for super::Vm {}
-    unsafe impl aya::Pod for super::Lease {}
+    unsafe impl aya::Pod for super::HeldAddress {}
     unsafe impl aya::Pod for super::MacKey {}
     unsafe impl aya::Pod for super::EipStats {}
     unsafe impl aya::Pod for super::Config {}

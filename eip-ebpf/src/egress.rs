@@ -22,7 +22,7 @@ use aya_ebpf::{
 use eip_common::{
     Packet,
     maps::{
-        Binding, CONFIG_ANTISPOOF, CONFIG_NO_FAST_PATH, Config, Counter, Lease, VM_NO_ANTISPOOF,
+        Binding, CONFIG_ANTISPOOF, CONFIG_NO_FAST_PATH, Config, Counter, HeldAddress, VM_NO_ANTISPOOF,
         VM_QUARANTINED, Vm,
     },
     parse::{ETH_P_IP, IP_SRC, IP_TTL, IPPROTO_TCP, IPPROTO_UDP, Ipv4Info, parse_eth, parse_ipv4},
@@ -102,11 +102,11 @@ fn try_egress<const AT_PORT: bool>(ctx: &TcContext) -> Result<i32, Counter> {
     }
     // Plain values rather than `Option`s here: an `Option`'s undefined payload, spilled by
     // LLVM, fails the verifier ("!read_ok").
-    let (leased, lease) = match lease(src_mac) {
+    let (holds, held) = match held_address(src_mac) {
         Some(l) => (true, l),
-        None => (false, Lease::default()),
+        None => (false, HeldAddress::default()),
     };
-    let quarantined = lease.flags & VM_QUARANTINED != 0;
+    let quarantined = held.flags & VM_QUARANTINED != 0;
     if eth.ethertype != ETH_P_IP {
         return if quarantined {
             Err(Counter::DropQuarantined)
@@ -142,11 +142,11 @@ fn try_egress<const AT_PORT: bool>(ctx: &TcContext) -> Result<i32, Counter> {
         None => (false, Binding::default()),
     };
     if cfg.flags & CONFIG_ANTISPOOF != 0 {
-        let spoofed = if leased {
+        let spoofed = if holds {
             // 0.0.0.0 is a DHCP client that has no address yet.
-            lease.flags & VM_NO_ANTISPOOF == 0 && ip.src != lease.addr && ip.src != 0
+            held.flags & VM_NO_ANTISPOOF == 0 && ip.src != held.addr && ip.src != 0
         } else {
-            // A MAC with no lease must not use a bound address.
+            // A MAC that holds no address must not use a bound address.
             bound
         };
         if spoofed {

@@ -13,7 +13,7 @@ pub static EIP_SNAT: HashMap<u32, Binding> = HashMap::with_max_entries(DEFAULT_M
 #[map]
 pub static EIP_VMS: HashMap<u32, Vm> = HashMap::with_max_entries(DEFAULT_MAX_VMS, 0);
 #[map]
-pub static EIP_MACS: HashMap<MacKey, Lease> = HashMap::with_max_entries(DEFAULT_MAX_VMS, 0);
+pub static EIP_MACS: HashMap<MacKey, HeldAddress> = HashMap::with_max_entries(DEFAULT_MAX_VMS, 0);
 /// One more than the bindings: slot 0 is the sink (see `Binding::slot`).
 #[map]
 pub static EIP_STATS: PerCpuArray<EipStats> = PerCpuArray::with_max_entries(DEFAULT_MAX_BINDINGS + 1, 0);
@@ -178,7 +178,7 @@ pub fn vm(private: u32) -> Option<Vm> {
 }
 
 #[inline(always)]
-pub fn lease(mac: [u8; 6]) -> Option<Lease> {
+pub fn held_address(mac: [u8; 6]) -> Option<HeldAddress> {
     // SAFETY: as in `dnat`.
     unsafe { EIP_MACS.get(MacKey::new(mac)) }.copied()
 }

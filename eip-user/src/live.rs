@@ -502,7 +502,7 @@ impl Kernel for Live {
                 .collect(),
             macs: self
                 .dp
-                .leases()?
+                .held_addresses()?
                 .into_iter()
                 .map(|(mac, l)| (Mac(mac), (Ipv4Addr::from_bits(l.addr), l.flags & !VM_PORT_FLAGS)))
                 .collect(),

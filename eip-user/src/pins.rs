@@ -475,7 +475,7 @@ impl Pins {
     pub fn macs(&self) -> Result<BTreeMap<[u8; 6], Ipv4Addr>, PinError> {
         let path = self.maps().join(eip_common::maps::MAP_MACS);
         let data = MapData::from_pin(&path).map_err(aya_err(&path, "open the pinned map"))?;
-        let map: HashMap<MapData, eip_common::maps::MacKey, eip_common::maps::Lease> =
+        let map: HashMap<MapData, eip_common::maps::MacKey, eip_common::maps::HeldAddress> =
             HashMap::try_from(Map::HashMap(data)).map_err(aya_err(&path, "not the MAC map"))?;
         map.iter()
             .map(|r| r.map(|(k, l)| (k.mac, Ipv4Addr::from_bits(l.addr))))

@@ -380,9 +380,9 @@ impl Dataplane {
                 flags,
             },
         )?;
-        self.set_lease(
+        self.set_held(
             mac,
-            &Lease {
+            &HeldAddress {
                 addr: private.to_bits(),
                 flags,
                 _pad: 0,
@@ -391,16 +391,16 @@ impl Dataplane {
     }
 
     /// Forgets a VM: the MAC's entry if it names `private`, the address's entry if it names
-    /// `mac` (an entry another VM has taken over stays). Its port stays in the devmap, see
-    /// [`Dataplane::del_port`].
+    /// `mac` (an entry another VM has taken over stays). Its port stays in the devmap (other
+    /// VMs may be behind it; the kernel removes a deleted interface's entry itself).
     pub fn del_guest(&mut self, private: Ipv4Addr, mac: [u8; 6]) -> Result<(), DataplaneError> {
-        let lease = found(
-            self.hash_ref::<MacKey, Lease>(MAP_MACS)?
+        let held = found(
+            self.hash_ref::<MacKey, HeldAddress>(MAP_MACS)?
                 .get(&MacKey::new(mac), 0),
         )
         .map_err(map_err(MAP_MACS, format!("read {}", fmt_mac(mac))))?;
-        if lease.is_some_and(|l| l.addr == private.to_bits()) {
-            self.del_lease(mac)?;
+        if held.is_some_and(|h| h.addr == private.to_bits()) {
+            self.del_held(mac)?;
         }
         let vm = found(self.hash_ref::<u32, Vm>(MAP_VMS)?.get(&private.to_bits(), 0))
             .map_err(map_err(MAP_VMS, format!("read {private}")))?;
@@ -419,9 +419,9 @@ impl Dataplane {
             .map_err(map_err(MAP_VMS, "iterate"))
     }
 
-    /// Every anti-spoofing entry: MAC -> lease.
-    pub fn leases(&self) -> Result<Vec<([u8; 6], Lease)>, DataplaneError> {
-        self.hash_ref::<MacKey, Lease>(MAP_MACS)?
+    /// Every anti-spoofing entry: MAC -> the address it holds.
+    pub fn held_addresses(&self) -> Result<Vec<([u8; 6], HeldAddress)>, DataplaneError> {
+        self.hash_ref::<MacKey, HeldAddress>(MAP_MACS)?
             .iter()
             .map(|r| r.map(|(k, v)| (k.mac, v)))
             .collect::<Result<_, _>>()
@@ -495,15 +495,18 @@ impl Dataplane {
             .map_err(map_err(MAP_VMS, format!("remove {private}")))
     }
 
-    fn set_lease(&mut self, mac: [u8; 6], lease: &Lease) -> Result<(), DataplaneError> {
-        self.hash::<MacKey, Lease>(MAP_MACS)?
-            .insert(MacKey::new(mac), lease, 0)
+    fn set_held(&mut self, mac: [u8; 6], held: &HeldAddress) -> Result<(), DataplaneError> {
+        self.hash::<MacKey, HeldAddress>(MAP_MACS)?
+            .insert(MacKey::new(mac), held, 0)
             .map_err(map_err(MAP_MACS, format!("insert {}", fmt_mac(mac))))
     }
 
-    fn del_lease(&mut self, mac: [u8; 6]) -> Result<(), DataplaneError> {
-        ignore_missing(self.hash::<MacKey, Lease>(MAP_MACS)?.remove(&MacKey::new(mac)))
-            .map_err(map_err(MAP_MACS, format!("remove {}", fmt_mac(mac))))
+    fn del_held(&mut self, mac: [u8; 6]) -> Result<(), DataplaneError> {
+        ignore_missing(
+            self.hash::<MacKey, HeldAddress>(MAP_MACS)?
+                .remove(&MacKey::new(mac)),
+        )
+        .map_err(map_err(MAP_MACS, format!("remove {}", fmt_mac(mac))))
     }
 
     fn add_port(&mut self, ifindex: u32) -> Result<(), DataplaneError> {
