@@ -93,6 +93,16 @@ fn lab_at_ports(extra: &[&'static str]) -> Lab {
     lab
 }
 
+/// Waits until the program is on every VM's port; returns the ports, sorted by name.
+fn wait_for_the_programs(lab: &Lab) -> Vec<String> {
+    let mut ports: Vec<String> = lab.topo.vms.iter().map(|v| v.port.clone()).collect();
+    ports.sort();
+    wait_for(5, "eip_port on every VM's port", || {
+        ports_with_the_program(lab) == ports
+    });
+    ports
+}
+
 /// On a veth and on a tap, a bound VM's pings and a 1 MiB upload (partial checksums from
 /// the VM's offloads) leave translated from its port: each echo request is translated once,
 /// all but those a second the bridge gets to learn from at the port, and outside every
@@ -107,10 +117,7 @@ fn a_bound_vms_traffic_leaves_at_its_port() {
         .hv
         .exec("ethtool", &["-K", EXT_IF, "tx", "off"])
         .expect("ext0's tx offload off");
-    let ports: Vec<String> = lab.topo.vms.iter().map(|v| v.port.clone()).collect();
-    wait_for(5, "eip_port on both VMs' ports", || {
-        ports_with_the_program(&lab) == ports
-    });
+    wait_for_the_programs(&lab);
     let cap = Capture::start(&lab.topo.outside, WAN_IF).expect("capture outside");
     for (n, e) in [(1u8, eip(10)), (2, eip(11))] {
         let (fast, at) = egress_counters(&lab);
@@ -176,10 +183,7 @@ fn the_bridge_keeps_learning_a_vms_port() {
 #[test]
 fn the_port_program_goes_with_the_daemon() {
     let mut lab = lab_at_ports(&[]);
-    let ports: Vec<String> = lab.topo.vms.iter().map(|v| v.port.clone()).collect();
-    wait_for(5, "eip_port on both VMs' ports", || {
-        ports_with_the_program(&lab) == ports
-    });
+    let ports = wait_for_the_programs(&lab);
     let leaks = LeakWatch::start(&lab);
     lab.daemon.take().expect("running").kill9().expect("kill -9");
     // Its links went with its descriptors: the bridge's program translates everything.
@@ -224,10 +228,7 @@ fn no_port_fast_path_leaves_it_all_to_the_bridge() {
 #[test]
 fn a_vlan_filtering_bridge_keeps_its_ports_traffic() {
     let lab = lab_at_ports(&[]);
-    let ports: Vec<String> = lab.topo.vms.iter().map(|v| v.port.clone()).collect();
-    wait_for(5, "eip_port on both VMs' ports", || {
-        ports_with_the_program(&lab) == ports
-    });
+    let ports = wait_for_the_programs(&lab);
     let leaks = LeakWatch::start(&lab);
     let filtering = |on: &str| {
         lab.topo
@@ -263,10 +264,7 @@ fn the_program_follows_a_port_created_again() {
     use eip_user::testing::topology::{BRIDGE_ADDR, PRIVATE_PREFIX, VM_IF, vm_ip};
 
     let lab = lab_at_ports(&[]);
-    let ports: Vec<String> = lab.topo.vms.iter().map(|v| v.port.clone()).collect();
-    wait_for(5, "eip_port on both VMs' ports", || {
-        ports_with_the_program(&lab) == ports
-    });
+    let ports = wait_for_the_programs(&lab);
     let leaks = LeakWatch::start(&lab);
     let (hv, vm, port) = (&lab.topo.hv, lab.vm(1), &lab.topo.vms[0].port);
     let before = hv.ifindex(port).expect("the port's ifindex");
