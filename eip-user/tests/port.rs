@@ -141,8 +141,25 @@ fn a_bound_vms_traffic_leaves_at_its_port() {
         &[
             "203.0.113.10 > 198.51.100.9: ICMP echo request",
             "203.0.113.11 > 198.51.100.9: ICMP echo request",
-            "203.0.113.10.",
         ],
+    );
+    // The upload's segments, from the EIP: its SYN, and every data segment after it.
+    let upload: Vec<&str> = seen
+        .lines()
+        .filter(|l| l.contains(" > 198.51.100.9.9000: Flags"))
+        .collect();
+    assert!(
+        upload.iter().any(|l| l.contains("Flags [S]")),
+        "no SYN to the sink:\n{seen}"
+    );
+    let from_eip = upload
+        .iter()
+        .filter(|l| l.trim_start().starts_with("203.0.113.10."))
+        .count();
+    assert!(
+        upload.len() > 10 && from_eip == upload.len(),
+        "{from_eip} of {} segments to the sink from the EIP:\n{seen}",
+        upload.len()
     );
 }
 
