@@ -14,7 +14,7 @@ use eip_user::{
     dhcp::{Settings, handler},
     kernel::{KernelView, reconcile},
     lifecycle::{self, Limits, Target},
-    state::{Eip, Host, Lease, Mac, Range, Source, State},
+    model::{Eip, Host, Lease, Mac, Range, Source, State},
 };
 
 const SIZES: [u32; 3] = [1, 1_000, 10_000];

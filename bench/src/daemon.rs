@@ -6,7 +6,7 @@ use std::{net::Ipv4Addr, time::Duration};
 use anyhow::{Context, Result, bail};
 use eip_user::{
     api::{BindReq, Done, EipReq, EipRow, LimitReq, Stats},
-    client::Client,
+    cli::client::Client,
     testing::{daemon::Instance, process::Background},
 };
 

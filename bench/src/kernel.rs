@@ -24,7 +24,7 @@ use eip_common::{
     maps::SLOT_LIMITED,
 };
 use eip_user::{
-    dataplane::{Dataplane, Sizes},
+    kernel::dataplane::{Dataplane, Sizes},
     testing::{
         fixtures::{self, Guest},
         netns::NetNs,

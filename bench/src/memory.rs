@@ -5,7 +5,7 @@
 use std::net::Ipv4Addr;
 
 use anyhow::{Context, Result};
-use eip_user::dataplane::{Dataplane, Sizes};
+use eip_user::kernel::dataplane::{Dataplane, Sizes};
 
 use crate::figures::Figure;
 

@@ -7,7 +7,7 @@
 use crate::{
     kernel::{Kernel, KernelError, reconcile},
     lifecycle::{self, Change, Effect, LeaseEvent, Limits, Refusal},
-    state::State,
+    model::State,
     store::{self, Store, StoreError},
 };
 
@@ -141,7 +141,7 @@ impl<K: Kernel> Engine<K> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{kernel::MemKernel, lifecycle::Target, state::Mac};
+    use crate::{kernel::MemKernel, lifecycle::Target, model::Mac};
 
     fn limits() -> Limits {
         Limits {

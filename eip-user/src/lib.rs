@@ -7,30 +7,62 @@
 //! bridge), [`api`] and [`client`] (the socket), [`cli`] and [`daemon`].
 
 pub mod api;
-pub mod bpffs;
 pub mod cli;
-pub mod client;
 pub mod daemon;
-pub mod dataplane;
 pub mod dhcp;
 pub mod engine;
-pub mod ether;
-pub mod garp;
-pub mod guard;
-pub mod hosts_follow;
-pub mod hostsfile;
 pub mod kernel;
 pub mod lifecycle;
-pub mod live;
-pub mod metrics;
-pub mod netlink;
-pub mod pins;
-pub mod rate;
-pub mod serve;
-pub mod state;
+pub mod model;
 pub mod store;
 #[cfg(feature = "testing")]
 pub mod testing;
 
 /// The eBPF object built from `eip-ebpf` by build.rs, embedded in the binary.
 pub static DATAPLANE_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/eip-dataplane"));
+
+/// An error and its causes on one line. A cause that a message already quotes (many say
+/// "... ({source})") is not repeated.
+pub fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        let text = c.to_string();
+        if !s.contains(&text) {
+            s += &format!(": {text}");
+        }
+        cur = c.source();
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("the change is saved but the kernel refused part of it ({source})")]
+    struct Outer {
+        #[source]
+        source: Middle,
+    }
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("map update failed: {source}")]
+    struct Middle {
+        #[source]
+        source: std::io::Error,
+    }
+
+    #[test]
+    fn an_error_chain_names_each_cause_once() {
+        let e = Outer {
+            source: Middle {
+                source: std::io::Error::other("No space left on device"),
+            },
+        };
+        let s = error_chain(&e);
+        assert_eq!(s.matches("No space left on device").count(), 1, "{s}");
+        assert_eq!(s.matches("map update failed").count(), 1, "{s}");
+    }
+}

@@ -41,7 +41,7 @@ fn main() -> ExitCode {
             match runtime.block_on(eip_user::daemon::run(*args, cli.socket)) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
-                    tracing::error!("{}", eip_user::api::error_chain(&e));
+                    tracing::error!("{}", eip_user::error_chain(&e));
                     ExitCode::FAILURE
                 }
             }
@@ -62,7 +62,7 @@ fn cli_command(runtime: &tokio::runtime::Runtime, socket: std::path::PathBuf, co
     match runtime.block_on(eip_user::cli::run(socket, command)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {}", eip_user::api::error_chain(&e));
+            eprintln!("error: {}", eip_user::error_chain(&e));
             ExitCode::from(e.exit_code())
         }
     }

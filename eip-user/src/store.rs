@@ -15,7 +15,7 @@ use ipnet::Ipv4Net;
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 use serde::{Deserialize, Serialize};
 
-use crate::state::{Declined, Eip, Host, Lease, Mac, State, Write};
+use crate::model::{Declined, Eip, Host, Lease, Mac, State, Write};
 
 const POOLS: TableDefinition<&str, ()> = TableDefinition::new("pools");
 const HOSTS: TableDefinition<&str, &str> = TableDefinition::new("hosts");
@@ -494,7 +494,7 @@ pub fn records(s: &State) -> Vec<Record> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::state::Source;
+    use crate::model::Source;
 
     fn host() -> Host {
         Host {

@@ -19,8 +19,8 @@ use common::{BIN, Lab, counter, echo_requests_from, eip, pings};
 use eip_common::maps::{MAP_DNAT, MAP_SNAT, MAP_VMS};
 use eip_user::{
     api::{BindReq, Done, EipRow, EipState},
-    client::Client,
-    pins::Pins,
+    cli::client::Client,
+    kernel::pins::Pins,
     testing::{
         lab::daemon_args,
         process::Capture,
@@ -555,7 +555,7 @@ fn kill_9_in_a_burst_of_binds_loses_nothing_committed() {
                         a.fetch_add(1, Ordering::Relaxed);
                     }
                     Ok(_) => {}
-                    Err(eip_user::client::ClientError::Refused(_)) => {}
+                    Err(eip_user::cli::client::ClientError::Refused(_)) => {}
                     Err(_) => return, // the daemon is gone
                 }
             }

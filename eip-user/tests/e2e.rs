@@ -19,7 +19,7 @@ use std::{
 
 use eip_user::{
     api::{EipRow, EipState},
-    state::Host,
+    model::Host,
     testing::{
         lab::{ECHO_PORT, GUESTS, HTTP_PORT, Lab, hosts_lines},
         netns::NetNs,
@@ -134,7 +134,7 @@ fn dhcp(w: &mut World) -> Outcome {
         .collect();
     let want: BTreeSet<_> = GUESTS
         .iter()
-        .map(|g| (eip_user::dataplane::fmt_mac(g.mac), g.ip, true))
+        .map(|g| (eip_user::kernel::dataplane::fmt_mac(g.mac), g.ip, true))
         .collect();
     ensure(got == want, || format!("leases {got:?}, want {want:?}"))
 }

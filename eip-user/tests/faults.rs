@@ -714,7 +714,7 @@ fn untranslated_packets_never_leave_with_a_private_source() {
 /// The guard's counter read with nft, for when no daemon runs.
 fn guard_dropped_offline(lab: &Lab) -> u64 {
     let _inside = lab.topo.hv.enter().unwrap();
-    eip_user::guard::dropped(&lab.inst.name).expect("the guard's counter")
+    eip_user::kernel::guard::dropped(&lab.inst.name).expect("the guard's counter")
 }
 
 /// A veth as the external interface with the sender beyond it at its defaults (checksum

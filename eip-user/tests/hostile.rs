@@ -166,7 +166,7 @@ fn icmp_errors_never_reveal_a_private_address() {
     // passes everything (eip's own ingress with empty maps). The router is not a VM.
     let _router_xdp = {
         let _inside = lab.topo.outside.enter().unwrap();
-        let mut dp = eip_user::dataplane::Dataplane::load(Default::default()).unwrap();
+        let mut dp = eip_user::kernel::dataplane::Dataplane::load(Default::default()).unwrap();
         dp.attach_xdp(WAN_IF).unwrap();
         dp
     };

@@ -94,7 +94,7 @@ fn sh(line: &str) -> String {
 fn the_lab_works_as_printed_and_cleans_up_after_itself_and_a_crashed_one() {
     let prefix = unique("eipt");
     let dir = std::env::temp_dir().join(&prefix);
-    let pins = Path::new(eip_user::pins::BPFFS).join("eip").join(&prefix);
+    let pins = Path::new(eip_user::kernel::pins::BPFFS).join("eip").join(&prefix);
 
     // A first lab, killed with SIGKILL once ready: it leaves its namespaces, the processes in
     // them, its pins and files.

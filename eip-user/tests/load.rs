@@ -1,7 +1,7 @@
 //! The embedded eBPF object loads and the kernel's verifier accepts every program in it, at
 //! the default map sizes. Needs root (CAP_BPF); `cargo xtask test` checks that first.
 
-use eip_user::dataplane::{Dataplane, Sizes};
+use eip_user::kernel::dataplane::{Dataplane, Sizes};
 
 #[test]
 fn every_program_passes_the_verifier() {

@@ -11,7 +11,7 @@ use std::{
 
 use eip_common::maps::*;
 use eip_user::{
-    dataplane::Dataplane,
+    kernel::dataplane::Dataplane,
     testing::{
         process::{Background, Capture, bad_checksums, retry},
         services::{Service, upload},

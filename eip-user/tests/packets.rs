@@ -38,7 +38,7 @@ impl Fixture {
     }
 }
 
-fn run(dp: &mut eip_user::dataplane::Dataplane, row: &Row) -> Result<(u32, Vec<u8>), String> {
+fn run(dp: &mut eip_user::kernel::dataplane::Dataplane, row: &Row) -> Result<(u32, Vec<u8>), String> {
     let mut out = vec![0u8; row.input.len() + 256];
     let opts = TestRunOptions {
         data_in: Some(&row.input),
@@ -56,7 +56,7 @@ fn run(dp: &mut eip_user::dataplane::Dataplane, row: &Row) -> Result<(u32, Vec<u
     Ok((result.return_value, out))
 }
 
-fn check(dp: &mut eip_user::dataplane::Dataplane, row: &Row) -> Result<(), String> {
+fn check(dp: &mut eip_user::kernel::dataplane::Dataplane, row: &Row) -> Result<(), String> {
     let before = dp.counters().map_err(|e| e.to_string())?;
     let (action, out) = run(dp, row)?;
     let after = dp.counters().map_err(|e| e.to_string())?;
@@ -177,7 +177,7 @@ fn per_eip_counters_count_translated_packets() {
 fn a_million_bindings_load_and_translate() {
     use std::net::Ipv4Addr;
 
-    use eip_user::dataplane::{BindingMaps, Dataplane, Sizes};
+    use eip_user::kernel::dataplane::{BindingMaps, Dataplane, Sizes};
 
     const N: u32 = 1_000_000;
     let f = Fixture::new();
@@ -227,7 +227,11 @@ const SKB_IFINDEX: usize = 40;
 type Outcome = (u32, Vec<u8>, Vec<(Counter, u64)>);
 
 /// `eip_port` on `input`, as received on the interface `port`.
-fn run_port(dp: &mut eip_user::dataplane::Dataplane, input: &[u8], port: u32) -> Result<Outcome, String> {
+fn run_port(
+    dp: &mut eip_user::kernel::dataplane::Dataplane,
+    input: &[u8],
+    port: u32,
+) -> Result<Outcome, String> {
     let mut ctx = [0u8; SKB_CTX_LEN];
     ctx[SKB_IFINDEX..SKB_IFINDEX + 4].copy_from_slice(&port.to_ne_bytes());
     let mut out = vec![0u8; input.len() + 256];

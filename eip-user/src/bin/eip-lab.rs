@@ -160,7 +160,7 @@ fn print_try_this(lab: &Lab, bin: &Path, took: Duration) {
         s += &format!(
             "  {:<8} {:<18} {:<16} {:<14} {} (namespace {})\n",
             g.name,
-            eip_user::dataplane::fmt_mac(g.mac),
+            eip_user::kernel::dataplane::fmt_mac(g.mac),
             g.ip,
             e,
             g.client,
@@ -230,7 +230,9 @@ fn clean_stale(args: &Args) -> io::Result<()> {
         say(&format!("removing namespace {ns}, left by an earlier lab"));
         run("ip", &["netns", "del", ns])?;
     }
-    let pins = Path::new(eip_user::pins::BPFFS).join("eip").join(&args.prefix);
+    let pins = Path::new(eip_user::kernel::pins::BPFFS)
+        .join("eip")
+        .join(&args.prefix);
     for path in [pins, args.dir.clone()] {
         if path.exists() {
             say(&format!("removing {}, left by an earlier lab", path.display()));

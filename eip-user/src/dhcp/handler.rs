@@ -16,7 +16,7 @@ use super::{
 };
 use crate::{
     lifecycle::{DECLINE_BACKOFF, valid_name},
-    state::{Declined, Lease, Mac, State, Write},
+    model::{Declined, Lease, Mac, State, Write},
 };
 
 /// How long an offered dynamic address is held for the client it was offered to.

@@ -23,7 +23,7 @@ use std::{
 use ipnet::Ipv4Net;
 use serde::Serialize;
 
-use crate::state::Range;
+use crate::model::Range;
 
 /// What the server hands out besides addresses.
 #[derive(Debug, Clone, PartialEq, Eq)]

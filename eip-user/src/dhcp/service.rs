@@ -18,8 +18,8 @@ use super::{
     now, wire,
 };
 use crate::{
-    api::Shared, engine::EngineError, ether::PacketSocket, lifecycle::Change, live::Live, netlink::Link,
-    state::Mac,
+    api::Shared, engine::EngineError, kernel::ether::PacketSocket, kernel::live::Live, kernel::netlink::Link,
+    lifecycle::Change, model::Mac,
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -210,7 +210,7 @@ impl Server {
                 self.bridge = now;
             }
             Err(e) => {
-                tracing::warn!(error = %crate::api::error_chain(&e), "DHCP: cannot listen on the new bridge yet")
+                tracing::warn!(error = %crate::error_chain(&e), "DHCP: cannot listen on the new bridge yet")
             }
         }
     }
@@ -231,7 +231,7 @@ impl Server {
                 // Saved; the kernel catches up by reconciliation.
                 Ok(_) | Err(EngineError::Kernel { .. }) => {}
                 Err(e) => {
-                    tracing::error!(error = %crate::api::error_chain(&e), "DHCP: lease not stored; not answering");
+                    tracing::error!(error = %crate::error_chain(&e), "DHCP: lease not stored; not answering");
                     self.stats.dropped(DropReason::StoreFailed);
                     return;
                 }
@@ -243,7 +243,7 @@ impl Server {
                 if let (Some(mac), Some(dhcproto::v4::MessageType::Ack)) = (out.mac, t)
                     && let Err(e) = en.kernel.learn_port(mac.0).await
                 {
-                    tracing::warn!(error = %crate::api::error_chain(&e), "bridge port lookup");
+                    tracing::warn!(error = %crate::error_chain(&e), "bridge port lookup");
                 }
                 drop(en);
                 let kind = match t {

@@ -11,7 +11,7 @@ use super::{
 };
 use crate::{
     lifecycle::{self, DECLINE_BACKOFF, LeaseVerb, Limits},
-    state::{Host, Lease, Mac, Range, Source, State, Write},
+    model::{Host, Lease, Mac, Range, Source, State, Write},
 };
 
 const NOW: u64 = 1_800_000_000;
@@ -499,7 +499,7 @@ fn decline_marks_the_address_unusable_until_the_back_off_passes() {
         o.writes,
         [
             Write::DelLease(mac(1)),
-            Write::PutDeclined(crate::state::Declined {
+            Write::PutDeclined(crate::model::Declined {
                 ip: VM1,
                 mac: mac(1),
                 at: NOW

@@ -2,7 +2,7 @@ use super::*;
 use crate::{
     engine::Engine,
     kernel::{Kernel, KernelView, MemKernel},
-    rate::{LimitChange, RateLimit},
+    model::rate::{LimitChange, RateLimit},
     store::Store,
 };
 
@@ -471,7 +471,7 @@ fn the_vm_table_bounds_reservations() {
     // Seven entries, four kept for the range's leases: room for three reservations.
     let l = Limits {
         max_vms: 7,
-        dynamic: Some(crate::state::Range {
+        dynamic: Some(crate::model::Range {
             start: ip("192.168.6.200"),
             end: ip("192.168.6.203"),
         }),
@@ -599,7 +599,7 @@ mod sequences {
         async fn new() -> World {
             let dir = tempfile::tempdir().unwrap();
             // Dynamic leases from .13-.15, inside the addresses reservations take too.
-            let range = crate::state::Range {
+            let range = crate::model::Range {
                 start: priv_ip(13),
                 end: priv_ip(15),
             };

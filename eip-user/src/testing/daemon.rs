@@ -48,12 +48,12 @@ impl Instance {
 
     /// Where the instance's programs and maps are pinned.
     pub fn pins(&self) -> PathBuf {
-        Path::new(crate::pins::BPFFS).join("eip").join(&self.name)
+        Path::new(crate::kernel::pins::BPFFS).join("eip").join(&self.name)
     }
 
     /// The instance's pins, to read (and, in fault tests, write) its maps.
-    pub fn pinned(&self) -> crate::pins::Pins {
-        crate::pins::Pins::new(&self.name).expect("a unique name is a valid instance")
+    pub fn pinned(&self) -> crate::kernel::pins::Pins {
+        crate::kernel::pins::Pins::new(&self.name).expect("a unique name is a valid instance")
     }
 
     pub fn socket(&self) -> PathBuf {

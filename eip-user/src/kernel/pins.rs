@@ -36,9 +36,9 @@ use eip_common::maps::{
     ALL_MAPS, Binding, MAP_DNAT, PROG_EGRESS, PROG_EXT_EGRESS, PROG_INGRESS, PROG_INGRESS_TC,
 };
 
-use crate::dataplane::{Dataplane, DataplaneError, Sizes, XdpAttachMode};
+use crate::kernel::dataplane::{Dataplane, DataplaneError, Sizes, XdpAttachMode};
 
-pub use crate::bpffs::BPFFS;
+pub use crate::kernel::bpffs::BPFFS;
 
 #[derive(Debug, thiserror::Error)]
 pub enum PinError {
@@ -50,7 +50,7 @@ pub enum PinError {
         source: io::Error,
     },
     #[error(transparent)]
-    Bpffs(#[from] crate::bpffs::BpffsError),
+    Bpffs(#[from] crate::kernel::bpffs::BpffsError),
     #[error(transparent)]
     Dataplane(#[from] DataplaneError),
     #[error("{path}: {what}")]
@@ -160,7 +160,7 @@ impl Pins {
             return Err(PinError::BadInstance(instance.to_owned()));
         }
         Ok(Pins {
-            root: crate::bpffs::root().join("eip").join(instance),
+            root: crate::kernel::bpffs::root().join("eip").join(instance),
             instance: instance.to_owned(),
             ext_tc: false,
         })
@@ -219,7 +219,7 @@ impl Pins {
         self.paths()
             .into_iter()
             .map(|p| {
-                let fd = crate::bpffs::obj_get(&p).map_err(io_err(&p, "open the pinned object"))?;
+                let fd = crate::kernel::bpffs::obj_get(&p).map_err(io_err(&p, "open the pinned object"))?;
                 Ok((p, fd))
             })
             .collect::<Result<_, _>>()
@@ -238,7 +238,7 @@ impl Pins {
             if let Some(dir) = path.parent() {
                 std::fs::create_dir_all(dir).map_err(io_err(dir, "create the pin directory"))?;
             }
-            crate::bpffs::pin_fd(fd.as_fd(), path).map_err(io_err(path, "pin again"))?;
+            crate::kernel::bpffs::pin_fd(fd.as_fd(), path).map_err(io_err(path, "pin again"))?;
             back.push(path.clone());
         }
         Ok(back)
@@ -270,7 +270,7 @@ impl Pins {
 
     /// Loads the embedded programs over the pinned maps and makes them the ones attached.
     pub fn start(&self, sizes: Sizes, ext: &str, bridge: &str) -> Result<(Dataplane, Started), PinError> {
-        crate::bpffs::ensure()?;
+        crate::kernel::bpffs::ensure()?;
         for dir in [self.maps(), self.root.join("progs"), self.root.join("links")] {
             std::fs::create_dir_all(&dir).map_err(io_err(&dir, "create the pin directory"))?;
         }
@@ -310,10 +310,10 @@ impl Pins {
     /// leave the interface without the program.
     fn drop_defunct_link(&self, hook: Hook, iface: &str) -> Result<(), PinError> {
         let path = self.link(hook.link);
-        let Ok(fd) = crate::bpffs::obj_get(&path) else {
+        let Ok(fd) = crate::kernel::bpffs::obj_get(&path) else {
             return Ok(());
         };
-        let attached = crate::bpffs::link_ifindex(std::os::fd::AsFd::as_fd(&fd))
+        let attached = crate::kernel::bpffs::link_ifindex(std::os::fd::AsFd::as_fd(&fd))
             .map_err(io_err(&path, "read the pinned link"))?;
         let c = std::ffi::CString::new(iface)
             .map_err(|e| io_err(&path, "interface name")(io::Error::other(e)))?;

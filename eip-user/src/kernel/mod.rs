@@ -1,6 +1,15 @@
 //! The kernel as the lifecycle sees it: effects to apply, and a view to reconcile against.
-//! The real one ([`crate::live::Live`]) writes BPF maps and netlink; [`MemKernel`] keeps the
+//! The real one ([`crate::kernel::live::Live`]) writes BPF maps and netlink; [`MemKernel`] keeps the
 //! same state in memory for tests without root.
+
+pub mod bpffs;
+pub mod dataplane;
+pub mod ether;
+pub mod garp;
+pub mod guard;
+pub mod live;
+pub mod netlink;
+pub mod pins;
 
 use std::{
     collections::{BTreeMap, BTreeSet},
@@ -14,10 +23,10 @@ use eip_common::{
 use ipnet::Ipv4Net;
 
 use crate::{
-    dataplane::update::{BindingMaps, MemMaps, bind_ops, execute, unbind_ops},
+    kernel::dataplane::update::{BindingMaps, MemMaps, bind_ops, execute, unbind_ops},
     lifecycle::Effect,
-    rate::dataplane_limit,
-    state::{Eip, Mac, State},
+    model::rate::dataplane_limit,
+    model::{Eip, Mac, State},
 };
 
 /// What the kernel holds now, as far as the daemon owns it.
@@ -156,13 +165,13 @@ pub fn reconcile(state: &State, view: &KernelView) -> Vec<Effect> {
 #[derive(Debug, thiserror::Error)]
 pub enum KernelError {
     #[error(transparent)]
-    Dataplane(#[from] crate::dataplane::DataplaneError),
+    Dataplane(#[from] crate::kernel::dataplane::DataplaneError),
     #[error(transparent)]
-    Update(#[from] crate::dataplane::UpdateError),
+    Update(#[from] crate::kernel::dataplane::UpdateError),
     #[error(transparent)]
-    Netlink(#[from] crate::netlink::NetlinkError),
+    Netlink(#[from] crate::kernel::netlink::NetlinkError),
     #[error(transparent)]
-    Pins(#[from] crate::pins::PinError),
+    Pins(#[from] crate::kernel::pins::PinError),
     #[error("sysctl {key}")]
     Sysctl {
         key: String,
@@ -204,7 +213,7 @@ pub trait Kernel: Send + 'static {
     fn host_nets(&mut self) -> impl Future<Output = Result<Vec<Ipv4Net>, KernelError>> + Send {
         async { Ok(Vec::new()) }
     }
-    /// Packets the leak guard dropped (see [`crate::guard`]), when there is one.
+    /// Packets the leak guard dropped (see [`crate::kernel::guard`]), when there is one.
     fn guard_dropped(&self) -> Option<u64> {
         None
     }
@@ -222,7 +231,7 @@ pub trait Kernel: Send + 'static {
 pub fn apply_binding<M: BindingMaps>(
     maps: &mut M,
     effect: &Effect,
-) -> Result<(), crate::dataplane::UpdateError> {
+) -> Result<(), crate::kernel::dataplane::UpdateError> {
     match *effect {
         Effect::Bind {
             eip,
@@ -240,7 +249,9 @@ pub fn apply_binding<M: BindingMaps>(
                 .is_some_and(|b| b.addr == eip.to_bits());
             execute(maps, if own { &ops } else { &ops[..1] })
         }
-        Effect::ForgetSnat { private } => execute(maps, &[crate::dataplane::MapOp::DelSnat { private }]),
+        Effect::ForgetSnat { private } => {
+            execute(maps, &[crate::kernel::dataplane::MapOp::DelSnat { private }])
+        }
         _ => Ok(()),
     }
 }

@@ -9,7 +9,7 @@ use std::{
 
 use crate::{
     lifecycle::{FileHost, valid_name},
-    state::Mac,
+    model::Mac,
 };
 
 /// A line that does not parse, with why.
@@ -55,7 +55,7 @@ fn parse_line(content: &str) -> Result<(Mac, Option<String>, Ipv4Addr), String> 
     let [mac, name, ip] = fields[..] else {
         return Err(format!("expected mac,name,ip but found {} fields", fields.len()));
     };
-    let mac: Mac = mac.parse().map_err(|e: crate::state::BadMac| e.to_string())?;
+    let mac: Mac = mac.parse().map_err(|e: crate::model::BadMac| e.to_string())?;
     let ip: Ipv4Addr = ip.parse().map_err(|_| format!("{ip:?} is not an IPv4 address"))?;
     let name = match name {
         "" => None,

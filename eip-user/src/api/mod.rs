@@ -24,6 +24,8 @@
 //! Every error is `{"error": "one sentence"}` with status 400 (malformed request), 404
 //! (unknown target), 409 (refused by the lifecycle) or 500 (the store or kernel failed).
 
+pub mod serve;
+
 use std::{net::Ipv4Addr, sync::Arc};
 
 use axum::{
@@ -40,10 +42,11 @@ use tokio::sync::{Mutex, watch};
 pub use crate::store::Entry;
 use crate::{
     engine::{Engine, EngineError},
+    error_chain,
     kernel::Kernel,
     lifecycle::{self, Refusal, Target},
-    rate::{LimitChange, Size},
-    state::{Declined, Host, Lease, Mac, State, usable},
+    model::rate::{LimitChange, Size},
+    model::{Declined, Host, Lease, Mac, State, usable},
 };
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -279,21 +282,6 @@ impl From<Refusal> for Failure {
         };
         Failure(code, r.to_string())
     }
-}
-
-/// An error and its causes on one line. A cause that a message already quotes (many say
-/// "... ({source})") is not repeated.
-pub fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut cur = e.source();
-    while let Some(c) = cur {
-        let text = c.to_string();
-        if !s.contains(&text) {
-            s += &format!(": {text}");
-        }
-        cur = c.source();
-    }
-    s
 }
 
 /// Query strings whose rejection is our JSON error, not axum's plain text.
@@ -637,35 +625,4 @@ async fn shutdown<K: Kernel + Sync>(AxState(sh): Sh<K>, Body(r): Body<ShutdownRe
     } else {
         "the daemon stops; the dataplane keeps forwarding".into()
     })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[derive(Debug, thiserror::Error)]
-    #[error("the change is saved but the kernel refused part of it ({source})")]
-    struct Outer {
-        #[source]
-        source: Middle,
-    }
-
-    #[derive(Debug, thiserror::Error)]
-    #[error("map update failed: {source}")]
-    struct Middle {
-        #[source]
-        source: std::io::Error,
-    }
-
-    #[test]
-    fn an_error_chain_names_each_cause_once() {
-        let e = Outer {
-            source: Middle {
-                source: std::io::Error::other("No space left on device"),
-            },
-        };
-        let s = error_chain(&e);
-        assert_eq!(s.matches("No space left on device").count(), 1, "{s}");
-        assert_eq!(s.matches("map update failed").count(), 1, "{s}");
-    }
 }

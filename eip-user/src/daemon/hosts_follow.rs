@@ -14,11 +14,11 @@ use std::{
 use tokio::sync::Mutex;
 
 use crate::{
+    daemon::hostsfile::{self, Apply, DELETE_SETTLE, Watch},
     engine::Engine,
-    hostsfile::{self, Apply, DELETE_SETTLE, Watch},
     kernel::Kernel,
     lifecycle,
-    state::Source,
+    model::Source,
 };
 
 /// At most this many bad lines are logged one by one; the rest are counted in one line.
@@ -132,7 +132,7 @@ impl Follower {
         }
         let command = format!("hosts file {file} ({why})");
         if let Err(e) = en.run(&command, Ok(change)).await {
-            tracing::error!(error = %crate::api::error_chain(&e), "hosts file reload");
+            tracing::error!(error = %crate::error_chain(&e), "hosts file reload");
         }
         (Some(digest), held)
     }

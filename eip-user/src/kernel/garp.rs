@@ -3,7 +3,7 @@
 
 use std::{io, net::Ipv4Addr};
 
-use crate::ether::PacketSocket;
+use crate::kernel::ether::PacketSocket;
 
 /// The frame RFC 5227 calls an ARP announcement: a broadcast request whose sender and target
 /// protocol addresses are both the announced address.

@@ -11,14 +11,14 @@ use eip_common::maps::{
 };
 
 use crate::{
-    dataplane::Dataplane,
-    ether::PacketSocket,
-    garp,
+    kernel::dataplane::Dataplane,
+    kernel::ether::PacketSocket,
+    kernel::garp,
+    kernel::netlink::{Link, Netlink},
+    kernel::pins::{Held, Pins},
     kernel::{Kernel, KernelError, KernelView, apply_binding},
     lifecycle::Effect,
-    netlink::{Link, Netlink},
-    pins::{Held, Pins},
-    state::Mac,
+    model::Mac,
 };
 
 pub struct Live {
@@ -425,7 +425,7 @@ impl Kernel for Live {
                 outbound,
             } => self
                 .dp
-                .set_limit(slot, &crate::rate::dataplane_limit(inbound, outbound))?,
+                .set_limit(slot, &crate::model::rate::dataplane_limit(inbound, outbound))?,
             Effect::Bind { .. } | Effect::Unbind { .. } | Effect::ForgetSnat { .. } => {
                 apply_binding(&mut self.dp, effect)?
             }
@@ -531,7 +531,7 @@ impl Kernel for Live {
     }
 
     fn guard_dropped(&self) -> Option<u64> {
-        crate::guard::dropped(self.pins.instance())
+        crate::kernel::guard::dropped(self.pins.instance())
     }
 
     fn port_dropped(&self) -> u64 {

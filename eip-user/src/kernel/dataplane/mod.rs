@@ -682,7 +682,7 @@ fn ignore_missing(r: Result<(), MapError>) -> Result<(), MapError> {
     }
 }
 
-pub use crate::state::fmt_mac;
+pub use crate::model::fmt_mac;
 
 fn found<V>(r: Result<V, MapError>) -> Result<Option<V>, MapError> {
     match r {

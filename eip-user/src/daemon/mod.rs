@@ -2,6 +2,11 @@
 //! the store, serves the socket, follows the hosts file and the bridge's ports, and stops on
 //! SIGINT/SIGTERM leaving the dataplane forwarding (or removing it with --teardown-on-exit).
 
+pub mod config;
+pub mod hosts_follow;
+pub mod hostsfile;
+pub mod metrics;
+
 use std::{
     os::unix::fs::PermissionsExt,
     path::{Path, PathBuf},
@@ -19,18 +24,17 @@ use tokio::{
 
 use crate::{
     api::{self, Shared, Status},
-    cli::{DaemonArgs, IngressMode},
-    dataplane::{DataplaneError, Sizes},
+    daemon::config::{DaemonArgs, IngressMode},
+    daemon::hosts_follow::Follower,
     dhcp::{self, service::DhcpError},
     engine::{Engine, EngineError},
-    hosts_follow::Follower,
+    kernel::dataplane::{DataplaneError, Sizes},
+    kernel::live::Live,
+    kernel::netlink::{Netlink, NetlinkError},
+    kernel::pins::{PinError, Pins, Started},
     kernel::{Kernel, KernelError},
     lifecycle::{self, Refusal},
-    live::Live,
-    metrics,
-    netlink::{Netlink, NetlinkError},
-    pins::{PinError, Pins, Started},
-    state::State,
+    model::State,
     store::{Store, StoreError},
 };
 
@@ -273,7 +277,7 @@ pub async fn run(args: DaemonArgs, socket: PathBuf) -> Result<(), DaemonError> {
     let mut store = Store::open(&args.state_dir)?;
     store.set_history_keep(args.history_keep);
     let state = store.load()?;
-    crate::live::host_settings(&bridge.name)?;
+    crate::kernel::live::host_settings(&bridge.name)?;
     let listener = bind_socket(&socket, args.socket_group.as_deref())?;
 
     let ext_tc = match args.ingress {
@@ -298,15 +302,15 @@ pub async fn run(args: DaemonArgs, socket: PathBuf) -> Result<(), DaemonError> {
     let outs: Vec<&str> = std::iter::once(ext.name.as_str())
         .chain(public.as_ref().map(|l| l.name.as_str()))
         .collect();
-    match crate::guard::install(&instance, &outs, limits.private) {
+    match crate::kernel::guard::install(&instance, &outs, limits.private) {
         Ok(()) => tracing::info!(
-            table = %crate::guard::table(&instance),
+            table = %crate::kernel::guard::table(&instance),
             "leak guard: nothing from {} leaves {} untranslated",
             limits.private,
             ext.name
         ),
         Err(e) => {
-            tracing::warn!(error = %api::error_chain(&e), "no leak guard: a VM's untranslated packets can leave with its private address")
+            tracing::warn!(error = %crate::error_chain(&e), "no leak guard: a VM's untranslated packets can leave with its private address")
         }
     }
     let sizes = Sizes {
@@ -321,7 +325,7 @@ pub async fn run(args: DaemonArgs, socket: PathBuf) -> Result<(), DaemonError> {
     if let Some(vlan) = &public {
         tracing::info!(iface = %ext.name, vlan = %vlan.name, "the EIPs' network is VLAN {}: its frames reach the VMs untagged; the aliases and announcements go on {}", args.ext_vlan.unwrap_or(0), vlan.name);
     }
-    crate::live::uplink_settings(&ext.name, ext_tc);
+    crate::kernel::live::uplink_settings(&ext.name, ext_tc);
     tracing::info!(pins = %pins.root().display(), ?started, "dataplane ready");
     let capacity = dp.capacity()?;
     if capacity != sizes {
@@ -443,8 +447,8 @@ pub async fn run(args: DaemonArgs, socket: PathBuf) -> Result<(), DaemonError> {
     let mut int = signal(SignalKind::interrupt()).map_err(io_err(&socket, "install signal handlers"))?;
     let mut hup = signal(SignalKind::hangup()).map_err(io_err(&socket, "install signal handlers"))?;
     let app = api::router(shared.clone());
-    let max = crate::serve::connection_limit();
-    let server = tokio::spawn(crate::serve::serve(listener, app, max, stop_rx.clone()));
+    let max = crate::api::serve::connection_limit();
+    let server = tokio::spawn(crate::api::serve::serve(listener, app, max, stop_rx.clone()));
     tracing::info!(socket = %socket.display(), "serving");
     if let (Some(settings), Some(stats)) = (dhcp_settings, dhcp_stats) {
         let server = dhcp::service::Server::new(settings, bridge.clone(), stats)?;
@@ -483,7 +487,7 @@ pub async fn run(args: DaemonArgs, socket: PathBuf) -> Result<(), DaemonError> {
                 match en.kernel.upkeep().await {
                     Ok(true) => en.dirty = true,
                     Ok(false) => {}
-                    Err(e) => tracing::error!(error = %api::error_chain(&e), "dataplane upkeep"),
+                    Err(e) => tracing::error!(error = %crate::error_chain(&e), "dataplane upkeep"),
                 }
                 if en.dirty && en.kernel.ext_present() {
                     en.reconcile_if_dirty().await;
@@ -493,7 +497,7 @@ pub async fn run(args: DaemonArgs, socket: PathBuf) -> Result<(), DaemonError> {
                     && en.kernel.bridge_present()
                     && let Err(e) = en.kernel.refresh_ports().await
                 {
-                    tracing::warn!(error = %api::error_chain(&e), "bridge port refresh");
+                    tracing::warn!(error = %crate::error_chain(&e), "bridge port refresh");
                 }
             }
         }
@@ -520,8 +524,8 @@ pub async fn run(args: DaemonArgs, socket: PathBuf) -> Result<(), DaemonError> {
         // The engine (and the dataplane's fds) must be gone before unpinning frees the links.
         drop(shared);
         pins.remove()?;
-        if let Err(e) = crate::guard::remove(&instance) {
-            tracing::warn!(error = %api::error_chain(&e), "remove the leak guard");
+        if let Err(e) = crate::kernel::guard::remove(&instance) {
+            tracing::warn!(error = %crate::error_chain(&e), "remove the leak guard");
         }
         tracing::info!(pins = %pins.root().display(), "dataplane removed");
     } else {
@@ -539,13 +543,13 @@ async fn expire(engine: &mut Engine<Live>) {
     }
     let message = change.message.clone();
     if let Err(e) = engine.run(&message, Ok(change)).await {
-        tracing::error!(error = %api::error_chain(&e), "lease expiry");
+        tracing::error!(error = %crate::error_chain(&e), "lease expiry");
     }
 }
 
 /// The only pinned instance, for `eip teardown` without a daemon or --instance.
 pub fn only_instance() -> Result<String, String> {
-    let dir = crate::bpffs::root().join("eip");
+    let dir = crate::kernel::bpffs::root().join("eip");
     let names: Vec<String> = std::fs::read_dir(&dir)
         .map(|d| {
             d.filter_map(Result::ok)
@@ -571,7 +575,7 @@ pub fn only_instance() -> Result<String, String> {
 pub async fn teardown_offline(instance: &str) -> Result<String, Box<dyn std::error::Error + Send + Sync>> {
     let pins = Pins::new(instance)?;
     if !pins.exists() {
-        let _ = crate::guard::remove(instance);
+        let _ = crate::kernel::guard::remove(instance);
         return Err(format!(
             "instance {instance} has nothing pinned under {}",
             pins.root().display()
@@ -583,7 +587,7 @@ pub async fn teardown_offline(instance: &str) -> Result<String, Box<dyn std::err
     let removed = nl.del_aliases_anywhere(&bound).await?;
     pins.remove()?;
     // The guard goes last: until the programs are gone it keeps untranslated packets in.
-    let _ = crate::guard::remove(instance);
+    let _ = crate::kernel::guard::remove(instance);
     Ok(format!(
         "removed instance {instance}: {removed} aliases, pins under {}",
         pins.root().display()

@@ -14,8 +14,8 @@ use ipnet::Ipv4Net;
 use serde::{Deserialize, Serialize};
 
 use crate::{
-    rate::{LimitChange, RateError, RateLimit},
-    state::{Bound, ByMac, Eip, Host, Lease, Mac, Range, Source, State, Write, is_usable, usable},
+    model::rate::{LimitChange, RateError, RateLimit},
+    model::{Bound, ByMac, Eip, Host, Lease, Mac, Range, Source, State, Write, is_usable, usable},
 };
 
 /// What reservations, leases and pools must fit: the bridge's subnet and address, the number

@@ -147,7 +147,7 @@ pub async fn serve<K: Kernel + Sync>(
             })?;
     let stop = shared.shutdown.subscribe();
     let app = Router::new().route("/metrics", get(page::<K>)).with_state(shared);
-    tokio::spawn(crate::serve::serve(listener, app, 64, stop));
+    tokio::spawn(crate::api::serve::serve(listener, app, 64, stop));
     tracing::info!(%addr, "serving metrics");
     Ok(())
 }

@@ -15,7 +15,7 @@ use std::{
 use ipnet::Ipv4Net;
 use serde::{Deserialize, Serialize};
 
-pub use crate::rate::RateLimit;
+pub use crate::model::rate::RateLimit;
 
 /// A MAC address; parsed from `aa:bb:cc:dd:ee:ff` (or `-` separators), shown lower-case.
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
