@@ -12,7 +12,7 @@ use dhcproto::{
 };
 use eip_user::{
     dhcp::{Settings, handler},
-    kernel::{KernelView, reconcile},
+    kernel::{KernelView, plan::reconcile},
     lifecycle::{self, Limits, Target},
     model::{Eip, Host, Lease, Mac, Range, Source, State},
 };

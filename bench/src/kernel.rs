@@ -24,7 +24,10 @@ use eip_common::{
     maps::SLOT_LIMITED,
 };
 use eip_user::{
-    kernel::dataplane::{Dataplane, Sizes},
+    kernel::dataplane::{
+        Dataplane, Sizes,
+        update::{bind_ops, execute},
+    },
     testing::{
         fixtures::{self, Guest},
         netns::NetNs,
@@ -131,7 +134,7 @@ fn fill(dp: &mut Dataplane, from: u64, to: u64) -> Result<()> {
     for i in from..to {
         let eip = Ipv4Addr::from(0xf000_0000u32 + i as u32);
         let private = Ipv4Addr::from(0xf800_0000u32 + i as u32);
-        dp.bind(eip, 100 + i as u32, private, None)
+        execute(dp, &bind_ops(eip, 100 + i as u32, private, None))
             .with_context(|| format!("filler binding {i}"))?;
     }
     Ok(())
@@ -152,11 +155,11 @@ pub fn run(sizes: &[u64], rounds: usize, say: &dyn Fn(&str)) -> Result<Vec<Figur
     let g = SELF_MAPPED;
     let addr = Ipv4Addr::from(g.private);
     dp.set_guest(addr, g.mac, port, 0)?;
-    dp.bind(addr, 6, addr, None)?;
+    execute(&mut dp, &bind_ops(addr, 6, addr, None))?;
     // A private address bound to itself, so that the external egress program's quote
     // rewrite leaves the frame as it found it, run after run.
     let quoted_private = Ipv4Addr::new(192, 168, 6, 200);
-    dp.bind(quoted_private, 7, quoted_private, None)?;
+    execute(&mut dp, &bind_ops(quoted_private, 7, quoted_private, None))?;
     // The fixture world holds 4 bindings and the two self-mapped ones: 6.
     let mut filled = 6u64;
 
@@ -374,7 +377,7 @@ pub fn run(sizes: &[u64], rounds: usize, say: &dyn Fn(&str)) -> Result<Vec<Figur
                     } else {
                         SLOT_LIMITED
                     };
-                    dp.bind(addr, 6 | mark, addr, None)?;
+                    execute(&mut dp, &bind_ops(addr, 6 | mark, addr, None))?;
                     in_map = c.limit;
                 }
                 let (rc, ns) = test_run(c.fd, &c.frame, REPEAT, c.ifindex)?;

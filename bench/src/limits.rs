@@ -47,7 +47,7 @@ pub fn run(bin: &Path, plan: &Plan, say: &dyn Fn(&str)) -> Result<Vec<Figure>> {
         .map(|i| {
             format!(
                 "{},vm{i},{}\n",
-                eip_user::kernel::dataplane::fmt_mac(topology::vm_mac(i)),
+                eip_user::model::fmt_mac(topology::vm_mac(i)),
                 topology::vm_ip(i)
             )
         })

@@ -5,7 +5,10 @@
 use std::net::Ipv4Addr;
 
 use anyhow::{Context, Result};
-use eip_user::kernel::dataplane::{Dataplane, Sizes};
+use eip_user::kernel::dataplane::{
+    Dataplane, Sizes,
+    update::{bind_ops, execute},
+};
 
 use crate::figures::Figure;
 
@@ -48,8 +51,7 @@ pub fn run(sizes: &[u32], say: &dyn Fn(&str)) -> Result<Vec<Figure>> {
         for i in 0..n {
             let eip = Ipv4Addr::from(0xf000_0000u32 + i);
             let private = Ipv4Addr::from(0xf800_0000u32 + i);
-            dp.bind(eip, 1 + i, private, None)
-                .with_context(|| format!("binding {i}"))?;
+            execute(&mut dp, &bind_ops(eip, 1 + i, private, None)).with_context(|| format!("binding {i}"))?;
         }
         let bytes = maps_memlock()? - before;
         out.push(Figure::new(

@@ -372,7 +372,7 @@ impl Bed {
         };
         let mut hosts = format!(
             "{},vm1,{}\n",
-            eip_user::kernel::dataplane::fmt_mac(topology::vm_mac(1)),
+            eip_user::model::fmt_mac(topology::vm_mac(1)),
             vm_addr()
         );
         for i in 0..n.saturating_sub(1) {

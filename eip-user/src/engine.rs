@@ -5,8 +5,9 @@
 //! second later, and at every start) makes the kernel match the store.
 
 use crate::{
-    kernel::{Kernel, KernelError, reconcile},
-    lifecycle::{self, Change, Effect, LeaseEvent, Limits, Refusal},
+    kernel::plan::{Effect, effects, reconcile},
+    kernel::{Kernel, KernelError},
+    lifecycle::{self, Change, LeaseEvent, Limits, Refusal},
     model::State,
     store::{self, Store, StoreError},
 };
@@ -27,10 +28,10 @@ pub enum EngineError {
 pub struct Engine<K> {
     state: State,
     store: Store,
-    pub kernel: K,
+    kernel: K,
     pub limits: Limits,
     /// The kernel may differ from the state (an effect failed): reconcile soon.
-    pub dirty: bool,
+    dirty: bool,
     /// Where lease events go (the lease script), if anywhere.
     pub events: Option<tokio::sync::mpsc::Sender<LeaseEvent>>,
 }
@@ -61,6 +62,55 @@ impl<K: Kernel> Engine<K> {
         &self.store
     }
 
+    /// What the kernel reports (counters, statistics, paths). It changes only through the
+    /// engine: [`Engine::run`], [`Engine::reconcile`] and [`Engine::tick`].
+    pub fn kernel(&self) -> &K {
+        &self.kernel
+    }
+
+    /// The kernel itself, for tests that leave debris in it behind the engine's back.
+    #[cfg(any(test, feature = "testing"))]
+    pub fn kernel_mut(&mut self) -> &mut K {
+        &mut self.kernel
+    }
+
+    /// The host's own networks, which a pool must not overlap.
+    pub async fn host_nets(&mut self) -> Result<Vec<ipnet::Ipv4Net>, KernelError> {
+        self.kernel.host_nets().await
+    }
+
+    /// The bridge the VMs are on, as the kernel last saw it.
+    pub fn bridge(&self) -> Option<&crate::kernel::netlink::Link> {
+        self.kernel.bridge()
+    }
+
+    /// A DHCP client with `mac` just got its lease: its VM entry learns the bridge port.
+    pub async fn learn_port(&mut self, mac: crate::model::Mac) -> Result<(), KernelError> {
+        self.kernel.learn_port(mac).await
+    }
+
+    /// The daemon's once-a-second housekeeping, `n` counting the calls: the kernel's upkeep,
+    /// a reconcile when something left the kernel behind, and (every other call) the VMs'
+    /// bridge ports followed. Failures are logged and retried at the next call. Returns
+    /// whether it reconciled.
+    pub async fn tick(&mut self, n: u64) -> bool {
+        match self.kernel.upkeep().await {
+            Ok(true) => self.dirty = true,
+            Ok(false) => {}
+            Err(e) => tracing::error!(error = %crate::error_chain(&e), "dataplane upkeep"),
+        }
+        let reconciled = self.dirty && self.kernel.ready();
+        if reconciled {
+            self.reconcile_if_dirty().await;
+        }
+        if n.is_multiple_of(2)
+            && let Err(e) = self.kernel.follow_ports().await
+        {
+            tracing::warn!(error = %crate::error_chain(&e), "bridge port refresh");
+        }
+        reconciled
+    }
+
     /// Commits `change` (recorded in the history as `command`), then applies it.
     pub async fn run(
         &mut self,
@@ -86,7 +136,7 @@ impl<K: Kernel> Engine<K> {
         }
         self.state.apply(&change.writes);
         self.emit(lifecycle::lease_events(&before, &after, &change.writes));
-        let effects = lifecycle::effects(&before, &after, &change.writes);
+        let effects = effects(&before, &after, &change.writes);
         self.apply(&effects)
             .await
             .map_err(|source| EngineError::Kernel { source })?;

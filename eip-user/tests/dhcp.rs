@@ -25,7 +25,7 @@ use eip_user::{
 const BIN: &str = env!("CARGO_BIN_EXE_eip");
 
 fn mac_str(n: u8) -> String {
-    eip_user::kernel::dataplane::fmt_mac(mac(n))
+    eip_user::model::fmt_mac(mac(n))
 }
 
 /// VMs without addresses (their DHCP clients configure them), reservations vm1..vmN in a

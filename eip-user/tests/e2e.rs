@@ -134,7 +134,7 @@ fn dhcp(w: &mut World) -> Outcome {
         .collect();
     let want: BTreeSet<_> = GUESTS
         .iter()
-        .map(|g| (eip_user::kernel::dataplane::fmt_mac(g.mac), g.ip, true))
+        .map(|g| (eip_user::model::fmt_mac(g.mac), g.ip, true))
         .collect();
     ensure(got == want, || format!("leases {got:?}, want {want:?}"))
 }

@@ -11,7 +11,10 @@ use std::{
 
 use eip_common::maps::*;
 use eip_user::{
-    kernel::dataplane::Dataplane,
+    kernel::{
+        dataplane::update::{bind_ops, execute},
+        pins::Pins,
+    },
     testing::{
         process::{Background, Capture, bad_checksums, retry},
         services::{Service, upload},
@@ -44,6 +47,17 @@ fn ask(ns: &eip_user::testing::netns::NetNs, target: &str) -> Option<String> {
     })
 }
 
+/// Removes the pins (and so detaches the programs) when dropped.
+struct Unpin(Pins);
+
+impl Drop for Unpin {
+    fn drop(&mut self) {
+        if let Err(e) = self.0.remove() {
+            eprintln!("unpin {}: {e}", self.0.root().display());
+        }
+    }
+}
+
 fn check(fast_path: bool) {
     // The VM's NIC is a tap held by a process, as QEMU holds it: it takes redirected frames
     // as it is.
@@ -62,8 +76,14 @@ fn check(fast_path: bool) {
     // Loading, attaching and the devmap all resolve interfaces in the calling thread's
     // namespace: the whole setup happens inside the hypervisor's.
     let _inside = topo.hv.enter().expect("enter the hypervisor namespace");
-    let mut dp = Dataplane::load(Default::default()).expect("load");
-    dp.attach(EXT_IF, BRIDGE_IF).expect("attach");
+    // Started the way the daemon starts it: pinned, TCX on the bridge and on the external
+    // interface's egress, XDP on its ingress. Unpinned when the test ends, failed or not.
+    let pins =
+        Unpin(Pins::new(&format!("netns-{}-{fast_path}", std::process::id())).expect("an instance name"));
+    let (mut dp, _) = pins
+        .0
+        .start(Default::default(), EXT_IF, BRIDGE_IF)
+        .expect("start the dataplane as the daemon does");
     let flags = CONFIG_ANTISPOOF | if fast_path { 0 } else { CONFIG_NO_FAST_PATH };
     dp.set_config(&Config {
         bridge_mac: topo.bridge_mac().unwrap(),
@@ -73,7 +93,7 @@ fn check(fast_path: bool) {
     })
     .unwrap();
     dp.set_guest(VM_ADDR, VM_MAC, port, 0).unwrap();
-    dp.bind(EIP, 1, VM_ADDR, None).unwrap();
+    execute(&mut dp, &bind_ops(EIP, 1, VM_ADDR, None)).unwrap();
 
     let cap_out = Capture::start(&topo.outside, WAN_IF).unwrap();
     let cap_vm = Capture::start(&vm.ns, VM_IF).unwrap();

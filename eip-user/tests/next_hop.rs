@@ -45,9 +45,7 @@ fn the_way_out_follows_a_changed_route_a_new_gateway_mac_and_a_neighbour_gone() 
     out.ip(&["addr", "add", &format!("{ROUTER2}/24"), "dev", ROUTER2_IF])
         .unwrap();
     out.ip(&["link", "set", ROUTER2_IF, "up"]).unwrap();
-    let mac = |ns: &eip_user::testing::netns::NetNs, dev| {
-        eip_user::kernel::dataplane::fmt_mac(ns.mac(dev).unwrap())
-    };
+    let mac = |ns: &eip_user::testing::netns::NetNs, dev| eip_user::model::fmt_mac(ns.mac(dev).unwrap());
     // The outside answers ARP for all its addresses from either interface: the hypervisor
     // is told the second router's MAC, as a router's own ARP reply would tell it.
     let neigh = |addr: &str| {

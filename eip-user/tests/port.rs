@@ -69,7 +69,7 @@ fn egress_counters(lab: &Lab) -> (u64, u64) {
 /// Whether the bridge's forwarding database has `vm`'s MAC on its port.
 fn bridge_knows(lab: &Lab, vm: u8) -> bool {
     let v = &lab.topo.vms[usize::from(vm) - 1];
-    let mac = eip_user::kernel::dataplane::fmt_mac(v.mac);
+    let mac = eip_user::model::fmt_mac(v.mac);
     let out = lab
         .topo
         .hv
@@ -291,7 +291,7 @@ fn the_program_follows_a_port_created_again() {
         .expect("on the bridge");
     hv.ip(&["link", "set", port, "up"]).expect("up");
     // The VM's end as its owner sets it up again: its MAC, address and gateway.
-    let mac = eip_user::kernel::dataplane::fmt_mac(lab.topo.vms[0].mac);
+    let mac = eip_user::model::fmt_mac(lab.topo.vms[0].mac);
     vm.ip(&["link", "set", VM_IF, "address", &mac])
         .expect("the VM's MAC");
     vm.ip(&["link", "set", VM_IF, "up"]).expect("up");

@@ -92,7 +92,7 @@ fn the_eips_vlan_reaches_the_vm_untagged_and_leaves_tagged() {
     // Not the EIPs' network: an untagged frame to the EIP, sent straight to the external
     // interface's MAC.
     let other = counter(&lab, "ingress_other_vlan");
-    let mac = eip_user::kernel::dataplane::fmt_mac(hv.mac(EXT_IF).unwrap());
+    let mac = eip_user::model::fmt_mac(hv.mac(EXT_IF).unwrap());
     out.ip(&["route", "add", "203.0.113.10/32", "dev", WAN_IF])
         .unwrap();
     out.ip(&[

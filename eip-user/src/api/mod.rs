@@ -248,7 +248,8 @@ pub const HISTORY_PAGE_MAX: usize = 10_000;
 
 /// What the handlers share.
 pub struct Shared<K> {
-    pub engine: Mutex<Engine<K>>,
+    /// Shared with the DHCP server and the hosts file's follower.
+    pub engine: Arc<Mutex<Engine<K>>>,
     pub status: Status,
     /// Set to `Some(teardown)` to stop the daemon.
     pub shutdown: watch::Sender<Option<bool>>,
@@ -367,8 +368,8 @@ fn rows<K: Kernel>(engine: &Engine<K>) -> Vec<EipRow> {
         .values()
         .map(|e| {
             let host = e.bound.and_then(|m| s.hosts.get(&m));
-            let st = engine.kernel.eip_stats(e.slot).unwrap_or_default();
-            let dropped = engine.kernel.limit_drops(e.slot).unwrap_or_default();
+            let st = engine.kernel().eip_stats(e.slot).unwrap_or_default();
+            let dropped = engine.kernel().limit_drops(e.slot).unwrap_or_default();
             EipRow {
                 eip: e.addr,
                 state: if e.bound.is_some() {
@@ -383,7 +384,9 @@ fn rows<K: Kernel>(engine: &Engine<K>) -> Vec<EipRow> {
                 in_bytes: st.in_bytes,
                 out_packets: st.out_packets,
                 out_bytes: st.out_bytes,
-                path: host.and_then(|h| engine.kernel.path_of(h.ip)).map(str::to_owned),
+                path: host
+                    .and_then(|h| engine.kernel().path_of(h.ip))
+                    .map(str::to_owned),
                 limit_in_bps: e.limit_in.map(|l| l.rate_bps),
                 burst_in_bytes: e.limit_in.map(|l| l.burst()),
                 limit_out_bps: e.limit_out.map(|l| l.rate_bps),
@@ -536,7 +539,6 @@ fn usable_count(p: Ipv4Net) -> u64 {
 async fn pool_add<K: Kernel + Sync>(AxState(sh): Sh<K>, Body(r): Body<PoolReq>) -> Answer {
     let mut en = sh.engine.lock().await;
     let host = en
-        .kernel
         .host_nets()
         .await
         .map_err(|e| Failure(StatusCode::INTERNAL_SERVER_ERROR, error_chain(&e)))?;
@@ -567,7 +569,7 @@ async fn quarantine<K: Kernel + Sync>(AxState(sh): Sh<K>, Body(r): Body<Quaranti
 async fn stats<K: Kernel + Sync>(AxState(sh): Sh<K>) -> Result<Json<Stats>, Failure> {
     let en = sh.engine.lock().await;
     let counters = en
-        .kernel
+        .kernel()
         .counters()
         .map_err(|e| Failure(StatusCode::INTERNAL_SERVER_ERROR, error_chain(&e)))?;
     Ok(Json(Stats {
@@ -577,9 +579,9 @@ async fn stats<K: Kernel + Sync>(AxState(sh): Sh<K>) -> Result<Json<Stats>, Fail
             .map(|(c, v)| (c.name().to_owned(), v))
             .collect(),
         dhcp: sh.dhcp.as_ref().map(|d| d.counts()),
-        guard_dropped: en.kernel.guard_dropped(),
-        port_dropped: en.kernel.port_dropped(),
-        port_programs: en.kernel.port_programs(),
+        guard_dropped: en.kernel().guard_dropped(),
+        port_dropped: en.kernel().port_dropped(),
+        port_programs: en.kernel().port_programs(),
     }))
 }
 

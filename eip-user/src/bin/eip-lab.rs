@@ -160,7 +160,7 @@ fn print_try_this(lab: &Lab, bin: &Path, took: Duration) {
         s += &format!(
             "  {:<8} {:<18} {:<16} {:<14} {} (namespace {})\n",
             g.name,
-            eip_user::kernel::dataplane::fmt_mac(g.mac),
+            eip_user::model::fmt_mac(g.mac),
             g.ip,
             e,
             g.client,

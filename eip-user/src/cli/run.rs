@@ -245,9 +245,9 @@ async fn teardown(c: &Client, socket: &std::path::Path, instance: Option<String>
         Ok(_) | Err(ClientError::NotRunning(_)) => {
             let instance = match instance {
                 Some(i) => i,
-                None => crate::daemon::only_instance().map_err(CliError::Teardown)?,
+                None => crate::daemon::teardown::only_instance().map_err(CliError::Teardown)?,
             };
-            let msg = crate::daemon::teardown_offline(&instance)
+            let msg = crate::daemon::teardown::teardown_offline(&instance)
                 .await
                 .map_err(|e| CliError::Teardown(crate::error_chain(&*e)))?;
             println!("{msg}");

@@ -41,10 +41,10 @@ pub fn render<K: Kernel>(en: &Engine<K>, dhcp: Option<&crate::dhcp::Stats>) -> S
     ];
     let mut samples: Vec<String> = vec![String::new(); families.len()];
     for e in s.eips.values() {
-        let Ok(st) = en.kernel.eip_stats(e.slot) else {
+        let Ok(st) = en.kernel().eip_stats(e.slot) else {
             continue;
         };
-        let dropped = en.kernel.limit_drops(e.slot).unwrap_or_default();
+        let dropped = en.kernel().limit_drops(e.slot).unwrap_or_default();
         let values = [
             [Some(st.in_packets), Some(st.out_packets)],
             [Some(st.in_bytes), Some(st.out_bytes)],
@@ -69,7 +69,7 @@ pub fn render<K: Kernel>(en: &Engine<K>, dhcp: Option<&crate::dhcp::Stats>) -> S
         out,
         "# HELP eip_dataplane_packets_total Dataplane outcomes, drops by reason among them.\n# TYPE eip_dataplane_packets_total counter"
     );
-    if let Ok(counters) = en.kernel.counters() {
+    if let Ok(counters) = en.kernel().counters() {
         for (c, v) in counters {
             let _ = writeln!(out, "eip_dataplane_packets_total{{counter=\"{}\"}} {v}", c.name());
         }

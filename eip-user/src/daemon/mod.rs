@@ -6,6 +6,7 @@ pub mod config;
 pub mod hosts_follow;
 pub mod hostsfile;
 pub mod metrics;
+pub mod teardown;
 
 use std::{
     os::unix::fs::PermissionsExt,
@@ -28,11 +29,11 @@ use crate::{
     daemon::hosts_follow::Follower,
     dhcp::{self, service::DhcpError},
     engine::{Engine, EngineError},
+    kernel::KernelError,
     kernel::dataplane::{DataplaneError, Sizes},
     kernel::live::Live,
     kernel::netlink::{Netlink, NetlinkError},
     kernel::pins::{PinError, Pins, Started},
-    kernel::{Kernel, KernelError},
     lifecycle::{self, Refusal},
     model::State,
     store::{Store, StoreError},
@@ -375,7 +376,7 @@ pub async fn run(args: DaemonArgs, socket: PathBuf) -> Result<(), DaemonError> {
         if engine.state().pools.contains(&pool) {
             continue;
         }
-        let host = engine.kernel.host_nets().await?;
+        let host = engine.host_nets().await?;
         let change = lifecycle::pool_add(engine.state(), &limits, pool, &host);
         match engine
             .run(&format!("pool add {pool} (command line)"), change)
@@ -406,7 +407,7 @@ pub async fn run(args: DaemonArgs, socket: PathBuf) -> Result<(), DaemonError> {
     let dhcp_stats = dhcp_settings.as_ref().map(|_| Arc::new(dhcp::Stats::default()));
     let (stop_tx, mut stop_rx) = watch::channel(None);
     let shared = Arc::new(Shared {
-        engine: Mutex::new(engine),
+        engine: Arc::new(Mutex::new(engine)),
         status: Status {
             instance: instance.clone(),
             ext: ext.name.clone(),
@@ -452,7 +453,7 @@ pub async fn run(args: DaemonArgs, socket: PathBuf) -> Result<(), DaemonError> {
     tracing::info!(socket = %socket.display(), "serving");
     if let (Some(settings), Some(stats)) = (dhcp_settings, dhcp_stats) {
         let server = dhcp::service::Server::new(settings, bridge.clone(), stats)?;
-        tokio::spawn(server.run(shared.clone(), stop_rx.clone()));
+        tokio::spawn(server.run(shared.engine.clone(), stop_rx.clone()));
     } else {
         tracing::info!("DHCP server off (--no-dhcp)");
     }
@@ -484,20 +485,8 @@ pub async fn run(args: DaemonArgs, socket: PathBuf) -> Result<(), DaemonError> {
                 }
                 let mut en = shared.engine.lock().await;
                 expire(&mut en).await;
-                match en.kernel.upkeep().await {
-                    Ok(true) => en.dirty = true,
-                    Ok(false) => {}
-                    Err(e) => tracing::error!(error = %crate::error_chain(&e), "dataplane upkeep"),
-                }
-                if en.dirty && en.kernel.ext_present() {
-                    en.reconcile_if_dirty().await;
+                if en.tick(ticks).await {
                     give_back_free_memory();
-                }
-                if ticks.is_multiple_of(2)
-                    && en.kernel.bridge_present()
-                    && let Err(e) = en.kernel.refresh_ports().await
-                {
-                    tracing::warn!(error = %crate::error_chain(&e), "bridge port refresh");
                 }
             }
         }
@@ -508,25 +497,10 @@ pub async fn run(args: DaemonArgs, socket: PathBuf) -> Result<(), DaemonError> {
         tracing::warn!(error = %e, "socket server task");
     }
     if teardown {
-        let bound: Vec<_> = shared
-            .engine
-            .lock()
-            .await
-            .state()
-            .bindings()
-            .into_keys()
-            .collect();
-        for eip in bound {
-            if let Err(e) = nl.del_alias(public.as_ref().unwrap_or(&ext).index, eip).await {
-                tracing::warn!(%eip, error = %e, "remove alias");
-            }
-        }
         // The engine (and the dataplane's fds) must be gone before unpinning frees the links.
         drop(shared);
-        pins.remove()?;
-        if let Err(e) = crate::kernel::guard::remove(&instance) {
-            tracing::warn!(error = %crate::error_chain(&e), "remove the leak guard");
-        }
+        let aliases = crate::kernel::teardown::teardown(&pins, &nl).await?;
+        tracing::info!(aliases, "aliases removed");
         tracing::info!(pins = %pins.root().display(), "dataplane removed");
     } else {
         tracing::info!("the dataplane keeps forwarding (pinned)");
@@ -545,51 +519,4 @@ async fn expire(engine: &mut Engine<Live>) {
     if let Err(e) = engine.run(&message, Ok(change)).await {
         tracing::error!(error = %crate::error_chain(&e), "lease expiry");
     }
-}
-
-/// The only pinned instance, for `eip teardown` without a daemon or --instance.
-pub fn only_instance() -> Result<String, String> {
-    let dir = crate::kernel::bpffs::root().join("eip");
-    let names: Vec<String> = std::fs::read_dir(&dir)
-        .map(|d| {
-            d.filter_map(Result::ok)
-                .map(|e| e.file_name().to_string_lossy().into_owned())
-                .collect()
-        })
-        .unwrap_or_default();
-    match &names[..] {
-        [one] => Ok(one.clone()),
-        [] => Err(format!(
-            "no daemon is running and nothing is pinned under {}",
-            dir.display()
-        )),
-        many => Err(format!(
-            "several instances are pinned ({}); name one with --instance",
-            many.join(", ")
-        )),
-    }
-}
-
-/// Teardown without a daemon: the aliases of the EIPs the pinned forward map holds, then the
-/// pins (which detaches the programs).
-pub async fn teardown_offline(instance: &str) -> Result<String, Box<dyn std::error::Error + Send + Sync>> {
-    let pins = Pins::new(instance)?;
-    if !pins.exists() {
-        let _ = crate::kernel::guard::remove(instance);
-        return Err(format!(
-            "instance {instance} has nothing pinned under {}",
-            pins.root().display()
-        )
-        .into());
-    }
-    let bound = pins.bound_eips().unwrap_or_default();
-    let nl = Netlink::new()?;
-    let removed = nl.del_aliases_anywhere(&bound).await?;
-    pins.remove()?;
-    // The guard goes last: until the programs are gone it keeps untranslated packets in.
-    let _ = crate::kernel::guard::remove(instance);
-    Ok(format!(
-        "removed instance {instance}: {removed} aliases, pins under {}",
-        pins.root().display()
-    ))
 }

@@ -10,7 +10,7 @@ use std::{
     sync::Arc,
 };
 
-use tokio::sync::watch;
+use tokio::sync::{Mutex, watch};
 
 use super::{
     DropReason, Settings, Stats,
@@ -18,8 +18,10 @@ use super::{
     now, wire,
 };
 use crate::{
-    api::Shared, engine::EngineError, kernel::ether::PacketSocket, kernel::live::Live, kernel::netlink::Link,
-    lifecycle::Change, model::Mac,
+    engine::{Engine, EngineError},
+    kernel::{Kernel, ether::PacketSocket, netlink::Link},
+    lifecycle::Change,
+    model::Mac,
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -170,7 +172,11 @@ impl Server {
     }
 
     /// Serves until `stop` turns `Some`.
-    pub async fn run(mut self, shared: Arc<Shared<Live>>, mut stop: watch::Receiver<Option<bool>>) {
+    pub async fn run<K: Kernel>(
+        mut self,
+        engine: Arc<Mutex<Engine<K>>>,
+        mut stop: watch::Receiver<Option<bool>>,
+    ) {
         // The largest UDP payload, so an oversized datagram is seen whole and counted.
         let mut buf = vec![0u8; 65_536];
         tracing::info!(bridge = %self.bridge.name, server = %self.settings.server, "DHCP server listening");
@@ -190,16 +196,18 @@ impl Server {
                 _ = stop.wait_for(Option::is_some) => break,
             };
             match got {
-                Some(n) => self.one(&shared, &buf[..n]).await,
-                None => self.follow_bridge(&shared).await,
+                Some(n) => self.one(&engine, &buf[..n]).await,
+                None => self.follow_bridge(&engine).await,
             }
         }
     }
 
     /// A bridge created again (the daemon's upkeep has seen it) gets a socket bound to it: the
     /// old one is bound to the interface that is gone.
-    async fn follow_bridge(&mut self, shared: &Shared<Live>) {
-        let now = shared.engine.lock().await.kernel.bridge().clone();
+    async fn follow_bridge<K: Kernel>(&mut self, engine: &Mutex<Engine<K>>) {
+        let Some(now) = engine.lock().await.bridge().cloned() else {
+            return;
+        };
         if now.index == self.bridge.index && now.mac == self.bridge.mac {
             return;
         }
@@ -215,9 +223,9 @@ impl Server {
         }
     }
 
-    async fn one(&mut self, shared: &Shared<Live>, bytes: &[u8]) {
+    async fn one<K: Kernel>(&mut self, engine: &Mutex<Engine<K>>, bytes: &[u8]) {
         let now = now();
-        let mut en = shared.engine.lock().await;
+        let mut en = engine.lock().await;
         let out = handler::handle(&self.settings, en.state(), &mut self.offers, now, bytes);
         if let Some(kind) = out.kind {
             self.stats.received(kind);
@@ -241,7 +249,7 @@ impl Server {
             Verdict::Answer(reply) => {
                 let t = reply.msg.opts().msg_type();
                 if let (Some(mac), Some(dhcproto::v4::MessageType::Ack)) = (out.mac, t)
-                    && let Err(e) = en.kernel.learn_port(mac.0).await
+                    && let Err(e) = en.learn_port(mac).await
                 {
                     tracing::warn!(error = %crate::error_chain(&e), "bridge port lookup");
                 }

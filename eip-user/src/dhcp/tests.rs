@@ -733,8 +733,8 @@ fn leases_expire_and_dynamic_leases_feed_the_dataplane() {
     let before = s.clone();
     s.apply(&e.writes);
     assert_eq!(
-        lifecycle::effects(&before, &s, &e.writes),
-        [lifecycle::Effect::DelGuest {
+        crate::kernel::plan::effects(&before, &s, &e.writes),
+        [crate::kernel::plan::Effect::DelGuest {
             private: ip("192.168.6.100"),
             mac: dyn_mac
         }]

@@ -16,8 +16,8 @@ use crate::{
     kernel::garp,
     kernel::netlink::{Link, Netlink},
     kernel::pins::{Held, Pins},
+    kernel::plan::Effect,
     kernel::{Kernel, KernelError, KernelView, apply_binding},
-    lifecycle::Effect,
     model::Mac,
 };
 
@@ -114,7 +114,7 @@ impl Live {
     /// interface and the bridge when they are deleted and created again (a driver reload, a
     /// bond or bridge re-created): the program is attached to the new interface and the
     /// aliases go back on it. Returns whether the kernel must be reconciled (aliases).
-    pub async fn upkeep(&mut self) -> Result<bool, KernelError> {
+    async fn keep_up(&mut self) -> Result<bool, KernelError> {
         let back = self.pins.repair(&self.held)?;
         if !back.is_empty() {
             tracing::warn!(
@@ -218,18 +218,13 @@ impl Live {
         if ext { &self.ext } else { &self.bridge }
     }
 
-    /// The bridge as last seen (its index changes when it is created again).
-    pub fn bridge(&self) -> &Link {
-        &self.bridge
-    }
-
     /// Whether the bridge is there (a port refresh without it only fails).
-    pub fn bridge_present(&self) -> bool {
+    fn bridge_present(&self) -> bool {
         !self.missing.contains(&self.bridge.name)
     }
 
     /// Whether the external interface is there (a reconcile without it only fails).
-    pub fn ext_present(&self) -> bool {
+    fn ext_present(&self) -> bool {
         !self.missing.contains(&self.ext.name) && !self.missing.contains(&self.addr_link().name)
     }
 
@@ -404,18 +399,36 @@ impl Live {
             "fast"
         })
     }
+}
 
-    /// Makes sure the VM entry of `mac` points at its bridge port: a DHCP client that just
-    /// got its lease has just been learned by the bridge.
-    pub async fn learn_port(&mut self, mac: [u8; 6]) -> Result<(), KernelError> {
-        if !self.fdb.contains_key(&mac) {
+impl Kernel for Live {
+    async fn upkeep(&mut self) -> Result<bool, KernelError> {
+        self.keep_up().await
+    }
+
+    fn ready(&self) -> bool {
+        self.ext_present()
+    }
+
+    async fn follow_ports(&mut self) -> Result<(), KernelError> {
+        if self.bridge_present() {
             self.refresh_ports().await?;
         }
         Ok(())
     }
-}
 
-impl Kernel for Live {
+    /// Makes sure the VM entry of `mac` points at its bridge port.
+    async fn learn_port(&mut self, mac: Mac) -> Result<(), KernelError> {
+        if !self.fdb.contains_key(&mac.0) {
+            self.refresh_ports().await?;
+        }
+        Ok(())
+    }
+
+    fn bridge(&self) -> Option<&Link> {
+        Some(&self.bridge)
+    }
+
     async fn apply(&mut self, effect: &Effect) -> Result<(), KernelError> {
         match *effect {
             Effect::ResetStats { slot } => self.dp.reset_stats(slot)?,

@@ -10,6 +10,8 @@ pub mod guard;
 pub mod live;
 pub mod netlink;
 pub mod pins;
+pub mod plan;
+pub mod teardown;
 
 use std::{
     collections::{BTreeMap, BTreeSet},
@@ -24,7 +26,7 @@ use ipnet::Ipv4Net;
 
 use crate::{
     kernel::dataplane::update::{BindingMaps, MemMaps, bind_ops, execute, unbind_ops},
-    lifecycle::Effect,
+    kernel::plan::Effect,
     model::rate::dataplane_limit,
     model::{Eip, Mac, State},
 };
@@ -82,84 +84,6 @@ pub fn without_timelines(mut l: Limit) -> Limit {
     l.inbound.tat_ns = 0;
     l.outbound.tat_ns = 0;
     l
-}
-
-/// The effects that take the kernel from `view` to what `state` asks for, each one a
-/// correction the daemon logs.
-pub fn reconcile(state: &State, view: &KernelView) -> Vec<Effect> {
-    let want = KernelView::desired(state);
-    let mut out = Vec::new();
-    // Entries pairing a MAC and an address the state does not pair go (flags alone are fixed
-    // by SetGuest overwriting).
-    for (mac, (ip, _)) in &view.macs {
-        if want.macs.get(mac).map(|w| w.0) != Some(*ip) {
-            out.push(Effect::DelGuest {
-                private: *ip,
-                mac: *mac,
-            });
-        }
-    }
-    for (ip, (mac, _)) in &view.vms {
-        if want.vms.get(ip).map(|w| w.0) != Some(*mac) {
-            out.push(Effect::DelGuest {
-                private: *ip,
-                mac: *mac,
-            });
-        }
-    }
-    for (mac, (ip, flags)) in &want.macs {
-        if view.macs.get(mac) != Some(&(*ip, *flags)) || view.vms.get(ip) != Some(&(*mac, *flags)) {
-            out.push(Effect::SetGuest {
-                private: *ip,
-                mac: *mac,
-                flags: *flags,
-            });
-        }
-    }
-    for (eip, (private, _)) in &view.dnat {
-        if !want.dnat.contains_key(eip) {
-            out.push(Effect::Unbind {
-                eip: *eip,
-                private: *private,
-            });
-        }
-    }
-    for (eip, &(private, slot)) in &want.dnat {
-        if view.dnat.get(eip) != Some(&(private, slot)) || view.snat.get(&private) != Some(&(*eip, slot)) {
-            out.push(Effect::Bind {
-                eip: *eip,
-                slot,
-                private,
-                previous: None,
-            });
-        }
-    }
-    for (eip, b) in state.bindings() {
-        if let Some(e) = state.eips.get(&eip)
-            && view.limits.get(&slot_index(b.slot)) != Some(&limit_of(e))
-        {
-            out.push(Effect::set_limit(e));
-        }
-    }
-    for private in view.snat.keys() {
-        if !want.snat.contains_key(private) {
-            out.push(Effect::ForgetSnat { private: *private });
-        }
-    }
-    for eip in view.aliases.difference(&want.aliases) {
-        out.push(Effect::DelAlias(*eip));
-    }
-    for eip in want.aliases.difference(&view.aliases) {
-        out.push(Effect::AddAlias(*eip));
-        out.push(Effect::Announce(*eip));
-    }
-    for pool in view.pools.difference(&want.pools) {
-        out.push(Effect::DelPool(*pool));
-    }
-    for pool in want.pools.difference(&view.pools) {
-        out.push(Effect::AddPool(*pool));
-    }
-    crate::lifecycle::in_order(out)
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -224,6 +148,27 @@ pub trait Kernel: Send + 'static {
     /// The bridge ports (ifindexes) the VMs' outbound traffic is taken at, before the bridge.
     fn port_programs(&self) -> Vec<u32> {
         Vec::new()
+    }
+    /// Once a second: whatever keeps the kernel side whole (pins put back, interfaces that
+    /// were created again followed). Returns whether the kernel must be reconciled.
+    fn upkeep(&mut self) -> impl Future<Output = Result<bool, KernelError>> + Send {
+        async { Ok(false) }
+    }
+    /// Whether a reconcile can succeed now (the interfaces it writes to are there).
+    fn ready(&self) -> bool {
+        true
+    }
+    /// Every other second: follows which bridge port each VM is behind.
+    fn follow_ports(&mut self) -> impl Future<Output = Result<(), KernelError>> + Send {
+        async { Ok(()) }
+    }
+    /// A DHCP client with `mac` just got its lease: the bridge has just learned its port.
+    fn learn_port(&mut self, _mac: Mac) -> impl Future<Output = Result<(), KernelError>> + Send {
+        async { Ok(()) }
+    }
+    /// The bridge the VMs are on, as last seen (its index changes when it is created again).
+    fn bridge(&self) -> Option<&netlink::Link> {
+        None
     }
 }
 

@@ -1,7 +1,7 @@
 //! The elastic-IP lifecycle as pure functions: each operator verb checks the state and returns
-//! the writes that carry it out, or a [`Refusal`] that changes nothing. [`effects`] turns a
-//! change into the kernel work it needs (map updates, aliases, gratuitous ARP), so the whole
-//! lifecycle is tested without a kernel.
+//! the writes that carry it out, or a [`Refusal`] that changes nothing. The kernel work a
+//! change needs is planned from the writes by `kernel::plan`, so the whole lifecycle is tested
+//! without a kernel.
 
 use std::{
     collections::{BTreeSet, HashMap},
@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::{
     model::rate::{LimitChange, RateError, RateLimit},
-    model::{Bound, ByMac, Eip, Host, Lease, Mac, Range, Source, State, Write, is_usable, usable},
+    model::{ByMac, Eip, Host, Lease, Mac, Range, Source, State, Write, is_usable, usable},
 };
 
 /// What reservations, leases and pools must fit: the bridge's subnet and address, the number
@@ -856,208 +856,6 @@ pub fn lease_events(before: &State, after: &State, writes: &[Write]) -> Vec<Leas
             }
         }
     }
-    out
-}
-
-/// Kernel work, in the order it must run.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
-pub enum Effect {
-    /// A pool's addresses become sources ingress refuses from outside (before any of them
-    /// can be bound).
-    AddPool(Ipv4Net),
-    /// A new allocation starts its counters from zero (the slot may have served another EIP).
-    ResetStats {
-        slot: u32,
-    },
-    /// The slot's bandwidth limit, both ways (`None`: none that way). Written for every new
-    /// allocation too (the slot may hold another EIP's), before any binding uses the slot.
-    SetLimit {
-        slot: u32,
-        inbound: Option<RateLimit>,
-        outbound: Option<RateLimit>,
-    },
-    /// Inbound translation stops, then outbound (if the reverse entry still names this EIP).
-    Unbind {
-        eip: Ipv4Addr,
-        private: Ipv4Addr,
-    },
-    /// A reverse entry no binding owns (reconcile only).
-    ForgetSnat {
-        private: Ipv4Addr,
-    },
-    DelAlias(Ipv4Addr),
-    /// Removes the VM entry of `private` if it names `mac`, and the MAC's entry if it names
-    /// `private`: an entry another reservation took over is left alone.
-    DelGuest {
-        private: Ipv4Addr,
-        mac: Mac,
-    },
-    SetGuest {
-        private: Ipv4Addr,
-        mac: Mac,
-        flags: u16,
-    },
-    /// `previous`: the private address the EIP leaves (a move), whose reverse entry goes last.
-    Bind {
-        eip: Ipv4Addr,
-        slot: u32,
-        private: Ipv4Addr,
-        previous: Option<Ipv4Addr>,
-    },
-    AddAlias(Ipv4Addr),
-    /// Gratuitous ARP, so the upstream router learns the (new) owner at once.
-    Announce(Ipv4Addr),
-    /// A deleted pool's addresses are ordinary sources again.
-    DelPool(Ipv4Net),
-}
-
-impl Effect {
-    /// The [`Effect::SetLimit`] that gives `e`'s slot its limit.
-    pub fn set_limit(e: &Eip) -> Effect {
-        Effect::SetLimit {
-            slot: e.slot,
-            inbound: e.limit_in,
-            outbound: e.limit_out,
-        }
-    }
-
-    pub(crate) fn rank(&self) -> u8 {
-        match self {
-            Effect::AddPool(_) | Effect::ResetStats { .. } | Effect::SetLimit { .. } => 0,
-            Effect::Unbind { .. } | Effect::ForgetSnat { .. } => 1,
-            Effect::DelAlias(_) => 2,
-            Effect::DelGuest { .. } => 3,
-            Effect::SetGuest { .. } => 4,
-            Effect::Bind { .. } => 5,
-            Effect::AddAlias(_) => 6,
-            Effect::Announce(_) => 7,
-            Effect::DelPool(_) => 8,
-        }
-    }
-}
-
-/// The kernel work that takes the dataplane from `before` to `after`, looking only at the
-/// records `writes` touched (and the EIPs bound to touched reservations).
-///
-/// Order: unbinds first (inbound stops before the alias goes), then guests (removed, then
-/// added, so two reservations may swap addresses), then binds, then aliases and announcements,
-/// so the router is told only once the EIP is served.
-pub fn effects(before: &State, after: &State, writes: &[Write]) -> Vec<Effect> {
-    let mut macs = BTreeSet::new();
-    let mut eips = BTreeSet::new();
-    let mut out = Vec::new();
-    for w in writes {
-        match w {
-            Write::PutPool(n) if !before.pools.contains(n) => out.push(Effect::AddPool(*n)),
-            Write::DelPool(n) if before.pools.contains(n) && !after.pools.contains(n) => {
-                out.push(Effect::DelPool(*n))
-            }
-            Write::PutHost(h) => {
-                macs.insert(h.mac);
-            }
-            Write::DelHost(m) => {
-                macs.insert(*m);
-            }
-            Write::PutLease(l) => {
-                macs.insert(l.mac);
-            }
-            Write::DelLease(m) => {
-                macs.insert(*m);
-            }
-            Write::PutEip(e) => {
-                eips.insert(e.addr);
-            }
-            Write::DelEip(a) => {
-                eips.insert(*a);
-            }
-            Write::PutPool(_) | Write::DelPool(_) | Write::PutDeclined(_) | Write::DelDeclined(_) => {}
-        }
-    }
-    for s in [before, after] {
-        eips.extend(
-            s.eips
-                .values()
-                .filter(|e| e.bound.is_some_and(|m| macs.contains(&m)))
-                .map(|e| e.addr),
-        );
-    }
-    let guests: Vec<_> = macs
-        .iter()
-        .map(|m| (*m, before.guest(*m), after.guest(*m)))
-        .filter(|(_, g0, g1)| g0 != g1)
-        .collect();
-    // Every removal before any addition: a full VM table takes a new guest in the place of
-    // one that goes in the same change.
-    for (mac, g0, g1) in &guests {
-        if let Some((ip0, _)) = g0.filter(|g0| g1.is_none_or(|g1| g1.0 != g0.0)) {
-            out.push(Effect::DelGuest {
-                private: ip0,
-                mac: *mac,
-            });
-        }
-    }
-    for (mac, _, g1) in &guests {
-        if let Some((ip1, flags)) = *g1 {
-            out.push(Effect::SetGuest {
-                private: ip1,
-                mac: *mac,
-                flags,
-            });
-        }
-    }
-    // Private addresses some touched EIP still maps to afterwards: a move must not delete
-    // their reverse entries.
-    let kept: BTreeSet<Ipv4Addr> = eips
-        .iter()
-        .filter_map(|a| after.bound(*a))
-        .map(|b| b.private)
-        .collect();
-    for &eip in &eips {
-        let (b0, b1): (Option<Bound>, Option<Bound>) = (before.bound(eip), after.bound(eip));
-        let e0 = before.eips.get(&eip);
-        if let Some(e) = after.eips.get(&eip) {
-            if e0.is_none() {
-                out.push(Effect::ResetStats { slot: e.slot });
-            }
-            if e0.is_none_or(|e0| (e0.limit_in, e0.limit_out) != (e.limit_in, e.limit_out)) {
-                out.push(Effect::set_limit(e));
-            }
-        }
-        if b0 == b1 {
-            continue;
-        }
-        match (b0, b1) {
-            (Some(b0), None) => {
-                out.push(Effect::Unbind {
-                    eip,
-                    private: b0.private,
-                });
-                out.push(Effect::DelAlias(eip));
-            }
-            (b0, Some(b1)) => {
-                out.push(Effect::Bind {
-                    eip,
-                    slot: b1.slot,
-                    private: b1.private,
-                    previous: b0.map(|b| b.private).filter(|p| !kept.contains(p)),
-                });
-                if b0.is_none() {
-                    out.push(Effect::AddAlias(eip));
-                }
-                if b0.is_none_or(|b0| b0.private != b1.private) {
-                    out.push(Effect::Announce(eip));
-                }
-            }
-            (None, None) => {}
-        }
-    }
-    in_order(out)
-}
-
-/// Sorts effects into the order they must run in, without duplicates.
-pub(crate) fn in_order(mut out: Vec<Effect>) -> Vec<Effect> {
-    out.sort_by(|a, b| a.rank().cmp(&b.rank()).then_with(|| a.cmp(b)));
-    out.dedup();
     out
 }
 

@@ -2,7 +2,7 @@
 //!
 //! A change is a list of [`Write`]s. The store commits exactly these writes (with the history
 //! entry) and the in-memory [`State`] applies the same list, so the two cannot drift; the kernel
-//! follows from the difference (see `lifecycle::effects`).
+//! follows from the difference (see `kernel::plan::effects`).
 
 use std::{
     collections::{BTreeMap, BTreeSet, HashMap},

@@ -74,14 +74,7 @@ pub const ECHO_PORT: u16 = 7;
 pub fn hosts_lines<'a>(guests: impl IntoIterator<Item = &'a Guest>) -> String {
     guests
         .into_iter()
-        .map(|g| {
-            format!(
-                "{},{},{}\n",
-                crate::kernel::dataplane::fmt_mac(g.mac),
-                g.name,
-                g.ip
-            )
-        })
+        .map(|g| format!("{},{},{}\n", crate::model::fmt_mac(g.mac), g.name, g.ip))
         .collect()
 }
 

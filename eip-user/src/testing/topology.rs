@@ -122,13 +122,7 @@ impl Topology {
             };
             hv.ip(&["link", "set", &port, "master", BRIDGE_IF])?;
             hv.ip(&["link", "set", &port, "up"])?;
-            ns.ip(&[
-                "link",
-                "set",
-                VM_IF,
-                "address",
-                &crate::kernel::dataplane::fmt_mac(*mac),
-            ])?;
+            ns.ip(&["link", "set", VM_IF, "address", &crate::model::fmt_mac(*mac)])?;
             ns.ip(&["link", "set", VM_IF, "up"])?;
             if let Some(a) = addr {
                 ns.ip(&["addr", "add", &format!("{a}/{PRIVATE_PREFIX}"), "dev", VM_IF])?;

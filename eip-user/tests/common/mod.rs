@@ -53,13 +53,7 @@ impl Lab {
         let inst = Instance::new(std::path::Path::new(BIN), &topo.hv).expect("instance");
         let hosts = inst.dir.join("hosts");
         let text: String = (1..=n)
-            .map(|i| {
-                format!(
-                    "{},vm{i},{}\n",
-                    eip_user::kernel::dataplane::fmt_mac(mac(i)),
-                    vm_ip(i)
-                )
-            })
+            .map(|i| format!("{},vm{i},{}\n", eip_user::model::fmt_mac(mac(i)), vm_ip(i)))
             .collect();
         std::fs::write(&hosts, format!("# test reservations\n{text}")).unwrap();
         let mut lab = Lab {

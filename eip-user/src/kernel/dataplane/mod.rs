@@ -16,6 +16,8 @@ use aya::{
     programs::{ProgramError, SchedClassifier, TcAttachType, TracePoint, Xdp, XdpMode, tc, xdp::XdpLinkId},
 };
 use eip_common::{limiter::Limit, maps::*};
+
+use crate::model::fmt_mac;
 pub use update::{BindingMaps, MapOp, UpdateError, bind_ops, execute, unbind_ops};
 
 /// How XDP runs on the external interface.
@@ -161,24 +163,6 @@ impl Dataplane {
                 source: Box::new(source),
             })?;
         Ok(dp)
-    }
-
-    /// Attaches XDP to `ext` (native where the driver supports it, generic otherwise) and TC
-    /// to the ingress of `bridge`. The links live as long as this `Dataplane`.
-    pub fn attach(&mut self, ext: &str, bridge: &str) -> Result<XdpAttachMode, DataplaneError> {
-        let (mode, _) = self.attach_xdp(ext)?;
-        // Kernels before 6.6 attach TC programs under a clsact qdisc; later ones use TCX and
-        // need none. An existing qdisc is fine either way.
-        let _ = tc::qdisc_add_clsact(bridge);
-        self.egress()?
-            .attach(bridge, TcAttachType::Ingress)
-            .map_err(|source| DataplaneError::Attach {
-                name: PROG_EGRESS,
-                iface: bridge.to_owned(),
-                source: Box::new(source),
-            })?;
-        tracing::info!(iface = bridge, "attached {PROG_EGRESS} (TC ingress)");
-        Ok(mode)
     }
 
     /// Attaches XDP to `ext`: native where the driver supports it, generic otherwise.
@@ -528,17 +512,6 @@ impl Dataplane {
         })
     }
 
-    /// Binds (or moves) `eip` to `private` in the order of [`bind_ops`].
-    pub fn bind(
-        &mut self,
-        eip: Ipv4Addr,
-        slot: u32,
-        private: Ipv4Addr,
-        previous: Option<Ipv4Addr>,
-    ) -> Result<(), UpdateError> {
-        execute(self, &bind_ops(eip, slot, private, previous))
-    }
-
     /// The global counters, summed over CPUs, indexed by [`Counter`].
     pub fn counters(&self) -> Result<Vec<(Counter, u64)>, DataplaneError> {
         let map = self
@@ -681,8 +654,6 @@ fn ignore_missing(r: Result<(), MapError>) -> Result<(), MapError> {
         r => r,
     }
 }
-
-pub use crate::model::fmt_mac;
 
 fn found<V>(r: Result<V, MapError>) -> Result<Option<V>, MapError> {
     match r {
