@@ -8,7 +8,8 @@ use std::{
 use clap::Args;
 use ipnet::Ipv4Net;
 
-use crate::model::Range;
+use super::DaemonError;
+use crate::{dhcp, lifecycle, model::Range};
 
 /// Where the store lives unless `--state-dir` says otherwise.
 pub const DEFAULT_STATE_DIR: &str = "/var/lib/eip";
@@ -122,4 +123,48 @@ pub enum IngressMode {
     Auto,
     Xdp,
     Tc,
+}
+
+/// The DHCP server's settings from the command line, checked against the bridge's subnet;
+/// `None` with `--no-dhcp`.
+pub(super) fn dhcp_settings(
+    args: &DaemonArgs,
+    limits: &lifecycle::Limits,
+) -> Result<Option<dhcp::Settings>, DaemonError> {
+    if args.no_dhcp {
+        return Ok(None);
+    }
+    let bad = |m: String| Err(DaemonError::DhcpSettings(m));
+    let secs = args.lease_time.as_secs();
+    if !(dhcp::MIN_LEASE_TIME..=u64::from(u32::MAX - 1)).contains(&secs) {
+        return bad(format!(
+            "--lease-time {} is out of range ({} s to 136 years)",
+            args.lease_time,
+            dhcp::MIN_LEASE_TIME
+        ));
+    }
+    let net = limits.private;
+    if let Some(r) = args.dhcp_range {
+        for end in [r.start, r.end] {
+            if !net.contains(&end) || end == net.network() || end == net.broadcast() {
+                return bad(format!(
+                    "--dhcp-range {r} is not inside the bridge subnet {net}'s hosts"
+                ));
+            }
+        }
+    }
+    if let Some(d) = &args.domain
+        && !lifecycle::valid_name(d)
+    {
+        return bad(format!("--domain {d:?} is not a valid domain name"));
+    }
+    Ok(Some(dhcp::Settings {
+        server: limits.gateway,
+        net,
+        lease_time: secs as u32,
+        dns: args.dns.clone(),
+        domain: args.domain.clone(),
+        mtu: args.mtu,
+        range: args.dhcp_range,
+    }))
 }

@@ -6,10 +6,13 @@ pub mod config;
 pub mod hosts_follow;
 pub mod hostsfile;
 pub mod metrics;
+mod process;
 pub mod teardown;
 
+pub use process::{LOCK_DIR, lock_path};
+use process::{bind_socket, give_back_free_memory, io_err, lock_instance};
+
 use std::{
-    os::unix::fs::PermissionsExt,
     path::{Path, PathBuf},
     sync::Arc,
     time::Duration,
@@ -32,7 +35,7 @@ use crate::{
     kernel::KernelError,
     kernel::dataplane::{DataplaneError, Sizes},
     kernel::live::Live,
-    kernel::netlink::{Netlink, NetlinkError},
+    kernel::netlink::{Link, Netlink, NetlinkError},
     kernel::pins::{PinError, Pins, Started},
     lifecycle::{self, Refusal},
     model::State,
@@ -86,148 +89,6 @@ pub enum DaemonError {
     Dhcp(#[from] DhcpError),
 }
 
-/// The DHCP server's settings from the command line, checked against the bridge's subnet;
-/// `None` with `--no-dhcp`.
-fn dhcp_settings(
-    args: &DaemonArgs,
-    limits: &lifecycle::Limits,
-) -> Result<Option<dhcp::Settings>, DaemonError> {
-    if args.no_dhcp {
-        return Ok(None);
-    }
-    let bad = |m: String| Err(DaemonError::DhcpSettings(m));
-    let secs = args.lease_time.as_secs();
-    if !(dhcp::MIN_LEASE_TIME..=u64::from(u32::MAX - 1)).contains(&secs) {
-        return bad(format!(
-            "--lease-time {} is out of range ({} s to 136 years)",
-            args.lease_time,
-            dhcp::MIN_LEASE_TIME
-        ));
-    }
-    let net = limits.private;
-    if let Some(r) = args.dhcp_range {
-        for end in [r.start, r.end] {
-            if !net.contains(&end) || end == net.network() || end == net.broadcast() {
-                return bad(format!(
-                    "--dhcp-range {r} is not inside the bridge subnet {net}'s hosts"
-                ));
-            }
-        }
-    }
-    if let Some(d) = &args.domain
-        && !lifecycle::valid_name(d)
-    {
-        return bad(format!("--domain {d:?} is not a valid domain name"));
-    }
-    Ok(Some(dhcp::Settings {
-        server: limits.gateway,
-        net,
-        lease_time: secs as u32,
-        dns: args.dns.clone(),
-        domain: args.domain.clone(),
-        mtu: args.mtu,
-        range: args.dhcp_range,
-    }))
-}
-
-fn io_err(path: &Path, what: &'static str) -> impl FnOnce(std::io::Error) -> DaemonError {
-    let path = path.to_owned();
-    move |source| DaemonError::Io { path, what, source }
-}
-
-/// Where each running daemon holds the lock of its instance, whatever its state directory
-/// and socket: two daemons on one instance's pins would undo each other's bindings.
-pub const LOCK_DIR: &str = "/run/eip";
-
-/// The lock file of `instance`.
-pub fn lock_path(instance: &str) -> PathBuf {
-    Path::new(LOCK_DIR).join(format!("{instance}.lock"))
-}
-
-/// Takes the instance's lock (flock, so it goes with the process, kill -9 included) and
-/// writes this daemon's pid in it. The file is left in place when the daemon ends: removing
-/// it would let a third daemon lock a new file while a second holds the old one.
-fn lock_instance(instance: &str) -> Result<std::fs::File, DaemonError> {
-    use std::{io::Write, os::fd::AsRawFd};
-    std::fs::create_dir_all(LOCK_DIR).map_err(io_err(Path::new(LOCK_DIR), "create the lock directory"))?;
-    let path = lock_path(instance);
-    let mut file = std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .open(&path)
-        .map_err(io_err(&path, "open the instance lock"))?;
-    // SAFETY: flock(2) on a descriptor we own.
-    if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
-        let e = std::io::Error::last_os_error();
-        if e.raw_os_error() == Some(libc::EWOULDBLOCK) {
-            let pid = std::fs::read_to_string(&path)
-                .ok()
-                .and_then(|t| t.trim().parse().ok());
-            return Err(DaemonError::InstanceBusy {
-                instance: instance.to_owned(),
-                pid,
-            });
-        }
-        return Err(io_err(&path, "lock the instance")(e));
-    }
-    file.set_len(0)
-        .map_err(io_err(&path, "write the instance lock"))?;
-    writeln!(file, "{}", std::process::id()).map_err(io_err(&path, "write the instance lock"))?;
-    Ok(file)
-}
-
-/// Binds the socket, refusing if a live daemon answers on it, with mode 0600 (or 0660 for
-/// `group`).
-fn bind_socket(path: &Path, group: Option<&str>) -> Result<UnixListener, DaemonError> {
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir).map_err(io_err(dir, "create the socket directory"))?;
-    }
-    if path.exists() {
-        if std::os::unix::net::UnixStream::connect(path).is_ok() {
-            return Err(DaemonError::SocketBusy(path.to_owned()));
-        }
-        // Left by a daemon that was killed.
-        std::fs::remove_file(path).map_err(io_err(path, "remove the stale socket"))?;
-    }
-    let listener = UnixListener::bind(path).map_err(io_err(path, "bind the socket"))?;
-    let mode = match group {
-        Some(g) => {
-            let gid = group_id(g)?;
-            std::os::unix::fs::chown(path, Some(0), Some(gid)).map_err(io_err(path, "chown the socket"))?;
-            0o660
-        }
-        None => 0o600,
-    };
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
-        .map_err(io_err(path, "set the socket's mode"))?;
-    Ok(listener)
-}
-
-fn group_id(name: &str) -> Result<u32, DaemonError> {
-    let c = std::ffi::CString::new(name).map_err(|_| DaemonError::NoGroup(name.to_owned()))?;
-    // SAFETY: getgrnam with a NUL-terminated name; the result is read at once, before any
-    // other getgr* call could overwrite it.
-    let gr = unsafe { libc::getgrnam(c.as_ptr()) };
-    if gr.is_null() {
-        return Err(DaemonError::NoGroup(name.to_owned()));
-    }
-    // SAFETY: non-null result of getgrnam.
-    Ok(unsafe { (*gr).gr_gid })
-}
-
-/// Returns the heap's free pages to the kernel. A hosts-file sync or a reconcile pass builds
-/// and drops copies of the whole state; glibc keeps what they freed, so without this the
-/// resident set stays at the peak (80 MiB instead of 37 MiB with 100,000 reservations).
-fn give_back_free_memory() {
-    // SAFETY: malloc_trim only walks the allocator's own free lists.
-    #[cfg(target_env = "gnu")]
-    unsafe {
-        libc::malloc_trim(0);
-    }
-}
-
 /// Fails unless the VM table has room for every reservation of `state` beside the entries
 /// kept for dynamic leases.
 fn check_room(state: &State, limits: &lifecycle::Limits) -> Result<(), DaemonError> {
@@ -242,7 +103,47 @@ fn check_room(state: &State, limits: &lifecycle::Limits) -> Result<(), DaemonErr
     Ok(())
 }
 
+/// Runs the daemon: [`start`], [`serve`] until a signal or `eip shutdown`, then stop (the
+/// dataplane left forwarding, or torn down).
 pub async fn run(args: DaemonArgs, socket: PathBuf) -> Result<(), DaemonError> {
+    let (mut daemon, listener) = start(&args, &socket).await?;
+    let (teardown, server) = serve(&mut daemon, &args, &socket, listener).await?;
+    let Daemon { nl, pins, shared, .. } = daemon;
+    tracing::info!(teardown, "stopping");
+    shared.shutdown.send_replace(Some(teardown));
+    if let Err(e) = server.await {
+        tracing::warn!(error = %e, "socket server task");
+    }
+    if teardown {
+        // The engine (and the dataplane's fds) must be gone before unpinning frees the links.
+        drop(shared);
+        let aliases = crate::kernel::teardown::teardown(&pins, &nl).await?;
+        tracing::info!(aliases, "aliases removed");
+        tracing::info!(pins = %pins.root().display(), "dataplane removed");
+    } else {
+        tracing::info!("the dataplane keeps forwarding (pinned)");
+    }
+    let _ = std::fs::remove_file(&socket);
+    Ok(())
+}
+
+/// What a started daemon holds until it stops.
+struct Daemon {
+    /// The instance's lock, held for the process's life.
+    _lock: std::fs::File,
+    nl: Netlink,
+    pins: Pins,
+    shared: Arc<Shared<Live>>,
+    stop_rx: watch::Receiver<Option<bool>>,
+    hosts: Option<Follower>,
+    /// The DHCP server's settings and counters, until it starts (`None`: `--no-dhcp`).
+    dhcp: Option<(dhcp::Settings, Arc<dhcp::Stats>)>,
+    bridge: Link,
+}
+
+/// Sets the host up, starts (or adopts) the pinned dataplane, opens the store and reconciles
+/// the kernel to it. Nothing answers on the socket yet.
+async fn start(args: &DaemonArgs, socket: &Path) -> Result<(Daemon, UnixListener), DaemonError> {
     let nl = Netlink::new()?;
     let ext = nl.link(&args.ext).await?;
     let instance = args.instance.clone().unwrap_or_else(|| ext.name.clone());
@@ -272,14 +173,14 @@ pub async fn run(args: DaemonArgs, socket: PathBuf) -> Result<(), DaemonError> {
         max_vms: args.max_vms,
         dynamic: if args.no_dhcp { None } else { args.dhcp_range },
     };
-    let dhcp_settings = dhcp_settings(&args, &limits)?;
+    let dhcp_settings = config::dhcp_settings(args, &limits)?;
     tracing::info!(private = %limits.private, gateway = %limits.gateway, "read from {}", bridge.name);
     // The store first: it refuses a second daemon on the same state before anything changes.
     let mut store = Store::open(&args.state_dir)?;
     store.set_history_keep(args.history_keep);
     let state = store.load()?;
-    crate::kernel::live::host_settings(&bridge.name)?;
-    let listener = bind_socket(&socket, args.socket_group.as_deref())?;
+    crate::kernel::settings::host_settings(&bridge.name)?;
+    let listener = bind_socket(socket, args.socket_group.as_deref())?;
 
     let ext_tc = match args.ingress {
         IngressMode::Xdp => false,
@@ -326,7 +227,7 @@ pub async fn run(args: DaemonArgs, socket: PathBuf) -> Result<(), DaemonError> {
     if let Some(vlan) = &public {
         tracing::info!(iface = %ext.name, vlan = %vlan.name, "the EIPs' network is VLAN {}: its frames reach the VMs untagged; the aliases and announcements go on {}", args.ext_vlan.unwrap_or(0), vlan.name);
     }
-    crate::kernel::live::uplink_settings(&ext.name, ext_tc);
+    crate::kernel::settings::uplink_settings(&ext.name, ext_tc);
     tracing::info!(pins = %pins.root().display(), ?started, "dataplane ready");
     let capacity = dp.capacity()?;
     if capacity != sizes {
@@ -405,7 +306,7 @@ pub async fn run(args: DaemonArgs, socket: PathBuf) -> Result<(), DaemonError> {
     });
     engine.emit(old.collect());
     let dhcp_stats = dhcp_settings.as_ref().map(|_| Arc::new(dhcp::Stats::default()));
-    let (stop_tx, mut stop_rx) = watch::channel(None);
+    let (stop_tx, stop_rx) = watch::channel(None);
     let shared = Arc::new(Shared {
         engine: Arc::new(Mutex::new(engine)),
         status: Status {
@@ -430,7 +331,7 @@ pub async fn run(args: DaemonArgs, socket: PathBuf) -> Result<(), DaemonError> {
         shutdown: stop_tx,
         dhcp: dhcp_stats.clone(),
     });
-    let mut hosts = match &args.hosts {
+    let hosts = match &args.hosts {
         Some(path) => Some(Follower::start(path, &shared.engine).await),
         None => None,
     };
@@ -438,20 +339,49 @@ pub async fn run(args: DaemonArgs, socket: PathBuf) -> Result<(), DaemonError> {
     let fixes = shared.engine.lock().await.reconcile().await?;
     tracing::info!(corrections = fixes, "kernel reconciled to the store");
     give_back_free_memory();
+    let daemon = Daemon {
+        _lock,
+        nl,
+        pins,
+        shared,
+        stop_rx,
+        hosts,
+        dhcp: dhcp_settings.zip(dhcp_stats),
+        bridge,
+    };
+    Ok((daemon, listener))
+}
 
+/// Serves the socket (and metrics, and DHCP) and keeps the kernel up once a second until
+/// SIGINT, SIGTERM or `eip shutdown`. Returns whether to tear the dataplane down, and the
+/// socket server's task.
+async fn serve(
+    d: &mut Daemon,
+    args: &DaemonArgs,
+    socket: &Path,
+    listener: UnixListener,
+) -> Result<(bool, tokio::task::JoinHandle<()>), DaemonError> {
+    let Daemon {
+        shared,
+        stop_rx,
+        hosts,
+        dhcp,
+        bridge,
+        ..
+    } = d;
     if let Some(addr) = args.metrics {
         metrics::serve(addr, shared.clone()).await?;
     }
     // Before the socket answers: a SIGTERM from whoever saw it answer must stop the daemon
     // the orderly way, not kill it.
-    let mut term = signal(SignalKind::terminate()).map_err(io_err(&socket, "install signal handlers"))?;
-    let mut int = signal(SignalKind::interrupt()).map_err(io_err(&socket, "install signal handlers"))?;
-    let mut hup = signal(SignalKind::hangup()).map_err(io_err(&socket, "install signal handlers"))?;
+    let mut term = signal(SignalKind::terminate()).map_err(io_err(socket, "install signal handlers"))?;
+    let mut int = signal(SignalKind::interrupt()).map_err(io_err(socket, "install signal handlers"))?;
+    let mut hup = signal(SignalKind::hangup()).map_err(io_err(socket, "install signal handlers"))?;
     let app = api::router(shared.clone());
     let max = crate::api::serve::connection_limit();
     let server = tokio::spawn(crate::api::serve::serve(listener, app, max, stop_rx.clone()));
     tracing::info!(socket = %socket.display(), "serving");
-    if let (Some(settings), Some(stats)) = (dhcp_settings, dhcp_stats) {
+    if let Some((settings, stats)) = dhcp.take() {
         let server = dhcp::service::Server::new(settings, bridge.clone(), stats)?;
         tokio::spawn(server.run(shared.engine.clone(), stop_rx.clone()));
     } else {
@@ -465,7 +395,7 @@ pub async fn run(args: DaemonArgs, socket: PathBuf) -> Result<(), DaemonError> {
             _ = term.recv() => break args.teardown_on_exit,
             _ = int.recv() => break args.teardown_on_exit,
             _ = hup.recv() => {
-                if let Some(h) = &mut hosts {
+                if let Some(h) = hosts {
                     h.confirm(&shared.engine).await;
                     give_back_free_memory();
                 }
@@ -478,7 +408,7 @@ pub async fn run(args: DaemonArgs, socket: PathBuf) -> Result<(), DaemonError> {
             }
             _ = tick.tick() => {
                 ticks += 1;
-                if let Some(h) = &mut hosts
+                if let Some(h) = hosts
                     && h.tick(&shared.engine).await
                 {
                     give_back_free_memory();
@@ -491,22 +421,7 @@ pub async fn run(args: DaemonArgs, socket: PathBuf) -> Result<(), DaemonError> {
             }
         }
     };
-    tracing::info!(teardown, "stopping");
-    shared.shutdown.send_replace(Some(teardown));
-    if let Err(e) = server.await {
-        tracing::warn!(error = %e, "socket server task");
-    }
-    if teardown {
-        // The engine (and the dataplane's fds) must be gone before unpinning frees the links.
-        drop(shared);
-        let aliases = crate::kernel::teardown::teardown(&pins, &nl).await?;
-        tracing::info!(aliases, "aliases removed");
-        tracing::info!(pins = %pins.root().display(), "dataplane removed");
-    } else {
-        tracing::info!("the dataplane keeps forwarding (pinned)");
-    }
-    let _ = std::fs::remove_file(&socket);
-    Ok(())
+    Ok((teardown, server))
 }
 
 /// Ends the leases and declines whose time is up.

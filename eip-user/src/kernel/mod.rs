@@ -11,6 +11,7 @@ pub mod live;
 pub mod netlink;
 pub mod pins;
 pub mod plan;
+pub mod settings;
 pub mod teardown;
 
 use std::{
