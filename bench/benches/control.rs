@@ -14,7 +14,7 @@ use eip_user::{
     dhcp::{Settings, handler},
     kernel::{KernelView, plan::reconcile},
     lifecycle::{self, Limits, Target},
-    model::{Eip, Host, Lease, Mac, Range, Source, State},
+    model::{Eip, Lease, Mac, Range, Reservation, Source, State},
 };
 
 const SIZES: [u32; 3] = [1, 1_000, 10_000];
@@ -37,7 +37,7 @@ fn world(hosts: u32, bound: u32) -> State {
     let mut s = State::default();
     s.pools.insert("198.18.0.0/15".parse().expect("a CIDR"));
     for i in 0..hosts {
-        s.hosts.insert(Host {
+        s.hosts.insert(Reservation {
             mac: mac(i),
             name: Some(format!("vm{i}")),
             ip: private(i),

@@ -29,7 +29,7 @@ use eip_user::{
         update::{bind_ops, execute},
     },
     testing::{
-        fixtures::{self, Guest},
+        fixtures::{self, FixtureVm},
         netns::NetNs,
     },
 };
@@ -41,7 +41,7 @@ const REPEAT: u32 = 200;
 /// A VM whose binding maps its address to itself, and whose MAC is the external interface's:
 /// the egress fast path rewrites the source MAC to that one, so the anti-spoofing lookup of
 /// the next repetition finds the same lease.
-const SELF_MAPPED: Guest = Guest {
+const SELF_MAPPED: FixtureVm = FixtureVm {
     private: [203, 0, 113, 200],
     mac: fixtures::EXT_MAC,
     eip: Some(([203, 0, 113, 200], 6)),
@@ -154,7 +154,7 @@ pub fn run(sizes: &[u64], rounds: usize, say: &dyn Fn(&str)) -> Result<Vec<Figur
     fixtures::install(&mut dp, port).map_err(|e| anyhow::anyhow!("{e}"))?;
     let g = SELF_MAPPED;
     let addr = Ipv4Addr::from(g.private);
-    dp.set_guest(addr, g.mac, port, 0)?;
+    dp.set_vm(addr, g.mac, port, 0)?;
     execute(&mut dp, &bind_ops(addr, 6, addr, None))?;
     // A private address bound to itself, so that the external egress program's quote
     // rewrite leaves the frame as it found it, run after run.

@@ -107,7 +107,7 @@ fn draw(
 const THROUGHPUT: [(&str, &str); 5] = [
     ("eip fast path: UDP", "eip fast path"),
     ("eip fallback: UDP", "eip fallback"),
-    ("iptables-legacy DNAT/SNAT: UDP", "iptables (patent)"),
+    ("iptables-legacy DNAT/SNAT: UDP", "iptables-legacy"),
     ("nftables map: UDP", "nftables map"),
     ("plain routing (no NAT): UDP", "plain routing"),
 ];

@@ -19,9 +19,9 @@ use std::{
 
 use eip_user::{
     api::{EipRow, EipState},
-    model::Host,
+    model::Reservation,
     testing::{
-        lab::{ECHO_PORT, GUESTS, HTTP_PORT, Lab, hosts_lines},
+        lab::{ECHO_PORT, HTTP_PORT, LAB_VMS, Lab, hosts_lines},
         netns::NetNs,
         process::{Capture, bad_checksums},
         services::{Service, Stream, http_get, upload, within},
@@ -29,7 +29,7 @@ use eip_user::{
     },
 };
 
-const NAME: &str = "e2e_patent_scenario";
+const NAME: &str = "e2e_reference_scenario";
 const BIN: &str = env!("CARGO_BIN_EXE_eip");
 
 const E1: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 10);
@@ -72,7 +72,7 @@ impl World {
         Ok(self.list()?.into_iter().find(|r| r.eip == eip))
     }
 
-    fn hosts(&self) -> Result<Vec<Host>, String> {
+    fn hosts(&self) -> Result<Vec<Reservation>, String> {
         serde_json::from_str(&self.eip(&["host", "list", "--json"])?).map_err(err("eip host list --json"))
     }
 
@@ -119,7 +119,7 @@ fn whoami(ns: &NetNs, to: SocketAddrV4, label: &str, server: SocketAddrV4, seen:
 
 /// Step 1.
 fn dhcp(w: &mut World) -> Outcome {
-    for (i, g) in GUESTS.iter().enumerate() {
+    for (i, g) in LAB_VMS.iter().enumerate() {
         let addrs = w.lab.vm_addrs(i).map_err(err("addresses"))?;
         ensure(addrs == [format!("{}/24", g.ip)], || {
             format!("{} has {addrs:?}, not its reservation {}", g.name, g.ip)
@@ -132,7 +132,7 @@ fn dhcp(w: &mut World) -> Outcome {
         .iter()
         .map(|l| (l.lease.mac.to_string(), l.lease.ip, l.reserved))
         .collect();
-    let want: BTreeSet<_> = GUESTS
+    let want: BTreeSet<_> = LAB_VMS
         .iter()
         .map(|g| (eip_user::model::fmt_mac(g.mac), g.ip, true))
         .collect();
@@ -144,7 +144,7 @@ fn traffic(w: &mut World) -> Outcome {
     w.eip(&["bind", &E1.to_string(), "vm-001"])?;
     let cap_out = Capture::start(w.outside(), WAN_IF).map_err(err("tcpdump outside"))?;
     let cap_vm = Capture::start(w.vm(0), VM_IF).map_err(err("tcpdump in vm-001"))?;
-    let vm1 = sa(GUESTS[0].ip, HTTP_PORT);
+    let vm1 = sa(LAB_VMS[0].ip, HTTP_PORT);
     ensure(pings(w.outside(), E1), || format!("no ping from outside to {E1}"))?;
     // The VM sees the client's real address.
     whoami(w.outside(), sa(E1, HTTP_PORT), "vm-001", vm1, OUTSIDE_ADDR)?;
@@ -315,14 +315,14 @@ fn move_and_hairpin(w: &mut World) -> Outcome {
         w.vm(0),
         sa(E1, HTTP_PORT),
         "vm-002",
-        sa(GUESTS[1].ip, HTTP_PORT),
+        sa(LAB_VMS[1].ip, HTTP_PORT),
         E2,
     )?;
     whoami(
         w.vm(1),
         sa(E2, HTTP_PORT),
         "vm-001",
-        sa(GUESTS[0].ip, HTTP_PORT),
+        sa(LAB_VMS[0].ip, HTTP_PORT),
         E1,
     )
 }
@@ -358,11 +358,11 @@ fn unbind_release_delete(w: &mut World) -> Outcome {
         w.outside(),
         sa(E3, HTTP_PORT),
         "vm-002",
-        sa(GUESTS[1].ip, HTTP_PORT),
+        sa(LAB_VMS[1].ip, HTTP_PORT),
         OUTSIDE_ADDR,
     )?;
     let seen = w.history()?.last().map_or(0, |e| e.seq);
-    std::fs::write(&w.lab.hosts, hosts_lines(&GUESTS[..1])).map_err(err("hosts file"))?;
+    std::fs::write(&w.lab.hosts, hosts_lines(&LAB_VMS[..1])).map_err(err("hosts file"))?;
     w.wait("vm-002's EIP to return to the pool", |w| Ok(w.row(E3)?.is_none()))?;
     let hosts = w.hosts()?;
     ensure(hosts.iter().all(|h| h.name.as_deref() != Some("vm-002")), || {
@@ -382,7 +382,7 @@ fn unbind_release_delete(w: &mut World) -> Outcome {
         || format!("no history entry released {E3}: {history:#?}"),
     )?;
     // The line comes back: vm-002 is reserved again (for the next steps).
-    std::fs::write(&w.lab.hosts, hosts_lines(&GUESTS)).map_err(err("hosts file"))?;
+    std::fs::write(&w.lab.hosts, hosts_lines(&LAB_VMS)).map_err(err("hosts file"))?;
     w.wait("vm-002's reservation", |w| {
         Ok(w.hosts()?.iter().any(|h| h.name.as_deref() == Some("vm-002")))
     })

@@ -92,7 +92,7 @@ fn check(fast_path: bool) {
         private_mask: 0xffff_ff00,
     })
     .unwrap();
-    dp.set_guest(VM_ADDR, VM_MAC, port, 0).unwrap();
+    dp.set_vm(VM_ADDR, VM_MAC, port, 0).unwrap();
     execute(&mut dp, &bind_ops(EIP, 1, VM_ADDR, None)).unwrap();
 
     let cap_out = Capture::start(&topo.outside, WAN_IF).unwrap();

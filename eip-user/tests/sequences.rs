@@ -9,7 +9,7 @@ use eip_user::{
     engine::Engine,
     kernel::{Kernel, KernelView, MemKernel},
     lifecycle::{
-        Change, FileHost, Limits, Refusal, Target, alloc, bind, bind_limited, expire, host_add, host_del,
+        Change, HostsLine, Limits, Refusal, Target, alloc, bind, bind_limited, expire, host_add, host_del,
         pool_add, quarantine, release, stale_leases, sync_file_hosts, unbind,
     },
     model::{Mac, RateLimit},
@@ -171,10 +171,10 @@ impl World {
             Op::HostDel(m) => host_del(&s, &l, &mac(*m).to_string()),
             Op::Quarantine(m, on) => quarantine(&s, &Target::Mac(mac(*m)), *on),
             Op::File(lines) => {
-                let lines: Vec<FileHost> = lines
+                let lines: Vec<HostsLine> = lines
                     .iter()
                     .enumerate()
-                    .map(|(i, (m, a))| FileHost {
+                    .map(|(i, (m, a))| HostsLine {
                         line: i + 1,
                         mac: mac(*m),
                         name: None,
@@ -329,7 +329,7 @@ proptest! {
                 // Every lease is backed: its MAC's reservation, or a dynamic address in the
                 // range that nobody has reserved.
                 prop_assert!(stale_leases(en.state(), &w.l).is_empty(), "after {:?}: {:?}", op, en.state().leases);
-                let mut ips: Vec<Ipv4Addr> = en.state().guests().values().map(|g| g.0).collect();
+                let mut ips: Vec<Ipv4Addr> = en.state().vms().values().map(|g| g.0).collect();
                 let n = ips.len();
                 ips.sort();
                 ips.dedup();

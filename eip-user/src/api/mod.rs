@@ -9,7 +9,7 @@
 //! | `POST /v1/unbind`            | `{"eip"}`                         | [`Done`]              |
 //! | `POST /v1/release`           | `{"eip"}`                         | [`Done`]              |
 //! | `POST /v1/limit`             | `{"eip", "in"?, "out"?, "burst"?}` | [`Done`]             |
-//! | `GET /v1/hosts`              |                                   | `[`[`Host`]`]`        |
+//! | `GET /v1/hosts`              |                                   | `[`[`Reservation`]`]`        |
 //! | `POST /v1/hosts`             | `{"mac", "ip", "name"?}`          | [`Done`]              |
 //! | `DELETE /v1/hosts/{mac|name}`|                                   | [`Done`]              |
 //! | `GET /v1/pools`              |                                   | `[`[`PoolRow`]`]`     |
@@ -42,7 +42,7 @@ use crate::{
     kernel::Kernel,
     lifecycle::{self, Refusal, Target},
     model::rate::{LimitChange, Size},
-    model::{Host, State, usable},
+    model::{Reservation, State, usable},
 };
 
 mod error;
@@ -229,7 +229,7 @@ async fn release<K: Kernel + Sync>(AxState(sh): Sh<K>, Body(r): Body<EipReq>) ->
     done(en.run(&format!("release {}", r.eip), change).await?)
 }
 
-async fn hosts<K: Kernel + Sync>(AxState(sh): Sh<K>) -> Json<Vec<Host>> {
+async fn hosts<K: Kernel + Sync>(AxState(sh): Sh<K>) -> Json<Vec<Reservation>> {
     Json(sh.engine.lock().await.state().hosts.values().cloned().collect())
 }
 

@@ -16,7 +16,7 @@ use std::{
 
 use clap::Parser;
 use eip_user::testing::{
-    lab::{GUESTS, HTTP_PORT, Lab},
+    lab::{HTTP_PORT, LAB_VMS, Lab},
     netns::run,
     services::http_get,
     topology::{BRIDGE_ADDR, EXT_ADDR, OUTSIDE_ADDR},
@@ -44,7 +44,7 @@ fn prefix(s: &str) -> Result<String, String> {
     Ok(s.to_owned())
 }
 
-/// The EIPs bound at start, one per VM in `GUESTS` order.
+/// The EIPs bound at start, one per VM in `LAB_VMS` order.
 const EIPS: [Ipv4Addr; 2] = [Ipv4Addr::new(203, 0, 113, 10), Ipv4Addr::new(203, 0, 113, 11)];
 
 static STOP: AtomicBool = AtomicBool::new(false);
@@ -110,7 +110,7 @@ fn main() -> ExitCode {
 /// Binds, checks from outside, prints the "try this" block, then waits for a signal or the
 /// daemon's death.
 fn serve(lab: &mut Lab, bin: &Path, started: Instant) -> io::Result<()> {
-    for (eip, g) in EIPS.iter().zip(&GUESTS) {
+    for (eip, g) in EIPS.iter().zip(&LAB_VMS) {
         lab.cli(&["bind", &eip.to_string(), g.name])?;
         let (body, _) = http_get(&lab.topo.outside, SocketAddrV4::new(*eip, HTTP_PORT))?;
         if !body.starts_with(g.name) {
@@ -156,7 +156,7 @@ fn print_try_this(lab: &Lab, bin: &Path, took: Duration) {
         "EIP",
         "DHCP client"
     );
-    for (i, (g, e)) in GUESTS.iter().zip(EIPS).enumerate() {
+    for (i, (g, e)) in LAB_VMS.iter().zip(EIPS).enumerate() {
         s += &format!(
             "  {:<8} {:<18} {:<16} {:<14} {} (namespace {})\n",
             g.name,

@@ -12,7 +12,7 @@ use crate::{
         client::{Client, ClientError},
         print::{opt, print_json, print_leases, print_limit_drops, print_rows},
     },
-    model::Host,
+    model::Reservation,
 };
 
 /// How a client command ended.
@@ -103,7 +103,7 @@ pub async fn run(socket: PathBuf, command: Command) -> Result<(), CliError> {
             say(c.delete(&format!("/v1/hosts/{}", path_segment(&key))).await?)
         }
         Command::Host(HostCommand::List { json }) => {
-            let hosts: Vec<Host> = c.get("/v1/hosts").await?;
+            let hosts: Vec<Reservation> = c.get("/v1/hosts").await?;
             if json {
                 print_json(&hosts)
             } else {

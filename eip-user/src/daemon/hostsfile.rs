@@ -8,7 +8,7 @@ use std::{
 };
 
 use crate::{
-    lifecycle::{FileHost, valid_name},
+    lifecycle::{HostsLine, valid_name},
     model::Mac,
 };
 
@@ -20,13 +20,13 @@ pub struct BadLine {
 }
 
 /// Parses the whole text: the good lines, and the bad ones with their numbers (1-based).
-pub fn parse(text: &str) -> (Vec<FileHost>, Vec<BadLine>) {
+pub fn parse(text: &str) -> (Vec<HostsLine>, Vec<BadLine>) {
     parse_bytes(text.as_bytes())
 }
 
 /// As [`parse`], for the file's raw bytes: a line that is not UTF-8 is one bad line, not a
 /// file that cannot be read.
-pub fn parse_bytes(bytes: &[u8]) -> (Vec<FileHost>, Vec<BadLine>) {
+pub fn parse_bytes(bytes: &[u8]) -> (Vec<HostsLine>, Vec<BadLine>) {
     let mut good = Vec::new();
     let mut bad = Vec::new();
     for (i, raw) in bytes.split(|b| *b == b'\n').enumerate() {
@@ -43,7 +43,7 @@ pub fn parse_bytes(bytes: &[u8]) -> (Vec<FileHost>, Vec<BadLine>) {
             continue;
         }
         match parse_line(content) {
-            Ok((mac, name, ip)) => good.push(FileHost { line, mac, name, ip }),
+            Ok((mac, name, ip)) => good.push(HostsLine { line, mac, name, ip }),
             Err(reason) => bad.push(BadLine { line, reason }),
         }
     }

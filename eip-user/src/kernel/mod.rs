@@ -59,7 +59,7 @@ impl KernelView {
             pools: state.pools.iter().copied().collect(),
             ..KernelView::default()
         };
-        for (mac, (ip, flags)) in state.guests() {
+        for (mac, (ip, flags)) in state.vms() {
             v.vms.insert(ip, (mac, flags));
             v.macs.insert(mac, (ip, flags));
         }
@@ -233,7 +233,7 @@ impl Kernel for MemKernel {
             } => {
                 self.limits.insert(slot, dataplane_limit(inbound, outbound));
             }
-            Effect::DelGuest { private, mac } => {
+            Effect::DelVm { private, mac } => {
                 if self.vms.get(&private).is_some_and(|v| v.0 == mac) {
                     self.vms.remove(&private);
                 }
@@ -241,7 +241,7 @@ impl Kernel for MemKernel {
                     self.macs.remove(&mac);
                 }
             }
-            Effect::SetGuest { private, mac, flags } => {
+            Effect::SetVm { private, mac, flags } => {
                 if let Some(cap) = self.vm_capacity
                     && (self.vms.len() >= cap && !self.vms.contains_key(&private)
                         || self.macs.len() >= cap && !self.macs.contains_key(&mac))

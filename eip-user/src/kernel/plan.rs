@@ -41,11 +41,11 @@ pub enum Effect {
     DelAlias(Ipv4Addr),
     /// Removes the VM entry of `private` if it names `mac`, and the MAC's entry if it names
     /// `private`: an entry another reservation took over is left alone.
-    DelGuest {
+    DelVm {
         private: Ipv4Addr,
         mac: Mac,
     },
-    SetGuest {
+    SetVm {
         private: Ipv4Addr,
         mac: Mac,
         flags: u16,
@@ -79,8 +79,8 @@ impl Effect {
             Effect::AddPool(_) | Effect::ResetStats { .. } | Effect::SetLimit { .. } => 0,
             Effect::Unbind { .. } | Effect::ForgetSnat { .. } => 1,
             Effect::DelAlias(_) => 2,
-            Effect::DelGuest { .. } => 3,
-            Effect::SetGuest { .. } => 4,
+            Effect::DelVm { .. } => 3,
+            Effect::SetVm { .. } => 4,
             Effect::Bind { .. } => 5,
             Effect::AddAlias(_) => 6,
             Effect::Announce(_) => 7,
@@ -105,10 +105,10 @@ pub fn effects(before: &State, after: &State, writes: &[Write]) -> Vec<Effect> {
             Write::DelPool(n) if before.pools.contains(n) && !after.pools.contains(n) => {
                 out.push(Effect::DelPool(*n))
             }
-            Write::PutHost(h) => {
+            Write::PutReservation(h) => {
                 macs.insert(h.mac);
             }
-            Write::DelHost(m) => {
+            Write::DelReservation(m) => {
                 macs.insert(*m);
             }
             Write::PutLease(l) => {
@@ -136,14 +136,14 @@ pub fn effects(before: &State, after: &State, writes: &[Write]) -> Vec<Effect> {
     }
     let guests: Vec<_> = macs
         .iter()
-        .map(|m| (*m, before.guest(*m), after.guest(*m)))
+        .map(|m| (*m, before.vm(*m), after.vm(*m)))
         .filter(|(_, g0, g1)| g0 != g1)
         .collect();
     // Every removal before any addition: a full VM table takes a new guest in the place of
     // one that goes in the same change.
     for (mac, g0, g1) in &guests {
         if let Some((ip0, _)) = g0.filter(|g0| g1.is_none_or(|g1| g1.0 != g0.0)) {
-            out.push(Effect::DelGuest {
+            out.push(Effect::DelVm {
                 private: ip0,
                 mac: *mac,
             });
@@ -151,7 +151,7 @@ pub fn effects(before: &State, after: &State, writes: &[Write]) -> Vec<Effect> {
     }
     for (mac, _, g1) in &guests {
         if let Some((ip1, flags)) = *g1 {
-            out.push(Effect::SetGuest {
+            out.push(Effect::SetVm {
                 private: ip1,
                 mac: *mac,
                 flags,
@@ -220,10 +220,10 @@ pub fn reconcile(state: &State, view: &KernelView) -> Vec<Effect> {
     let want = KernelView::desired(state);
     let mut out = Vec::new();
     // Entries pairing a MAC and an address the state does not pair go (flags alone are fixed
-    // by SetGuest overwriting).
+    // by SetVm overwriting).
     for (mac, (ip, _)) in &view.macs {
         if want.macs.get(mac).map(|w| w.0) != Some(*ip) {
-            out.push(Effect::DelGuest {
+            out.push(Effect::DelVm {
                 private: *ip,
                 mac: *mac,
             });
@@ -231,7 +231,7 @@ pub fn reconcile(state: &State, view: &KernelView) -> Vec<Effect> {
     }
     for (ip, (mac, _)) in &view.vms {
         if want.vms.get(ip).map(|w| w.0) != Some(*mac) {
-            out.push(Effect::DelGuest {
+            out.push(Effect::DelVm {
                 private: *ip,
                 mac: *mac,
             });
@@ -239,7 +239,7 @@ pub fn reconcile(state: &State, view: &KernelView) -> Vec<Effect> {
     }
     for (mac, (ip, flags)) in &want.macs {
         if view.macs.get(mac) != Some(&(*ip, *flags)) || view.vms.get(ip) != Some(&(*mac, *flags)) {
-            out.push(Effect::SetGuest {
+            out.push(Effect::SetVm {
                 private: *ip,
                 mac: *mac,
                 flags: *flags,

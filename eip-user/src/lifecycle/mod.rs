@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::{
     model::rate::{LimitChange, RateError, RateLimit},
-    model::{ByMac, Eip, Host, Lease, Mac, Range, Source, State, Write, is_usable, usable},
+    model::{ByMac, Eip, Lease, Mac, Range, Reservation, Source, State, Write, is_usable, usable},
 };
 
 /// What reservations, leases and pools must fit: the bridge's subnet and address, the number
@@ -203,14 +203,14 @@ pub struct Change {
     pub message: String,
 }
 
-fn host_label(h: &Host) -> String {
+fn host_label(h: &Reservation) -> String {
     match &h.name {
         Some(n) => format!("{n} ({})", h.ip),
         None => format!("{} ({})", h.mac, h.ip),
     }
 }
 
-fn resolve<'a>(state: &'a State, target: &Target) -> Result<&'a Host, Refusal> {
+fn resolve<'a>(state: &'a State, target: &Target) -> Result<&'a Reservation, Refusal> {
     match target {
         Target::Ip(ip) => state.host_by_ip(*ip),
         Target::Mac(mac) => state.hosts.get(mac),

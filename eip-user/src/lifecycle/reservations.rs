@@ -22,12 +22,12 @@ impl Holders for State {
 /// The reservations a hosts-file sync builds up, indexed by name too, so that a file of N
 /// lines is checked in N log N steps rather than N².
 struct Building {
-    hosts: ByMac<Host>,
+    hosts: ByMac<Reservation>,
     by_name: HashMap<String, Mac>,
 }
 
 impl Building {
-    fn new(hosts: impl Iterator<Item = Host>) -> Self {
+    fn new(hosts: impl Iterator<Item = Reservation>) -> Self {
         let mut b = Building {
             hosts: ByMac::default(),
             by_name: HashMap::new(),
@@ -36,7 +36,7 @@ impl Building {
         b
     }
 
-    fn insert(&mut self, h: Host) {
+    fn insert(&mut self, h: Reservation) {
         if let Some(n) = &h.name {
             self.by_name.insert(n.clone(), h.mac);
         }
@@ -56,7 +56,7 @@ impl Holders for Building {
 
 /// Checks a reservation against the subnet and the other reservations (a record of the
 /// same MAC is the one it replaces).
-fn check_host(others: &impl Holders, limits: &Limits, host: &Host) -> Result<(), Refusal> {
+fn check_host(others: &impl Holders, limits: &Limits, host: &Reservation) -> Result<(), Refusal> {
     // The group bit, or nothing at all: no NIC sends from such an address.
     if host.mac.0 == [0; 6] || host.mac.0[0] & 1 != 0 {
         return Err(Refusal::NotUnicastMac(host.mac));
@@ -95,7 +95,7 @@ pub fn host_add(
     if state.hosts.contains_key(&mac) {
         return Err(Refusal::MacTaken(mac));
     }
-    let host = Host {
+    let host = Reservation {
         mac,
         name,
         ip,
@@ -106,7 +106,7 @@ pub fn host_add(
     limits.check_room(state.hosts.len())?;
     Ok(Change {
         message: format!("reserved {ip} for {mac}"),
-        writes: with_stale_leases(state, limits, vec![Write::PutHost(host)]),
+        writes: with_stale_leases(state, limits, vec![Write::PutReservation(host)]),
     })
 }
 
@@ -136,7 +136,7 @@ fn with_stale_leases(state: &State, limits: &Limits, mut writes: Vec<Write>) -> 
 
 /// Deleting a reservation recycles its EIP: unbound and returned to the pool.
 fn del_host_writes(state: &State, mac: Mac) -> Vec<Write> {
-    let mut writes = vec![Write::DelHost(mac)];
+    let mut writes = vec![Write::DelReservation(mac)];
     if let Some(e) = state.eip_of(mac) {
         writes.push(Write::DelEip(e.addr));
     }
@@ -163,7 +163,7 @@ pub fn host_del(state: &State, limits: &Limits, key: &str) -> Result<Change, Ref
 
 /// One hosts-file line, parsed.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct FileHost {
+pub struct HostsLine {
     pub line: usize,
     pub mac: Mac,
     pub name: Option<String>,
@@ -179,13 +179,13 @@ pub struct FileHost {
 pub fn sync_file_hosts(
     state: &State,
     limits: &Limits,
-    lines: &[FileHost],
+    lines: &[HostsLine],
 ) -> (Change, Vec<(usize, Refusal)>) {
     sync_file_hosts_holding(state, limits, lines, &BTreeSet::new())
 }
 
 /// The file-owned reservations that `lines` no longer hold: what a sync would delete.
-pub fn gone_from_file(state: &State, lines: &[FileHost]) -> BTreeSet<Mac> {
+pub fn gone_from_file(state: &State, lines: &[HostsLine]) -> BTreeSet<Mac> {
     let in_file: BTreeSet<Mac> = lines.iter().map(|l| l.mac).collect();
     state
         .hosts
@@ -201,14 +201,14 @@ pub fn gone_from_file(state: &State, lines: &[FileHost]) -> BTreeSet<Mac> {
 pub fn sync_file_hosts_holding(
     state: &State,
     limits: &Limits,
-    lines: &[FileHost],
+    lines: &[HostsLine],
     hold: &BTreeSet<Mac>,
 ) -> (Change, Vec<(usize, Refusal)>) {
     let mut writes = Vec::new();
     let mut rejected = Vec::new();
     let mut in_file = BTreeSet::new();
     // Leave the file's old records out, so a line may take an address another line gave up.
-    let (old, cli): (Vec<Host>, Vec<Host>) = state
+    let (old, cli): (Vec<Reservation>, Vec<Reservation>) = state
         .hosts
         .values()
         .cloned()
@@ -220,7 +220,7 @@ pub fn sync_file_hosts_holding(
     let mut room_for_new = (limits.reservation_room() as usize).saturating_sub(next.hosts.len() + kept.len());
     for l in lines {
         let quarantined = state.hosts.get(&l.mac).is_some_and(|h| h.quarantined);
-        let host = Host {
+        let host = Reservation {
             mac: l.mac,
             name: l.name.clone(),
             ip: l.ip,
@@ -252,13 +252,13 @@ pub fn sync_file_hosts_holding(
             None => writes.extend(del_host_writes(state, h.mac)),
             // A VM whose reserved address changed keeps its EIP: the binding follows the
             // reservation (see `effects`).
-            Some(n) if n != h => writes.push(Write::PutHost(n.clone())),
+            Some(n) if n != h => writes.push(Write::PutReservation(n.clone())),
             Some(_) => {}
         }
     }
     for mac in &in_file {
         if !from_file(mac) {
-            writes.push(Write::PutHost(next.hosts[mac].clone()));
+            writes.push(Write::PutReservation(next.hosts[mac].clone()));
         }
     }
     let writes = with_stale_leases(state, limits, writes);
@@ -278,7 +278,7 @@ pub fn quarantine(state: &State, target: &Target, on: bool) -> Result<Change, Re
         _ => {}
     }
     Ok(Change {
-        writes: vec![Write::PutHost(Host {
+        writes: vec![Write::PutReservation(Reservation {
             quarantined: on,
             ..host.clone()
         })],

@@ -19,7 +19,7 @@ pub enum Source {
 
 /// A reservation: this MAC always gets this private address.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Host {
+pub struct Reservation {
     pub mac: Mac,
     pub name: Option<String>,
     pub ip: Ipv4Addr,
@@ -123,8 +123,8 @@ impl FromStr for Range {
 pub enum Write {
     PutPool(Ipv4Net),
     DelPool(Ipv4Net),
-    PutHost(Host),
-    DelHost(Mac),
+    PutReservation(Reservation),
+    DelReservation(Mac),
     PutEip(Eip),
     DelEip(Ipv4Addr),
     PutLease(Lease),

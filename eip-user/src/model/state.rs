@@ -12,12 +12,12 @@ use std::{
 
 use ipnet::Ipv4Net;
 
-use super::{Bound, Declined, Eip, Eips, Host, Lease, Mac, Write};
+use super::{Bound, Declined, Eip, Eips, Lease, Mac, Reservation, Write};
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct State {
     pub pools: BTreeSet<Ipv4Net>,
-    pub hosts: ByMac<Host>,
+    pub hosts: ByMac<Reservation>,
     pub eips: Eips,
     pub leases: ByMac<Lease>,
     pub declined: BTreeMap<Ipv4Addr, Declined>,
@@ -29,7 +29,7 @@ pub trait Addressed: Clone {
     fn ip(&self) -> Ipv4Addr;
 }
 
-impl Addressed for Host {
+impl Addressed for Reservation {
     fn mac(&self) -> Mac {
         self.mac
     }
@@ -112,10 +112,10 @@ impl State {
                 Write::DelPool(net) => {
                     self.pools.remove(net);
                 }
-                Write::PutHost(h) => {
+                Write::PutReservation(h) => {
                     self.hosts.insert(h.clone());
                 }
-                Write::DelHost(mac) => {
+                Write::DelReservation(mac) => {
                     self.hosts.remove(mac);
                 }
                 Write::PutEip(e) => {
@@ -149,11 +149,11 @@ impl State {
         self.eips.bound_to(mac)
     }
 
-    pub fn host_by_ip(&self, ip: Ipv4Addr) -> Option<&Host> {
+    pub fn host_by_ip(&self, ip: Ipv4Addr) -> Option<&Reservation> {
         self.hosts.at(ip).next()
     }
 
-    pub fn host_by_name(&self, name: &str) -> Option<&Host> {
+    pub fn host_by_name(&self, name: &str) -> Option<&Reservation> {
         self.hosts.values().find(|h| h.name.as_deref() == Some(name))
     }
 
@@ -183,19 +183,19 @@ impl State {
     /// The VM entry (address and flags) the dataplane holds for `mac`: its reservation, or else
     /// its dynamic lease. The lifecycle keeps a dynamic lease off other MACs' reserved
     /// addresses (see `lifecycle::stale_leases`), so no two MACs claim one address.
-    pub fn guest(&self, mac: Mac) -> Option<(Ipv4Addr, u16)> {
+    pub fn vm(&self, mac: Mac) -> Option<(Ipv4Addr, u16)> {
         match self.hosts.get(&mac) {
-            Some(h) => Some((h.ip, State::guest_flags(h))),
+            Some(h) => Some((h.ip, State::vm_flags(h))),
             None => self.leases.get(&mac).map(|l| (l.ip, 0)),
         }
     }
 
     /// Every VM entry the dataplane holds, by MAC.
-    pub fn guests(&self) -> BTreeMap<Mac, (Ipv4Addr, u16)> {
+    pub fn vms(&self) -> BTreeMap<Mac, (Ipv4Addr, u16)> {
         self.hosts
             .keys()
             .chain(self.leases.keys())
-            .filter_map(|m| self.guest(*m).map(|g| (*m, g)))
+            .filter_map(|m| self.vm(*m).map(|g| (*m, g)))
             .collect()
     }
 
@@ -204,7 +204,7 @@ impl State {
     }
 
     /// The dataplane flags of a reservation's VM entry.
-    pub fn guest_flags(host: &Host) -> u16 {
+    pub fn vm_flags(host: &Reservation) -> u16 {
         if host.quarantined {
             eip_common::maps::VM_QUARANTINED
         } else {

@@ -15,7 +15,7 @@ use ipnet::Ipv4Net;
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 use serde::{Deserialize, Serialize};
 
-use crate::model::{Declined, Eip, Host, Lease, Mac, State, Write};
+use crate::model::{Declined, Eip, Lease, Mac, Reservation, State, Write};
 
 const POOLS: TableDefinition<&str, ()> = TableDefinition::new("pools");
 const HOSTS: TableDefinition<&str, &str> = TableDefinition::new("hosts");
@@ -29,7 +29,9 @@ const HISTORY: TableDefinition<u64, &str> = TableDefinition::new("history");
 #[serde(rename_all = "lowercase")]
 pub enum Record {
     Pool(Ipv4Net),
-    Host(Host),
+    /// A reservation (`host` in the history, as `eip host` names it).
+    #[serde(rename = "host")]
+    Reservation(Reservation),
     Eip(Eip),
     Lease(Lease),
     Declined(Declined),
@@ -240,7 +242,7 @@ impl Store {
         let hosts = txn.open_table(HOSTS).map_err(self.err("open hosts"))?;
         for row in hosts.iter().map_err(self.err("read hosts"))? {
             let (k, v) = row.map_err(self.err("read hosts"))?;
-            let h: Host =
+            let h: Reservation =
                 serde_json::from_str(v.value()).map_err(self.corrupt(format!("host {}", k.value())))?;
             state.hosts.insert(h);
         }
@@ -319,12 +321,12 @@ impl Store {
                             .remove(net.to_string().as_str())
                             .map_err(self.err("delete pool"))?;
                     }
-                    Write::PutHost(h) => {
+                    Write::PutReservation(h) => {
                         hosts
                             .insert(h.mac.to_string().as_str(), json(h).as_str())
                             .map_err(self.err("write host"))?;
                     }
-                    Write::DelHost(mac) => {
+                    Write::DelReservation(mac) => {
                         hosts
                             .remove(mac.to_string().as_str())
                             .map_err(self.err("delete host"))?;
@@ -427,8 +429,8 @@ pub fn excerpt(state: &State, writes: &[Write]) -> State {
                     out.pools.insert(*n);
                 }
             }
-            Write::PutHost(h) => macs.push(h.mac),
-            Write::DelHost(m) => macs.push(*m),
+            Write::PutReservation(h) => macs.push(h.mac),
+            Write::DelReservation(m) => macs.push(*m),
             Write::PutLease(l) => macs.push(l.mac),
             Write::DelLease(m) => macs.push(*m),
             Write::PutDeclined(d) => {
@@ -484,7 +486,7 @@ pub fn records(s: &State) -> Vec<Record> {
     s.pools
         .iter()
         .map(|p| Record::Pool(*p))
-        .chain(s.hosts.values().map(|h| Record::Host(h.clone())))
+        .chain(s.hosts.values().map(|h| Record::Reservation(h.clone())))
         .chain(s.eips.values().map(|e| Record::Eip(e.clone())))
         .chain(s.leases.values().map(|l| Record::Lease(l.clone())))
         .chain(s.declined.values().map(|d| Record::Declined(d.clone())))

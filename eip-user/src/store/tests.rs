@@ -1,8 +1,8 @@
 use super::*;
 use crate::model::Source;
 
-fn host() -> Host {
-    Host {
+fn host() -> Reservation {
+    Reservation {
         mac: "52:54:00:00:00:01".parse().unwrap(),
         name: Some("vm1".into()),
         ip: "192.168.6.10".parse().unwrap(),
@@ -23,7 +23,7 @@ fn commits_survive_reopening_and_history_is_ordered() {
     };
     let writes = vec![
         Write::PutPool("203.0.113.0/24".parse().unwrap()),
-        Write::PutHost(host()),
+        Write::PutReservation(host()),
         Write::PutEip(eip.clone()),
     ];
     let mut expected = State::default();

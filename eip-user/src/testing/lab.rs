@@ -43,7 +43,7 @@ impl std::fmt::Display for Client {
 }
 
 /// A VM of the lab and its reservation.
-pub struct Guest {
+pub struct LabVm {
     pub name: &'static str,
     pub mac: [u8; 6],
     pub ip: Ipv4Addr,
@@ -51,14 +51,14 @@ pub struct Guest {
 }
 
 /// The reference setup's two VMs.
-pub const GUESTS: [Guest; 2] = [
-    Guest {
+pub const LAB_VMS: [LabVm; 2] = [
+    LabVm {
         name: "vm-001",
         mac: [0xd0, 0x0d, 0x8e, 0x9f, 0x42, 0x88],
         ip: Ipv4Addr::new(192, 168, 6, 243),
         client: Client::Udhcpc,
     },
-    Guest {
+    LabVm {
         name: "vm-002",
         mac: [0xd0, 0x0d, 0x8e, 0x9f, 0x42, 0x89],
         ip: Ipv4Addr::new(192, 168, 6, 244),
@@ -71,7 +71,7 @@ pub const HTTP_PORT: u16 = 80;
 pub const ECHO_PORT: u16 = 7;
 
 /// The hosts file's lines for `guests`.
-pub fn hosts_lines<'a>(guests: impl IntoIterator<Item = &'a Guest>) -> String {
+pub fn hosts_lines<'a>(guests: impl IntoIterator<Item = &'a LabVm>) -> String {
     guests
         .into_iter()
         .map(|g| format!("{},{},{}\n", crate::model::fmt_mac(g.mac), g.name, g.ip))
@@ -101,14 +101,14 @@ pub struct Lab {
 }
 
 impl Lab {
-    /// Builds the namespaces, starts the daemon with a hosts file holding [`GUESTS`], starts
+    /// Builds the namespaces, starts the daemon with a hosts file holding [`LAB_VMS`], starts
     /// the VMs' DHCP clients and waits (at most 30 s) until each VM has its address, then
     /// starts the servers. `fixed` is `None` for tests (unique names, files in the temp dir);
     /// the lab people type commands into gives its prefix and its files' directory. `progress`
     /// hears one line per step.
     pub fn start(bin: &Path, fixed: Option<(&str, PathBuf)>, progress: &dyn Fn(&str)) -> io::Result<Lab> {
         progress("namespaces: outside, hypervisor (ext0, br0), vm1, vm2");
-        let vms: Vec<_> = GUESTS.iter().map(|g| (g.mac, None)).collect();
+        let vms: Vec<_> = LAB_VMS.iter().map(|g| (g.mac, None)).collect();
         let naming = fixed
             .as_ref()
             .map_or(Naming::Unique, |(prefix, _)| Naming::Fixed(prefix));
@@ -121,7 +121,7 @@ impl Lab {
             None => Instance::new(bin, &topo.hv)?,
         };
         let hosts = inst.dir.join("hosts");
-        std::fs::write(&hosts, hosts_lines(&GUESTS))?;
+        std::fs::write(&hosts, hosts_lines(&LAB_VMS))?;
         let args = daemon_args(&hosts);
         let mut lab = Lab {
             services: Vec::new(),
@@ -140,7 +140,7 @@ impl Lab {
         ));
         lab.start_daemon()?;
 
-        for (i, g) in GUESTS.iter().enumerate() {
+        for (i, g) in LAB_VMS.iter().enumerate() {
             let ns = &lab.topo.vms[i].ns;
             let client = match g.client {
                 Client::Udhcpc => udhcpc(ns, &lab.inst.dir, g.name)?,
@@ -149,7 +149,7 @@ impl Lab {
             lab.clients.push(client);
         }
         let started = Instant::now();
-        for (i, g) in GUESTS.iter().enumerate() {
+        for (i, g) in LAB_VMS.iter().enumerate() {
             lab.wait_for_address(i, Duration::from_secs(30))?;
             progress(&format!(
                 "{} got {} from the daemon's DHCP ({}, {:.1} s after it started)",
@@ -162,7 +162,7 @@ impl Lab {
 
         lab.services
             .push(Service::whoami(&lab.topo.outside, "outside", HTTP_PORT)?);
-        for (i, g) in GUESTS.iter().enumerate() {
+        for (i, g) in LAB_VMS.iter().enumerate() {
             let heard = Arc::new(Heard::default());
             let ns = &lab.topo.vms[i].ns;
             lab.services.push(Service::whoami(ns, g.name, HTTP_PORT)?);
@@ -202,7 +202,7 @@ impl Lab {
         self.inst.try_ok(args)
     }
 
-    /// VM `i`'s namespace, in [`GUESTS`] order.
+    /// VM `i`'s namespace, in [`LAB_VMS`] order.
     pub fn vm(&self, i: usize) -> &NetNs {
         &self.topo.vms[i].ns
     }
@@ -220,13 +220,13 @@ impl Lab {
     }
 
     fn wait_for_address(&self, i: usize, limit: Duration) -> io::Result<()> {
-        let want = format!("{}/{PRIVATE_PREFIX}", GUESTS[i].ip);
+        let want = format!("{}/{PRIVATE_PREFIX}", LAB_VMS[i].ip);
         let deadline = Instant::now() + limit;
         while !self.vm_addrs(i)?.contains(&want) {
             if Instant::now() > deadline {
                 return Err(io::Error::other(format!(
                     "{} did not get {want} by DHCP within {limit:?}; the daemon's log:\n{}",
-                    GUESTS[i].name,
+                    LAB_VMS[i].name,
                     self.inst.log_text()
                 )));
             }

@@ -58,12 +58,12 @@ pub struct TapLink {
 }
 
 impl TapLink {
-    /// Creates tap `port` in `hv` and tap `guest_if` in `vm`, and starts copying.
-    pub fn new(hv: &NetNs, port: &str, vm: &NetNs, guest_if: &str) -> io::Result<TapLink> {
+    /// Creates tap `port` in `hv` and tap `vm_if` in `vm`, and starts copying.
+    pub fn new(hv: &NetNs, port: &str, vm: &NetNs, vm_if: &str) -> io::Result<TapLink> {
         // The descriptors are opened in a thread of their own, which setns(2) moves between
         // the namespaces without touching the test's threads.
         let (hv_name, vm_name) = (hv.name().to_owned(), vm.name().to_owned());
-        let (port, guest_if) = (port.to_owned(), guest_if.to_owned());
+        let (port, vm_if) = (port.to_owned(), vm_if.to_owned());
         let (tx, rx) = std::sync::mpsc::channel();
         let stop = Arc::new(AtomicBool::new(false));
         let flag = stop.clone();
@@ -72,7 +72,7 @@ impl TapLink {
                 enter(&hv_name)?;
                 let host = open_tap(&port)?;
                 enter(&vm_name)?;
-                let guest = open_tap(&guest_if)?;
+                let guest = open_tap(&vm_if)?;
                 Ok::<_, io::Error>((host, guest))
             })();
             match opened {

@@ -79,21 +79,21 @@ fn leases_expire_and_dynamic_leases_feed_the_dataplane() {
         Write::PutLease(lease(dyn_mac, ip("192.168.6.100"), NOW - 40_000)),
     ]);
     // A dynamic lease is a VM entry (fast path and anti-spoofing) like a reservation.
-    assert_eq!(s.guest(dyn_mac), Some((ip("192.168.6.100"), 0)));
+    assert_eq!(s.vm(dyn_mac), Some((ip("192.168.6.100"), 0)));
     let e = lifecycle::expire(&s, NOW + 3_200);
     assert_eq!(e.writes, [Write::DelLease(dyn_mac)]);
     let before = s.clone();
     s.apply(&e.writes);
     assert_eq!(
         crate::kernel::plan::effects(&before, &s, &e.writes),
-        [crate::kernel::plan::Effect::DelGuest {
+        [crate::kernel::plan::Effect::DelVm {
             private: ip("192.168.6.100"),
             mac: dyn_mac
         }]
     );
-    assert_eq!(s.guest(dyn_mac), None);
+    assert_eq!(s.vm(dyn_mac), None);
     // The reservation's entry does not depend on its lease.
-    assert_eq!(s.guest(mac(1)), Some((VM1, 0)));
+    assert_eq!(s.vm(mac(1)), Some((VM1, 0)));
 }
 
 #[test]

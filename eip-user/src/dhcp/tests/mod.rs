@@ -11,7 +11,7 @@ use super::{
 };
 use crate::{
     lifecycle::{self, DECLINE_BACKOFF, LeaseVerb, Limits},
-    model::{Host, Lease, Mac, Range, Source, State, Write},
+    model::{Lease, Mac, Range, Reservation, Source, State, Write},
 };
 
 const NOW: u64 = 1_800_000_000;
@@ -48,7 +48,7 @@ fn dynamic() -> Settings {
 /// vm1 (mac 1) reserved at .11.
 fn world() -> State {
     let mut s = State::default();
-    s.apply(&[Write::PutHost(Host {
+    s.apply(&[Write::PutReservation(Reservation {
         mac: mac(1),
         name: Some("vm1".into()),
         ip: VM1,

@@ -153,7 +153,7 @@ fn a_changed_reservation_naks_the_renewal_then_offers_the_new_address() {
     let mut s = world();
     s.apply(&[Write::PutLease(lease(mac(1), VM1, NOW - 100))]);
     // The hosts file now says .15 for vm1: the old lease ends with the change.
-    let line = lifecycle::FileHost {
+    let line = lifecycle::HostsLine {
         line: 1,
         mac: mac(1),
         name: Some("vm1".into()),
@@ -163,7 +163,7 @@ fn a_changed_reservation_naks_the_renewal_then_offers_the_new_address() {
     file.hosts = s
         .hosts
         .values()
-        .map(|h| Host {
+        .map(|h| Reservation {
             source: Source::File,
             ..h.clone()
         })

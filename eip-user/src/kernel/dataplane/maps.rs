@@ -95,7 +95,7 @@ impl Dataplane {
     ///
     /// The kernel resolves `port_ifindex` in the calling thread's network namespace, which
     /// must be the dataplane's.
-    pub fn set_guest(
+    pub fn set_vm(
         &mut self,
         private: Ipv4Addr,
         mac: [u8; 6],
@@ -105,7 +105,7 @@ impl Dataplane {
         if port_ifindex != 0 {
             self.add_port(port_ifindex)?;
         }
-        self.set_vm(
+        self.put_vm_entry(
             private,
             &Vm {
                 port_ifindex,
@@ -126,7 +126,7 @@ impl Dataplane {
     /// Forgets a VM: the MAC's entry if it names `private`, the address's entry if it names
     /// `mac` (an entry another VM has taken over stays). Its port stays in the devmap (other
     /// VMs may be behind it; the kernel removes a deleted interface's entry itself).
-    pub fn del_guest(&mut self, private: Ipv4Addr, mac: [u8; 6]) -> Result<(), DataplaneError> {
+    pub fn del_vm(&mut self, private: Ipv4Addr, mac: [u8; 6]) -> Result<(), DataplaneError> {
         let held = found(
             self.hash_ref::<MacKey, HeldAddress>(MAP_MACS)?
                 .get(&MacKey::new(mac), 0),
@@ -138,7 +138,7 @@ impl Dataplane {
         let vm = found(self.hash_ref::<u32, Vm>(MAP_VMS)?.get(&private.to_bits(), 0))
             .map_err(map_err(MAP_VMS, format!("read {private}")))?;
         if vm.is_some_and(|v| v.mac == mac) {
-            self.del_vm(private)?;
+            self.remove_vm_entry(private)?;
         }
         Ok(())
     }
@@ -217,13 +217,13 @@ impl Dataplane {
             .map_err(map_err(MAP_LIMITS, format!("read slot {slot}")))
     }
 
-    pub(super) fn set_vm(&mut self, private: Ipv4Addr, vm: &Vm) -> Result<(), DataplaneError> {
+    pub(super) fn put_vm_entry(&mut self, private: Ipv4Addr, vm: &Vm) -> Result<(), DataplaneError> {
         self.hash::<u32, Vm>(MAP_VMS)?
             .insert(private.to_bits(), vm, 0)
             .map_err(map_err(MAP_VMS, format!("insert {private}")))
     }
 
-    pub(super) fn del_vm(&mut self, private: Ipv4Addr) -> Result<(), DataplaneError> {
+    pub(super) fn remove_vm_entry(&mut self, private: Ipv4Addr) -> Result<(), DataplaneError> {
         ignore_missing(self.hash::<u32, Vm>(MAP_VMS)?.remove(&private.to_bits()))
             .map_err(map_err(MAP_VMS, format!("remove {private}")))
     }

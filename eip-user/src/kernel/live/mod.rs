@@ -58,7 +58,7 @@ pub struct Live {
     fdb: HashMap<[u8; 6], u32>,
     /// The VM entries as last written or read, so a port refresh compares against memory
     /// instead of reading every entry back from the kernel. `None` until first read.
-    guests: Option<HashMap<Ipv4Addr, Vm>>,
+    vm_entries: Option<HashMap<Ipv4Addr, Vm>>,
     /// The socket announcements go out on, opened at the first and kept.
     garp: Option<PacketSocket>,
     /// `eip_port` on each bridge port a VM is behind, by ifindex (dropping a link detaches
@@ -107,7 +107,7 @@ impl Live {
             port_dropped: 0,
             demoted: Default::default(),
             fdb: HashMap::new(),
-            guests: None,
+            vm_entries: None,
             garp: None,
             port_links: HashMap::new(),
             port_failed: Default::default(),
@@ -236,7 +236,7 @@ impl Live {
 
     /// How inbound traffic reaches the VM at `private`, as the dataplane has it now.
     fn path(&self, private: Ipv4Addr) -> Option<&'static str> {
-        let vm = self.guests.as_ref()?.get(&private)?;
+        let vm = self.vm_entries.as_ref()?.get(&private)?;
         Some(if self.config.flags & CONFIG_NO_FAST_PATH != 0 {
             "kernel (--no-fast-path)"
         } else if vm.port_ifindex == 0 {
@@ -290,25 +290,25 @@ impl Kernel for Live {
             Effect::Bind { .. } | Effect::Unbind { .. } | Effect::ForgetSnat { .. } => {
                 apply_binding(&mut self.dp, effect)?
             }
-            Effect::DelGuest { private, mac } => {
-                self.dp.del_guest(private, mac.0)?;
-                if let Some(g) = &mut self.guests
+            Effect::DelVm { private, mac } => {
+                self.dp.del_vm(private, mac.0)?;
+                if let Some(g) = &mut self.vm_entries
                     && g.get(&private).is_some_and(|vm| vm.mac == mac.0)
                 {
                     g.remove(&private);
                 }
             }
-            Effect::SetGuest { private, mac, flags } => {
+            Effect::SetVm { private, mac, flags } => {
                 let port = self.fdb.get(&mac.0).copied().unwrap_or(0);
                 let flags = flags | self.port_flags(port).await?;
                 let before = self
-                    .guests
+                    .vm_entries
                     .as_ref()
                     .and_then(|g| g.get(&private))
                     .map_or(0, |v| v.flags);
                 say_kernel_port(private, port, before, flags);
-                self.dp.set_guest(private, mac.0, port, flags)?;
-                if let Some(g) = &mut self.guests {
+                self.dp.set_vm(private, mac.0, port, flags)?;
+                if let Some(g) = &mut self.vm_entries {
                     g.insert(
                         private,
                         Vm {
@@ -371,7 +371,7 @@ impl Kernel for Live {
             pools: self.dp.pools()?,
             limits,
         };
-        self.guests = Some(vms.into_iter().collect());
+        self.vm_entries = Some(vms.into_iter().collect());
         Ok(view)
     }
 

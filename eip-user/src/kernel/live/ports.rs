@@ -24,9 +24,9 @@ impl Live {
     /// Reads the redirect drops of the ports XDP redirects to: what a port dropped is counted
     /// (`port_dropped` in `eip stats`), and a veth that drops (its VM end has no NAPI after
     /// all, --fast-path-veth notwithstanding) gets kernel delivery from then on, logged.
-    pub(super) fn watch_port_drops(&mut self, guests: &HashMap<Ipv4Addr, Vm>) -> Result<(), KernelError> {
+    pub(super) fn watch_port_drops(&mut self, entries: &HashMap<Ipv4Addr, Vm>) -> Result<(), KernelError> {
         let xdp = !self.pins.ext_tc() && self.config.flags & CONFIG_NO_FAST_PATH == 0;
-        let ports: std::collections::BTreeSet<u32> = guests
+        let ports: std::collections::BTreeSet<u32> = entries
             .values()
             .filter(|vm| xdp && vm.port_ifindex != 0 && vm.flags & VM_PORT_KERNEL == 0)
             .map(|vm| vm.port_ifindex)
@@ -65,17 +65,17 @@ impl Live {
     /// entries changed.
     pub async fn refresh_ports(&mut self) -> Result<usize, KernelError> {
         self.fdb = self.nl.fdb(self.bridge.index).await?;
-        let mut guests = match self.guests.take() {
+        let mut entries = match self.vm_entries.take() {
             Some(g) => g,
             None => self.dp.vms()?.into_iter().collect(),
         };
-        if let Err(e) = self.watch_port_drops(&guests) {
-            self.guests = Some(guests);
+        if let Err(e) = self.watch_port_drops(&entries) {
+            self.vm_entries = Some(entries);
             return Err(e);
         }
         let mut changed = 0;
         let mut result = Ok(());
-        for (&ip, vm) in guests.iter_mut() {
+        for (&ip, vm) in entries.iter_mut() {
             let port = self.fdb.get(&vm.mac).copied().unwrap_or(0);
             let port_flags = match self.port_flags(port).await {
                 Ok(f) => f,
@@ -94,7 +94,7 @@ impl Live {
                     "VM's bridge port changed"
                 );
                 say_kernel_port(ip, port, vm.flags, flags);
-                if let Err(e) = self.dp.set_guest(ip, vm.mac, port, flags) {
+                if let Err(e) = self.dp.set_vm(ip, vm.mac, port, flags) {
                     result = Err(e.into());
                     break;
                 }
@@ -120,8 +120,8 @@ impl Live {
                 }
             }
         }
-        self.follow_port_programs(&guests);
-        self.guests = Some(guests);
+        self.follow_port_programs(&entries);
+        self.vm_entries = Some(entries);
         result?;
         Ok(changed)
     }
@@ -129,10 +129,10 @@ impl Live {
     /// Keeps `eip_port` attached to every bridge port a VM is behind, and to no other: a
     /// port that lost its VMs (or was deleted) lets it go. A port it cannot be attached to
     /// is logged once; its VMs' traffic goes through the bridge, as without it.
-    pub(super) fn follow_port_programs(&mut self, guests: &HashMap<Ipv4Addr, Vm>) {
+    pub(super) fn follow_port_programs(&mut self, entries: &HashMap<Ipv4Addr, Vm>) {
         let on =
             !self.no_port_fast_path && !self.vlan_filtering && self.config.flags & CONFIG_NO_FAST_PATH == 0;
-        let wanted: std::collections::BTreeSet<u32> = guests
+        let wanted: std::collections::BTreeSet<u32> = entries
             .values()
             .map(|vm| vm.port_ifindex)
             .filter(|&p| on && p != 0)

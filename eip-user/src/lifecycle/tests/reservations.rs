@@ -23,7 +23,7 @@ fn deleting_a_reservation_recycles_its_eip() {
                 private: ip("192.168.6.12")
             },
             Effect::DelAlias(e),
-            Effect::DelGuest {
+            Effect::DelVm {
                 private: ip("192.168.6.12"),
                 mac: mac(2)
             },
@@ -142,7 +142,7 @@ fn quarantine_sets_the_guest_flags() {
     let fx = step(&mut s, |s| quarantine(s, &name("vm3"), true));
     assert_eq!(
         fx,
-        [Effect::SetGuest {
+        [Effect::SetVm {
             private: ip("192.168.6.13"),
             mac: mac(3),
             flags: eip_common::maps::VM_QUARANTINED
@@ -153,11 +153,11 @@ fn quarantine_sets_the_guest_flags() {
         Err(Refusal::AlreadyQuarantined(_))
     ));
     let fx = step(&mut s, |s| quarantine(s, &name("vm3"), false));
-    assert!(matches!(fx[..], [Effect::SetGuest { flags: 0, .. }]));
+    assert!(matches!(fx[..], [Effect::SetVm { flags: 0, .. }]));
 }
 
-fn line(line: usize, m: u8, a: &str, n: &str) -> FileHost {
-    FileHost {
+fn line(line: usize, m: u8, a: &str, n: &str) -> HostsLine {
+    HostsLine {
         line,
         mac: mac(m),
         name: Some(n.into()),
@@ -207,11 +207,11 @@ fn the_hosts_file_owns_its_lines() {
     assert_eq!(
         fx,
         [
-            Effect::DelGuest {
+            Effect::DelVm {
                 private: ip("192.168.6.11"),
                 mac: mac(1)
             },
-            Effect::SetGuest {
+            Effect::SetVm {
                 private: ip("192.168.6.21"),
                 mac: mac(1),
                 flags: 0
@@ -278,7 +278,7 @@ fn the_vm_table_bounds_reservations() {
     assert!(rejected.is_empty());
     let fx = step(&mut s, |_| Ok(c));
     assert!(
-        matches!(fx[..], [Effect::DelGuest { .. }, Effect::SetGuest { .. }]),
+        matches!(fx[..], [Effect::DelVm { .. }, Effect::SetVm { .. }]),
         "{fx:?}"
     );
     assert_eq!(s.hosts.len(), 3);
