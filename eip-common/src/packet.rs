@@ -31,6 +31,12 @@ pub trait Packet {
         self.load::<4>(off).map(u32::from_be_bytes)
     }
 
+    /// Writes the Ethernet header's addresses: `dst`, then `src`, one 12-byte store.
+    #[inline(always)]
+    fn set_eth_addrs(&mut self, dst: [u8; 6], src: [u8; 6]) -> Option<()> {
+        self.store(0, eth_addrs(dst, src))
+    }
+
     /// Replaces the IPv4 address `old` by `new` inside the transport checksum at `off`, a
     /// checksum that covers the pseudo-header. `udp` applies UDP's rules: a zero checksum
     /// means "none" and stays zero, and a computed zero is sent as 0xffff (RFC 768).
@@ -58,6 +64,15 @@ pub trait Packet {
         let check = self.u16_at(off)?;
         self.store(off, crate::checksum::replace16(check, old, new).to_be_bytes())
     }
+}
+
+/// The first 12 bytes of an Ethernet header: `dst`, then `src`.
+#[inline(always)]
+pub fn eth_addrs(dst: [u8; 6], src: [u8; 6]) -> [u8; 12] {
+    let mut macs = [0u8; 12];
+    macs[..6].copy_from_slice(&dst);
+    macs[6..].copy_from_slice(&src);
+    macs
 }
 
 /// A host buffer; also what the tests and benchmarks use.

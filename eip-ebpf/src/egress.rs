@@ -25,6 +25,7 @@ use eip_common::{
         Binding, CONFIG_ANTISPOOF, CONFIG_NO_FAST_PATH, Config, Counter, HeldAddress, VM_NO_ANTISPOOF,
         VM_QUARANTINED, Vm,
     },
+    packet::eth_addrs,
     parse::{ETH_P_IP, IP_SRC, IP_TTL, IPPROTO_TCP, IPPROTO_UDP, Ipv4Info, parse_eth, parse_ipv4},
     rewrite::{Field, apply, decrement_ttl, plan},
 };
@@ -301,10 +302,8 @@ fn hairpin(
         && peer.port_ifindex != 0
         && decrement_ttl(pkt, ip.l3_off).map_err(drop_reason)?
     {
-        let mut macs = [0u8; 12];
-        macs[..6].copy_from_slice(&peer.mac);
-        macs[6..].copy_from_slice(&cfg.bridge_mac);
-        pkt.store(0, macs).ok_or(Counter::DropMalformed)?;
+        pkt.set_eth_addrs(peer.mac, cfg.bridge_mac)
+            .ok_or(Counter::DropMalformed)?;
         // SAFETY: a plain helper call.
         return Ok(unsafe { bpf_redirect(peer.port_ifindex, 0) } as i32);
     }
@@ -366,17 +365,15 @@ impl HopQuery {
     #[inline(always)]
     fn ask_fib(&self, ctx: &TcContext, ip: &Ipv4Info, iif: u32) -> (i64, NextHop) {
         let (rc, fib) = lookup(ctx, ip, self.key.eip, self.len, self.tos, iif);
-        let mut hop = NextHop {
+        let hop = NextHop {
             ifindex: fib.ifindex,
             // SAFETY: on success the kernel writes the route's MTU over the length it was
             // given.
             mtu: u32::from(unsafe { fib.__bindgen_anon_1.mtu_result }),
-            macs: [0; 12],
+            macs: eth_addrs(fib.dmac, fib.smac),
             _pad: 0,
             at_ns: self.now,
         };
-        hop.macs[..6].copy_from_slice(&fib.dmac);
-        hop.macs[6..].copy_from_slice(&fib.smac);
         if rc == BPF_FIB_LKUP_RET_SUCCESS as i64 {
             let _ = EIP_NEXTHOPS.insert(self.key, hop, 0);
         }

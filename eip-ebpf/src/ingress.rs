@@ -316,10 +316,8 @@ fn decide<P: Packet>(pkt: &mut P, xdp: bool, skb_tag: u32) -> Result<Verdict, Co
         return Err(Counter::DropTtlExpired);
     }
     // Routed to the VM: from the bridge's MAC to the VM's.
-    let mut macs = [0u8; 12];
-    macs[..6].copy_from_slice(&vm.mac);
-    macs[6..].copy_from_slice(&cfg.bridge_mac);
-    pkt.store(0, macs).ok_or(Counter::DropMalformed)?;
+    pkt.set_eth_addrs(vm.mac, cfg.bridge_mac)
+        .ok_or(Counter::DropMalformed)?;
     count(Counter::IngressFastPath);
     Ok(Verdict::Redirect { port, untag: tagged })
 }
