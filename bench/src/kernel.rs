@@ -87,7 +87,7 @@ struct Case {
     floor: Option<&'static str>,
     /// The self-mapped binding's limit while this case runs (none: no limit).
     limit: Limit,
-    /// The interface the skb comes from (`eip_port`'s cases: the VM's port).
+    /// The interface the skb comes from (`eip_port_in`'s cases: the VM's port).
     ifindex: Option<u32>,
     samples: Vec<u32>,
 }
@@ -166,13 +166,13 @@ pub fn run(sizes: &[u64], rounds: usize, say: &dyn Fn(&str)) -> Result<Vec<Figur
     let xdp_pass = floor(bpf::PROG_TYPE_XDP, 2)?;
     let xdp_drop = floor(bpf::PROG_TYPE_XDP, 1)?;
     let tc_ok = floor(bpf::PROG_TYPE_SCHED_CLS, 0)?;
-    let ingress = raw(dp.ingress()?.fd()?)?;
-    let egress = raw(dp.egress()?.fd()?)?;
-    let ext_egress = raw(dp.ext_egress()?.fd()?)?;
-    let at_port = raw(dp.port()?.fd()?)?;
+    let ingress = raw(dp.ext_xdp()?.fd()?)?;
+    let egress = raw(dp.bridge_in()?.fd()?)?;
+    let ext_egress = raw(dp.ext_tc_out()?.fd()?)?;
+    let at_port = raw(dp.port_in()?.fd()?)?;
     // The fixture rows' routes are looked up as from loopback, the test run's own device.
     dp.set_bridge_ifindex(1)?;
-    // A test run repeats on one buffer. `eip_port` takes only frames to the bridge's MAC and
+    // A test run repeats on one buffer. `eip_port_in` takes only frames to the bridge's MAC and
     // sends them to the router's, so here the bridge's MAC is the router's: every repetition
     // is taken. (Nothing else measured here looks at it: ingress writes it as the source of
     // what it sends the VM, the router's MAC again for the frames from outside.)
@@ -361,7 +361,7 @@ pub fn run(sizes: &[u64], rounds: usize, say: &dyn Fn(&str)) -> Result<Vec<Figur
         let mut in_map = Limit::default();
         dp.set_limit(6, &in_map)?;
         for round in 0..rounds + 3 {
-            // The binding handed the bridge a packet just now, so for a second `eip_port`
+            // The binding handed the bridge a packet just now, so for a second `eip_port_in`
             // takes every one (a round takes milliseconds).
             dp.set_port_learned(8, Duration::ZERO)?;
             for c in &mut cases {

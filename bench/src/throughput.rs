@@ -77,7 +77,7 @@ enum Kind {
     EipFast,
     EipTc,
     /// The fast path with the VMs' traffic taken at the bridge, not at their ports
-    /// (`--no-port-fast-path`): the way out before `eip_port`, measured beside it.
+    /// (`--no-port-fast-path`): the way out before `eip_port_in`, measured beside it.
     EipBridge,
     EipFallback,
 }

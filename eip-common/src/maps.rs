@@ -49,15 +49,15 @@ pub const MAP_LIMITS: &str = "EIP_LIMITS";
 /// direction (the same four counts as [`MAP_STATS`], of packets not translated).
 pub const MAP_LIMIT_DROPS: &str = "EIP_LIMIT_DROPS";
 
-/// The bridge's ifindex (a `u32` at index 0), for [`PROG_PORT`]'s route lookup. Not pinned:
+/// The bridge's ifindex (a `u32` at index 0), for [`PROG_PORT_IN`]'s route lookup. Not pinned:
 /// the port program runs only while a daemon runs (its links are the daemon's), so this is
 /// that daemon's own, written when it starts and when the bridge is created again.
 pub const MAP_BRIDGE: &str = "EIP_BRIDGE";
-/// Per [`Binding::slot`], when [`PROG_PORT`] last let one of the VM's packets go through the
+/// Per [`Binding::slot`], when [`PROG_PORT_IN`] last let one of the VM's packets go through the
 /// bridge (ns since boot, the coarse clock), so the bridge keeps learning the VM's MAC on its
 /// port. Not pinned, as [`MAP_BRIDGE`].
 pub const MAP_PORT_LEARN: &str = "EIP_PORT_LEARN";
-/// How often [`PROG_PORT`] hands one of a VM's packets to the bridge instead of sending it
+/// How often [`PROG_PORT_IN`] hands one of a VM's packets to the bridge instead of sending it
 /// out itself: the bridge's forwarding database then never ages the VM's MAC out (300 s by
 /// default), and the daemon keeps finding the VM's port.
 pub const PORT_LEARN_NS: u64 = 1_000_000_000;
@@ -79,19 +79,19 @@ pub const ALL_MAPS: [&str; 13] = [
     MAP_LIMIT_DROPS,
 ];
 
-pub const PROG_INGRESS: &str = "eip_ingress";
+pub const PROG_EXT_XDP: &str = "eip_ext_xdp";
 /// Ingress as a TC program, for an external interface that is a veth (partial checksums).
-pub const PROG_INGRESS_TC: &str = "eip_ingress_tc";
-pub const PROG_EGRESS: &str = "eip_egress";
-/// TCX ingress on each VM's bridge port: `eip_egress`'s fast path taken before the bridge
+pub const PROG_EXT_TC_IN: &str = "eip_ext_tc_in";
+pub const PROG_BRIDGE_IN: &str = "eip_bridge_in";
+/// TCX ingress on each VM's bridge port: `eip_bridge_in`'s fast path taken before the bridge
 /// (its receive, its netfilter hook, a second pass through the stack for the bridge device).
-/// Whatever it does not send out itself it leaves untouched to the bridge, where `eip_egress`
+/// Whatever it does not send out itself it leaves untouched to the bridge, where `eip_bridge_in`
 /// judges it. Attached by the daemon while it runs, never pinned.
-pub const PROG_PORT: &str = "eip_port";
+pub const PROG_PORT_IN: &str = "eip_port_in";
 /// TC egress on the external interface: the host's own ICMP errors about translated packets.
-pub const PROG_EXT_EGRESS: &str = "eip_ext_egress";
+pub const PROG_EXT_TC_OUT: &str = "eip_ext_tc_out";
 /// The `xdp:xdp_redirect_err` tracepoint program that fills [`MAP_PORT_DROPS`].
-pub const PROG_PORT_DROPS: &str = "eip_port_drops";
+pub const PROG_REDIR_ERR: &str = "eip_redir_err";
 
 /// One side of a binding: the translated address and the binding's statistics slot.
 ///
@@ -249,7 +249,7 @@ pub enum Counter {
     DropLimitIn = 25,
     /// From a VM, over its EIP's outbound limit (counted per EIP too).
     DropLimitOut = 26,
-    /// Of [`Counter::EgressFastPath`]: taken at the VM's bridge port ([`PROG_PORT`]), before
+    /// Of [`Counter::EgressFastPath`]: taken at the VM's bridge port ([`PROG_PORT_IN`]), before
     /// the bridge.
     EgressAtPort = 27,
 }

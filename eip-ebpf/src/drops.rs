@@ -15,7 +15,7 @@ const ERR: usize = 20;
 const TO_IFINDEX: usize = 24;
 
 #[tracepoint]
-pub fn eip_port_drops(ctx: TracePointContext) -> u32 {
+pub fn eip_redir_err(ctx: TracePointContext) -> u32 {
     // SAFETY: reads of two `int` fields at their offsets in the record.
     let err: i32 = unsafe { ctx.read_at(ERR) }.unwrap_or(0);
     if err >= 0 {

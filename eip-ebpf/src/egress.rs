@@ -4,8 +4,8 @@
 //! lookup does not resolve. A packet to another VM's EIP is translated both ways (hairpin).
 //! Anti-spoofing and quarantine are enforced here, where the VMs' packets enter the host.
 //!
-//! `eip_port` is the same program on each VM's bridge port (TCX ingress), before the bridge:
-//! it takes only the fast path and leaves everything else, untouched, to `eip_egress`.
+//! `eip_port_in` is the same program on each VM's bridge port (TCX ingress), before the bridge:
+//! it takes only the fast path and leaves everything else, untouched, to `eip_bridge_in`.
 
 use core::mem;
 
@@ -43,18 +43,18 @@ const AF_INET: u8 = 2;
 const DHCP_SERVER_PORT: u16 = 67;
 
 #[classifier]
-pub fn eip_egress(ctx: TcContext) -> i32 {
+pub fn eip_bridge_in(ctx: TcContext) -> i32 {
     finish(try_egress::<false>(&ctx))
 }
 
-/// TCX ingress on a VM's bridge port: the fast path of [`eip_egress`] before the bridge.
+/// TCX ingress on a VM's bridge port: the fast path of [`eip_bridge_in`] before the bridge.
 /// Only a frame the bridge would hand its own device (to the bridge's MAC, untagged) from the
 /// VM the maps put behind this very port, translated and sent out of the interface the FIB
 /// names, is taken here; anything else goes on to the bridge untouched (and, through it, to
-/// `eip_egress`, which judges, counts and drops it there). That includes one packet of each
+/// `eip_bridge_in`, which judges, counts and drops it there). That includes one packet of each
 /// binding every [`PORT_LEARN_NS`], so the bridge goes on learning the VM's MAC on this port.
 #[classifier]
-pub fn eip_port(ctx: TcContext) -> i32 {
+pub fn eip_port_in(ctx: TcContext) -> i32 {
     finish(try_egress::<true>(&ctx))
 }
 
@@ -70,7 +70,7 @@ fn finish(r: Result<i32, Counter>) -> i32 {
 }
 
 /// At the bridge (`AT_PORT` false), `reason`: the packet is dropped and counted. At a port,
-/// the packet goes on to the bridge untouched, where `eip_egress` does that.
+/// the packet goes on to the bridge untouched, where `eip_bridge_in` does that.
 #[inline(always)]
 fn refuse<const AT_PORT: bool>(reason: Counter) -> Result<i32, Counter> {
     if AT_PORT { Ok(TC_ACT_OK) } else { Err(reason) }

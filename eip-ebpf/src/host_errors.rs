@@ -31,7 +31,7 @@ use crate::{
 const PULL_LEN: u32 = 14 + 60 + 8 + 60 + 8;
 
 #[classifier]
-pub fn eip_ext_egress(ctx: TcContext) -> i32 {
+pub fn eip_ext_tc_out(ctx: TcContext) -> i32 {
     match host_error(&ctx) {
         Ok(()) => TC_ACT_OK,
         Err(reason) => {

@@ -4,8 +4,8 @@
 //! untouched.
 //!
 //! Two entry points share one decision ([`decide`]):
-//! - `eip_ingress`, XDP: the fast one, on a NIC.
-//! - `eip_ingress_tc`, TC ingress: on a veth. A veth hands over what its peer sent with
+//! - `eip_ext_xdp`, XDP: the fast one, on a NIC.
+//! - `eip_ext_tc_in`, TC ingress: on a veth. A veth hands over what its peer sent with
 //!   partial checksums (the sender's checksum offload), which XDP cannot see and so cannot
 //!   update; TC knows the skb's checksum state and its helpers update partial checksums
 //!   right. Its redirect also sends an skb, which a veth bridge port always takes.
@@ -49,7 +49,7 @@ enum Verdict {
 }
 
 #[xdp]
-pub fn eip_ingress(ctx: XdpContext) -> u32 {
+pub fn eip_ext_xdp(ctx: XdpContext) -> u32 {
     let mut pkt = XdpFrame(&ctx);
     match decide(&mut pkt, true, 0) {
         Ok(Verdict::Pass) => xdp_action::XDP_PASS,
@@ -182,7 +182,7 @@ fn time_exceeded<const L2: usize>(ctx: &XdpContext, ip: &Ipv4Info) -> Result<u32
 }
 
 #[classifier]
-pub fn eip_ingress_tc(ctx: TcContext) -> i32 {
+pub fn eip_ext_tc_in(ctx: TcContext) -> i32 {
     // Headers must be in the linear area for direct access.
     pull_headers(&ctx, PULL_LEN);
     // The kernel takes a received frame's VLAN tag into the skb before TC sees it.
@@ -287,7 +287,7 @@ fn decide<P: Packet>(pkt: &mut P, xdp: bool, skb_tag: u32) -> Result<Verdict, Co
     // A TTL that runs out here. XDP answers it before anything is rewritten, quoting the
     // packet as it came. TC builds no answer on an skb: the kernel's forwarding answers the
     // translated packet, and its time-exceeded gets the EIP back in its quote on the way out
-    // (`eip_ext_egress`).
+    // (`eip_ext_tc_out`).
     let expires = pkt.u8_at(ip.l3_off + 8).is_none_or(|ttl| ttl <= 1);
     if expires && xdp {
         return Ok(Verdict::Expired(ip));

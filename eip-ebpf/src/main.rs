@@ -1,4 +1,4 @@
-//! The eip dataplane: `eip_ingress` (XDP, external interface, DNAT) and `eip_egress` (TC
+//! The eip dataplane: `eip_ext_xdp` (XDP, external interface, DNAT) and `eip_bridge_in` (TC
 //! ingress on the bridge, SNAT). The rewrite itself is eip-common's; these programs parse,
 //! look up, call it, and forward.
 #![no_std]

@@ -41,7 +41,7 @@ pub static EIP_LIMIT_DROPS: PerCpuArray<EipStats> =
 #[map]
 pub static EIP_UPLINK: Array<Uplink> = Array::with_max_entries(1, 0);
 
-/// The bridge's ifindex, for `eip_port`'s route lookup (see `MAP_BRIDGE`).
+/// The bridge's ifindex, for `eip_port_in`'s route lookup (see `MAP_BRIDGE`).
 #[map]
 pub static EIP_BRIDGE: Array<u32> = Array::with_max_entries(1, 0);
 /// One more than the bindings, as the stats (see `MAP_PORT_LEARN`). One value every CPU
@@ -136,7 +136,7 @@ pub fn bridge_ifindex() -> u32 {
     EIP_BRIDGE.get(0).copied().unwrap_or(0)
 }
 
-/// Whether `eip_port` is to hand this packet of the binding at `slot` to the bridge, so the
+/// Whether `eip_port_in` is to hand this packet of the binding at `slot` to the bridge, so the
 /// bridge learns the VM's MAC again: once every [`PORT_LEARN_NS`] per binding.
 #[inline(always)]
 pub fn port_learn_due(slot: u32, now: u64) -> bool {

@@ -480,12 +480,12 @@ fn a_restart_keeps_traffic_flowing_and_the_state() {
     // ingress program should be): the next daemon swaps its own in with the traffic flowing.
     lab.stop();
     let progs = Pins::new(&lab.inst.name).unwrap().root().join("progs");
-    std::fs::remove_file(progs.join("eip_ingress")).unwrap();
-    let pinned = progs.join("eip_egress");
+    std::fs::remove_file(progs.join("eip_ext_xdp")).unwrap();
+    let pinned = progs.join("eip_bridge_in");
     let out = std::process::Command::new("bpftool")
         .args(["prog", "pin", "pinned"])
         .arg(&pinned)
-        .arg(progs.join("eip_ingress"))
+        .arg(progs.join("eip_ext_xdp"))
         .output()
         .unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
@@ -498,6 +498,39 @@ fn a_restart_keeps_traffic_flowing_and_the_state() {
     );
     assert!(flows(&flow, 50), "traffic stopped after the upgrade");
     assert!(lab.log().contains("started=Upgraded"), "{}", lab.log());
+    assert_eq!(without_counters(lab.list()), before);
+
+    // A version that named its programs otherwise (before they were named by their attach
+    // point) left them pinned under its names, none under this version's: the next daemon
+    // swaps every link to its own program with the traffic flowing, and unpins the old names.
+    lab.stop();
+    for (now, then) in [
+        ("eip_ext_xdp", "eip_ingress"),
+        ("eip_bridge_in", "eip_egress"),
+        ("eip_ext_tc_out", "eip_ext_egress"),
+    ] {
+        std::fs::rename(progs.join(now), progs.join(then)).unwrap();
+    }
+    let from = lab.log().len();
+    lab.start();
+    let log = lab.log()[from..].to_owned();
+    for kind in ["XDP", "TC", "TC egress"] {
+        assert!(
+            log.contains(&format!("replaced the pinned {kind} program with this version's")),
+            "{kind}: {log}"
+        );
+    }
+    assert!(log.contains("started=Upgraded"), "{log}");
+    let mut pinned: Vec<String> = std::fs::read_dir(&progs)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    pinned.sort();
+    assert_eq!(pinned, ["eip_bridge_in", "eip_ext_tc_out", "eip_ext_xdp"]);
+    assert!(
+        flows(&flow, 50),
+        "traffic stopped after the upgrade from the old names"
+    );
     assert_eq!(without_counters(lab.list()), before);
     drop(flow);
     lab.stop();

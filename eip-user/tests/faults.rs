@@ -471,8 +471,8 @@ fn pinned_whole(lab: &Lab) -> bool {
     [
         "links/xdp",
         "links/tc",
-        "progs/eip_ingress",
-        "progs/eip_egress",
+        "progs/eip_ext_xdp",
+        "progs/eip_bridge_in",
         "maps/EIP_DNAT",
         "maps/EIP_SNAT",
     ]

@@ -46,10 +46,10 @@ fn run(dp: &mut eip_user::kernel::dataplane::Dataplane, row: &Row) -> Result<(u3
         ..Default::default()
     };
     let result = match row.prog {
-        Prog::Ingress => dp.ingress().map_err(|e| e.to_string())?.test_run(opts),
-        Prog::IngressTc => dp.ingress_tc().map_err(|e| e.to_string())?.test_run(opts),
-        Prog::Egress => dp.egress().map_err(|e| e.to_string())?.test_run(opts),
-        Prog::ExtEgress => dp.ext_egress().map_err(|e| e.to_string())?.test_run(opts),
+        Prog::ExtXdp => dp.ext_xdp().map_err(|e| e.to_string())?.test_run(opts),
+        Prog::ExtTcIn => dp.ext_tc_in().map_err(|e| e.to_string())?.test_run(opts),
+        Prog::BridgeIn => dp.bridge_in().map_err(|e| e.to_string())?.test_run(opts),
+        Prog::ExtTcOut => dp.ext_tc_out().map_err(|e| e.to_string())?.test_run(opts),
     }
     .map_err(|e| format!("test_run failed: {e}"))?;
     out.truncate(result.data_size_out as usize);
@@ -226,7 +226,7 @@ const SKB_IFINDEX: usize = 40;
 /// how much).
 type Outcome = (u32, Vec<u8>, Vec<(Counter, u64)>);
 
-/// `eip_port` on `input`, as received on the interface `port`.
+/// `eip_port_in` on `input`, as received on the interface `port`.
 fn run_port(
     dp: &mut eip_user::kernel::dataplane::Dataplane,
     input: &[u8],
@@ -237,7 +237,7 @@ fn run_port(
     let mut out = vec![0u8; input.len() + 256];
     let before = dp.counters().map_err(|e| e.to_string())?;
     let result = dp
-        .port()
+        .port_in()
         .map_err(|e| e.to_string())?
         .test_run(TestRunOptions {
             data_in: Some(input),
@@ -257,11 +257,11 @@ fn run_port(
     Ok((result.return_value, out, moved))
 }
 
-/// Every egress row through `eip_port`, run as on VM1's bridge port (the skb's ifindex is
-/// the port the maps put VM1 behind): a row that `eip_egress` sends out itself (its fast
+/// Every egress row through `eip_port_in`, run as on VM1's bridge port (the skb's ifindex is
+/// the port the maps put VM1 behind): a row that `eip_bridge_in` sends out itself (its fast
 /// path, untagged) comes out the same, byte for byte, counted as the fast path and as
 /// taken at the port; every other row (another VM, a tag, a hairpin, a drop, anything for
-/// the kernel) goes on to the bridge untouched, with no counter moved, for `eip_egress` to
+/// the kernel) goes on to the bridge untouched, with no counter moved, for `eip_bridge_in` to
 /// judge there.
 #[test]
 fn every_egress_row_through_the_port_program() {
@@ -305,7 +305,7 @@ fn every_egress_row_through_the_port_program() {
     assert_rows_passed(&failures, rows.len());
 }
 
-/// `eip_port` takes a VM's packet only on the port the maps put it behind, and hands one
+/// `eip_port_in` takes a VM's packet only on the port the maps put it behind, and hands one
 /// packet of each binding a second to the bridge, which then goes on learning the VM's MAC
 /// on its port.
 #[test]

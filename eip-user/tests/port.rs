@@ -1,4 +1,4 @@
-//! The VMs' outbound traffic taken at their bridge ports (`eip_port`, TCX ingress on each
+//! The VMs' outbound traffic taken at their bridge ports (`eip_port_in`, TCX ingress on each
 //! port a VM is behind), before the bridge: on real interfaces with the real daemon, and
 //! around each test a capture outside that fails it if a private source address left the
 //! hypervisor.
@@ -17,7 +17,7 @@ use eip_user::testing::{
     topology::{BRIDGE_IF, EXT_IF, PortKind, WAN_IF},
 };
 
-/// The VMs' bridge ports the running daemon holds a TCX link on (its `eip_port`), as the
+/// The VMs' bridge ports the running daemon holds a TCX link on (its `eip_port_in`), as the
 /// kernel reports the daemon's descriptors (`/proc/PID/fdinfo`: a link's type and
 /// interface); sorted by name.
 fn ports_with_the_program(lab: &Lab) -> Vec<String> {
@@ -97,7 +97,7 @@ fn lab_at_ports(extra: &[&'static str]) -> Lab {
 fn wait_for_the_programs(lab: &Lab) -> Vec<String> {
     let mut ports: Vec<String> = lab.topo.vms.iter().map(|v| v.port.clone()).collect();
     ports.sort();
-    wait_for(5, "eip_port on every VM's port", || {
+    wait_for(5, "eip_port_in on every VM's port", || {
         ports_with_the_program(lab) == ports
     });
     ports
@@ -174,7 +174,7 @@ fn the_bridge_keeps_learning_a_vms_port() {
         .hv
         .ip(&["link", "set", BRIDGE_IF, "type", "bridge", "ageing_time", "200"])
         .expect("bridge ageing 2 s");
-    wait_for(5, "eip_port on vm1's port", || {
+    wait_for(5, "eip_port_in on vm1's port", || {
         ports_with_the_program(&lab).contains(&lab.topo.vms[0].port)
     });
     let leaks = LeakWatch::start(&lab);
@@ -211,7 +211,7 @@ fn the_port_program_goes_with_the_daemon() {
         assert_eq!((fast2 - fast, at2 - at), (3, 0), "vm{n} with no daemon");
     }
     lab.start();
-    wait_for(10, "eip_port back on both ports", || {
+    wait_for(10, "eip_port_in back on both ports", || {
         ports_with_the_program(&lab) == ports
     });
     let at = egress_counters(&lab).1;
@@ -267,7 +267,7 @@ fn a_vlan_filtering_bridge_keeps_its_ports_traffic() {
     let (fast2, at2) = egress_counters(&lab);
     assert_eq!((fast2 - fast, at2 - at), (5, 0));
     filtering("0").expect("vlan_filtering off");
-    wait_for(5, "eip_port back on both ports", || {
+    wait_for(5, "eip_port_in back on both ports", || {
         ports_with_the_program(&lab) == ports
     });
     leaks.assert_none();
@@ -307,7 +307,7 @@ fn the_program_follows_a_port_created_again() {
         .expect("the VM's gateway");
     assert_ne!(hv.ifindex(port).expect("the new port's ifindex"), before);
     assert!(pings(vm, OUTSIDE, 3), "vm1 from its new port");
-    wait_for(5, "eip_port on the new port", || {
+    wait_for(5, "eip_port_in on the new port", || {
         ports_with_the_program(&lab) == ports
     });
     wait_for(5, "the old port's link to be let go", || {

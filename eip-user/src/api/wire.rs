@@ -123,7 +123,7 @@ pub struct Stats {
     /// no NAPI drops what is redirected to it).
     #[serde(default)]
     pub port_dropped: u64,
-    /// The bridge ports (ifindexes) where `eip_port` takes the VMs' outbound traffic before
+    /// The bridge ports (ifindexes) where `eip_port_in` takes the VMs' outbound traffic before
     /// the bridge (see `--no-port-fast-path`).
     #[serde(default)]
     pub port_programs: Vec<u32>,

@@ -13,12 +13,12 @@ impl Dataplane {
         self.set_single(MAP_UPLINK, uplink)
     }
 
-    /// The bridge's ifindex, which `eip_port` looks routes up as (see [`MAP_BRIDGE`]).
+    /// The bridge's ifindex, which `eip_port_in` looks routes up as (see [`MAP_BRIDGE`]).
     pub fn set_bridge_ifindex(&mut self, ifindex: u32) -> Result<(), DataplaneError> {
         self.set_single(MAP_BRIDGE, &ifindex)
     }
 
-    /// Attaches `eip_port` (TCX ingress, after whatever else is there) to the bridge port
+    /// Attaches `eip_port_in` (TCX ingress, after whatever else is there) to the bridge port
     /// `ifindex`. It stays attached while the returned link lives (it is never pinned: it is
     /// the running daemon's accelerator, and without it the bridge's program does the same).
     pub fn attach_port(&mut self, ifindex: u32) -> Result<tc::SchedClassifierLink, DataplaneError> {
@@ -27,11 +27,11 @@ impl Dataplane {
             reason: "no such interface".into(),
         })?;
         let attach = |source| DataplaneError::Attach {
-            name: PROG_PORT,
+            name: PROG_PORT_IN,
             iface: iface.clone(),
             source: Box::new(source),
         };
-        let prog = self.classifier(PROG_PORT)?;
+        let prog = self.classifier(PROG_PORT_IN)?;
         let id = prog
             .attach_with_options(
                 &iface,
@@ -44,7 +44,7 @@ impl Dataplane {
 
     /// Marks every binding's slot below `slots` as having handed a packet to the bridge
     /// `ago` before now (`CLOCK_MONOTONIC_COARSE`, the programs' clock): with a short `ago`,
-    /// `eip_port` hands the next one on only a second later; with one over a second, at once.
+    /// `eip_port_in` hands the next one on only a second later; with one over a second, at once.
     /// For tests of its decisions.
     #[doc(hidden)]
     pub fn set_port_learned(&mut self, slots: u32, ago: std::time::Duration) -> Result<(), DataplaneError> {
@@ -68,9 +68,9 @@ impl Dataplane {
         Ok(())
     }
 
-    /// `eip_port`, the fast path at a VM's bridge port.
-    pub fn port(&mut self) -> Result<&mut SchedClassifier, DataplaneError> {
-        self.classifier(PROG_PORT)
+    /// `eip_port_in`, the fast path at a VM's bridge port.
+    pub fn port_in(&mut self) -> Result<&mut SchedClassifier, DataplaneError> {
+        self.classifier(PROG_PORT_IN)
     }
 
     /// Writes the one entry of the array map `name`.
@@ -280,23 +280,21 @@ impl Dataplane {
             .collect()
     }
 
-    pub(super) fn port_drops_prog(&mut self) -> Result<&mut TracePoint, DataplaneError> {
+    pub(super) fn redir_err_prog(&mut self) -> Result<&mut TracePoint, DataplaneError> {
         self.ebpf
-            .program_mut(PROG_PORT_DROPS)
+            .program_mut(PROG_REDIR_ERR)
             .and_then(|p| p.try_into().ok())
-            .ok_or(DataplaneError::MissingProgram {
-                name: PROG_PORT_DROPS,
-            })
+            .ok_or(DataplaneError::MissingProgram { name: PROG_REDIR_ERR })
     }
 
     /// Starts counting what the kernel drops on redirecting to each interface (for as long as
     /// this `Dataplane` lives: the counts matter only to a running daemon).
     pub fn count_port_drops(&mut self) -> Result<(), DataplaneError> {
-        self.port_drops_prog()?
+        self.redir_err_prog()?
             .attach("xdp", "xdp_redirect_err")
             .map(drop)
             .map_err(|source| DataplaneError::Attach {
-                name: PROG_PORT_DROPS,
+                name: PROG_REDIR_ERR,
                 iface: "tracepoint xdp:xdp_redirect_err".into(),
                 source: Box::new(source),
             })

@@ -131,36 +131,34 @@ impl Dataplane {
                 source: Box::new(source),
             })?;
         let mut dp = Dataplane { ebpf };
-        dp.ingress()?.load().map_err(|source| DataplaneError::Program {
-            name: PROG_INGRESS,
+        dp.ext_xdp()?.load().map_err(|source| DataplaneError::Program {
+            name: PROG_EXT_XDP,
             source: Box::new(source),
         })?;
-        dp.egress()?.load().map_err(|source| DataplaneError::Program {
-            name: PROG_EGRESS,
+        dp.bridge_in()?.load().map_err(|source| DataplaneError::Program {
+            name: PROG_BRIDGE_IN,
             source: Box::new(source),
         })?;
-        dp.ingress_tc()?
+        dp.ext_tc_in()?.load().map_err(|source| DataplaneError::Program {
+            name: PROG_EXT_TC_IN,
+            source: Box::new(source),
+        })?;
+        dp.ext_tc_out()?
             .load()
             .map_err(|source| DataplaneError::Program {
-                name: PROG_INGRESS_TC,
+                name: PROG_EXT_TC_OUT,
                 source: Box::new(source),
             })?;
-        dp.ext_egress()?
+        dp.classifier(PROG_PORT_IN)?
             .load()
             .map_err(|source| DataplaneError::Program {
-                name: PROG_EXT_EGRESS,
+                name: PROG_PORT_IN,
                 source: Box::new(source),
             })?;
-        dp.classifier(PROG_PORT)?
+        dp.redir_err_prog()?
             .load()
             .map_err(|source| DataplaneError::Program {
-                name: PROG_PORT,
-                source: Box::new(source),
-            })?;
-        dp.port_drops_prog()?
-            .load()
-            .map_err(|source| DataplaneError::Program {
-                name: PROG_PORT_DROPS,
+                name: PROG_REDIR_ERR,
                 source: Box::new(source),
             })?;
         Ok(dp)
@@ -168,7 +166,7 @@ impl Dataplane {
 
     /// Attaches XDP to `ext`: native where the driver supports it, generic otherwise.
     pub fn attach_xdp(&mut self, ext: &str) -> Result<(XdpAttachMode, XdpLinkId), DataplaneError> {
-        let xdp = self.ingress()?;
+        let xdp = self.ext_xdp()?;
         let attached = match xdp.attach(ext, XdpMode::Driver) {
             Ok(id) => (XdpAttachMode::Native, id),
             Err(native) => {
@@ -176,14 +174,14 @@ impl Dataplane {
                 let id = xdp
                     .attach(ext, XdpMode::Skb)
                     .map_err(|source| DataplaneError::Attach {
-                        name: PROG_INGRESS,
+                        name: PROG_EXT_XDP,
                         iface: ext.to_owned(),
                         source: Box::new(source),
                     })?;
                 (XdpAttachMode::Generic, id)
             }
         };
-        tracing::info!(iface = ext, mode = ?attached.0, "attached {PROG_INGRESS}");
+        tracing::info!(iface = ext, mode = ?attached.0, "attached {PROG_EXT_XDP}");
         Ok(attached)
     }
 
@@ -211,26 +209,26 @@ impl Dataplane {
             .ok_or(DataplaneError::MissingProgram { name })
     }
 
-    pub fn ingress(&mut self) -> Result<&mut Xdp, DataplaneError> {
+    pub fn ext_xdp(&mut self) -> Result<&mut Xdp, DataplaneError> {
         self.ebpf
-            .program_mut(PROG_INGRESS)
+            .program_mut(PROG_EXT_XDP)
             .and_then(|p| p.try_into().ok())
-            .ok_or(DataplaneError::MissingProgram { name: PROG_INGRESS })
+            .ok_or(DataplaneError::MissingProgram { name: PROG_EXT_XDP })
     }
 
-    pub fn egress(&mut self) -> Result<&mut SchedClassifier, DataplaneError> {
-        self.classifier(PROG_EGRESS)
+    pub fn bridge_in(&mut self) -> Result<&mut SchedClassifier, DataplaneError> {
+        self.classifier(PROG_BRIDGE_IN)
     }
 
     /// Ingress as TC (for a veth as the external interface).
-    pub fn ingress_tc(&mut self) -> Result<&mut SchedClassifier, DataplaneError> {
-        self.classifier(PROG_INGRESS_TC)
+    pub fn ext_tc_in(&mut self) -> Result<&mut SchedClassifier, DataplaneError> {
+        self.classifier(PROG_EXT_TC_IN)
     }
 
     /// TC egress on the external interface: the host's own ICMP errors about translated
     /// packets.
-    pub fn ext_egress(&mut self) -> Result<&mut SchedClassifier, DataplaneError> {
-        self.classifier(PROG_EXT_EGRESS)
+    pub fn ext_tc_out(&mut self) -> Result<&mut SchedClassifier, DataplaneError> {
+        self.classifier(PROG_EXT_TC_OUT)
     }
 
     /// A TC program by name.

@@ -61,13 +61,13 @@ pub struct Live {
     vm_entries: Option<HashMap<Ipv4Addr, Vm>>,
     /// The socket announcements go out on, opened at the first and kept.
     garp: Option<PacketSocket>,
-    /// `eip_port` on each bridge port a VM is behind, by ifindex (dropping a link detaches
+    /// `eip_port_in` on each bridge port a VM is behind, by ifindex (dropping a link detaches
     /// the program). Never pinned: when the daemon is gone, the bridge's program does it all.
     port_links: HashMap<u32, aya::programs::tc::SchedClassifierLink>,
-    /// Ports `eip_port` could not be attached to, so that is logged once per port.
+    /// Ports `eip_port_in` could not be attached to, so that is logged once per port.
     port_failed: std::collections::BTreeSet<u32>,
     /// `--no-port-fast-path`: the VMs' outbound traffic goes through the bridge (and its
-    /// filters) to `eip_egress`, as it does for a VM whose port is not known.
+    /// filters) to `eip_bridge_in`, as it does for a VM whose port is not known.
     pub no_port_fast_path: bool,
     /// The bridge filters by VLAN, as last seen: its ports' VLANs are the bridge's to judge,
     /// so nothing is taken before it.

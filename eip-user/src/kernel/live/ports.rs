@@ -1,5 +1,5 @@
 //! Which bridge port each VM is behind (from the bridge's forwarding database), what that
-//! port lets the fast path do, and the port program (`eip_port`) on every port with a VM.
+//! port lets the fast path do, and the port program (`eip_port_in`) on every port with a VM.
 
 use super::*;
 
@@ -126,7 +126,7 @@ impl Live {
         Ok(changed)
     }
 
-    /// Keeps `eip_port` attached to every bridge port a VM is behind, and to no other: a
+    /// Keeps `eip_port_in` attached to every bridge port a VM is behind, and to no other: a
     /// port that lost its VMs (or was deleted) lets it go. A port it cannot be attached to
     /// is logged once; its VMs' traffic goes through the bridge, as without it.
     pub(super) fn follow_port_programs(&mut self, entries: &HashMap<Ipv4Addr, Vm>) {
@@ -147,7 +147,7 @@ impl Live {
                 Ok(link) => {
                     tracing::info!(
                         port,
-                        "attached eip_port (TCX ingress): the VMs' translated traffic leaves before the bridge"
+                        "attached eip_port_in (TCX ingress): the VMs' translated traffic leaves before the bridge"
                     );
                     self.port_links.insert(port, link);
                 }
@@ -155,7 +155,7 @@ impl Live {
                     let cause = std::error::Error::source(&e)
                         .map(|c| c.to_string())
                         .unwrap_or_default();
-                    tracing::warn!(port, error = %e, %cause, "eip_port not attached: this port's VMs go through the bridge");
+                    tracing::warn!(port, error = %e, %cause, "eip_port_in not attached: this port's VMs go through the bridge");
                     self.port_failed.insert(port);
                 }
             }

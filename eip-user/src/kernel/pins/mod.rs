@@ -2,7 +2,7 @@
 //!
 //! ```text
 //! /sys/fs/bpf/eip/<instance>/maps/EIP_*        every map
-//! /sys/fs/bpf/eip/<instance>/progs/eip_ingress  the programs
+//! /sys/fs/bpf/eip/<instance>/progs/eip_ext_xdp  the programs
 //! /sys/fs/bpf/eip/<instance>/links/xdp          XDP on the external interface (bpf_link)
 //! /sys/fs/bpf/eip/<instance>/links/tc           TCX ingress on the bridge (bpf_link)
 //! /sys/fs/bpf/eip/<instance>/links/tc-ext        TCX ingress on the external interface, in
@@ -14,7 +14,10 @@
 //! A daemon starting over existing pins reuses the maps (entries and all) and keeps the
 //! attached programs when they are the embedded ones (same kernel tag). When they differ (a
 //! newer `eip`), it swaps the program under each link with `BPF_LINK_UPDATE`: one atomic
-//! pointer change, so no packet goes unprocessed in between.
+//! pointer change, so no packet goes unprocessed in between. Programs are found by their pin
+//! name, which is the program's name: a version that named them otherwise (before they were
+//! named by attach point: `eip_ingress`, `eip_ingress_tc`, `eip_egress`, `eip_ext_egress`) has
+//! its links swapped the same way and its program pins removed.
 
 mod start;
 
@@ -35,7 +38,7 @@ use aya::{
     },
 };
 use eip_common::maps::{
-    ALL_MAPS, Binding, MAP_DNAT, PROG_EGRESS, PROG_EXT_EGRESS, PROG_INGRESS, PROG_INGRESS_TC,
+    ALL_MAPS, Binding, MAP_DNAT, PROG_BRIDGE_IN, PROG_EXT_TC_IN, PROG_EXT_TC_OUT, PROG_EXT_XDP,
 };
 
 use crate::kernel::dataplane::{Dataplane, DataplaneError, Sizes, XdpAttachMode};
@@ -105,26 +108,29 @@ struct Hook {
 const XDP: Hook = Hook {
     kind: "XDP",
     link: "xdp",
-    prog: PROG_INGRESS,
+    prog: PROG_EXT_XDP,
 };
 const TC: Hook = Hook {
     kind: "TC",
     link: "tc",
-    prog: PROG_EGRESS,
+    prog: PROG_BRIDGE_IN,
 };
 /// Ingress as TCX on the external interface, when that is a veth.
 const TC_EXT: Hook = Hook {
     kind: "TC ingress",
     link: "tc-ext",
-    prog: PROG_INGRESS_TC,
+    prog: PROG_EXT_TC_IN,
 };
 
 /// TCX egress on the external interface: the host's own ICMP errors about translated packets.
 const TC_EXT_OUT: Hook = Hook {
     kind: "TC egress",
     link: "tc-ext-out",
-    prog: PROG_EXT_EGRESS,
+    prog: PROG_EXT_TC_OUT,
 };
+
+/// Every hook, whichever ingress is in use.
+const HOOKS: [Hook; 4] = [XDP, TC_EXT, TC, TC_EXT_OUT];
 
 /// What became of one pinned link.
 enum Link {
@@ -292,8 +298,12 @@ impl Pins {
         for hook in [XDP, TC_EXT, TC_EXT_OUT, TC] {
             remove_if_present(&self.link(hook.link))?;
         }
-        for hook in [XDP, TC_EXT, TC_EXT_OUT, TC] {
-            remove_if_present(&self.prog(hook.prog))?;
+        // Every program pin, an older version's under its old name included.
+        let progs = self.root.join("progs");
+        if let Ok(entries) = std::fs::read_dir(&progs) {
+            for entry in entries.flatten() {
+                remove_if_present(&entry.path())?;
+            }
         }
         for name in ALL_MAPS {
             remove_if_present(&self.maps().join(name))?;

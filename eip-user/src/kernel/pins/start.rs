@@ -67,7 +67,27 @@ impl Pins {
             // fewer, or a half-finished teardown).
             _ => Started::Upgraded,
         };
+        self.drop_stale_programs()?;
         Ok((dp, started))
+    }
+
+    /// Unpins the programs no hook runs under this name: an older version's, pinned under
+    /// the names it gave them (before the programs were named by their attach point,
+    /// `eip_ext_xdp` was `eip_ingress`, `eip_bridge_in` was `eip_egress`, and so on). Their
+    /// links run this version's programs by now (an older program's pin is not under this
+    /// version's name, so its link was swapped), so nothing is detached.
+    fn drop_stale_programs(&self) -> Result<(), PinError> {
+        let dir = self.root.join("progs");
+        let entries = std::fs::read_dir(&dir).map_err(io_err(&dir, "list the pinned programs"))?;
+        for entry in entries {
+            let entry = entry.map_err(io_err(&dir, "list the pinned programs"))?;
+            let name = entry.file_name();
+            if !HOOKS.iter().any(|h| name == h.prog) {
+                remove_if_present(&entry.path())?;
+                tracing::info!(program = %name.to_string_lossy(), "unpinned an older version's program");
+            }
+        }
+        Ok(())
     }
 
     /// Unpins the hook's link when it is not attached to `iface` as it is now: its interface
@@ -158,7 +178,7 @@ impl Pins {
             XDP,
             |dp, pinned| {
                 let link = XdpLink::try_from(pinned).map_err(aya_err(&path, "not an XDP link"))?;
-                dp.ingress()?
+                dp.ext_xdp()?
                     .attach_to_link(link)
                     .map_err(aya_err(&path, "replace the XDP program"))?;
                 Ok(())
@@ -166,7 +186,7 @@ impl Pins {
             |dp| {
                 let (mode, id) = dp.attach_xdp(ext)?;
                 let link = dp
-                    .ingress()?
+                    .ext_xdp()?
                     .take_link(id)
                     .map_err(aya_err(&path, "take the XDP link"))?;
                 let link = FdLink::try_from(link)
