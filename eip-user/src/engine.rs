@@ -29,11 +29,11 @@ pub struct Engine<K> {
     state: State,
     store: Store,
     kernel: K,
-    pub limits: Limits,
+    limits: Limits,
     /// The kernel may differ from the state (an effect failed): reconcile soon.
     dirty: bool,
     /// Where lease events go (the lease script), if anywhere.
-    pub events: Option<tokio::sync::mpsc::Sender<LeaseEvent>>,
+    events: Option<tokio::sync::mpsc::Sender<LeaseEvent>>,
 }
 
 impl<K: Kernel> Engine<K> {
@@ -60,6 +60,16 @@ impl<K: Kernel> Engine<K> {
 
     pub fn store(&self) -> &Store {
         &self.store
+    }
+
+    /// What reservations, leases and pools must fit.
+    pub fn limits(&self) -> &Limits {
+        &self.limits
+    }
+
+    /// Lease events go to `tx` from now on (the lease script's queue).
+    pub fn send_lease_events(&mut self, tx: tokio::sync::mpsc::Sender<LeaseEvent>) {
+        self.events = Some(tx);
     }
 
     /// What the kernel reports (counters, statistics, paths). It changes only through the

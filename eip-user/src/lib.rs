@@ -1,10 +1,12 @@
 //! eip: elastic public IPv4 addresses for the VMs of a Linux hypervisor, translated in eBPF.
 //!
 //! What happens to a packet lives in `eip-ebpf` (and `eip-common`'s rewrite); this crate is
-//! the control side: [`lifecycle`] (the operator verbs, pure), [`store`] (durable state),
-//! [`engine`] (store, then kernel), [`kernel`] (the adapter and reconciliation), [`live`] (the
-//! real kernel: pinned dataplane, [`netlink`], [`garp`]), [`dhcp`] (the DHCP server on the
-//! bridge), [`api`] and [`client`] (the socket), [`cli`] and [`daemon`].
+//! the control side, by layer, each importing only those below it: [`cli`] and [`daemon`]
+//! (the process), [`api`] (the socket) and [`dhcp`] (the bridge's DHCP server), [`engine`]
+//! (store first, then kernel), [`lifecycle`] (the operator verbs, pure) and [`store`]
+//! (durable state), [`kernel`] (the adapter: the effect planner, the real kernel and an
+//! in-memory one), and [`model`] (plain data, imported by all). The README's Layout section
+//! maps the tree.
 
 pub mod api;
 pub mod cli;

@@ -35,7 +35,9 @@ use axum::{
 use ipnet::Ipv4Net;
 use tokio::sync::{Mutex, watch};
 
-pub use crate::store::Entry;
+/// A declined address is offered again this long after it was declined.
+pub use crate::lifecycle::DECLINE_BACKOFF;
+pub use crate::store::{Entry, Record};
 use crate::{
     engine::Engine,
     error_chain,
@@ -151,7 +153,7 @@ async fn alloc<K: Kernel + Sync>(AxState(sh): Sh<K>, Body(r): Body<AllocReq>) ->
         Some(a) => format!("alloc {a}"),
         None => "alloc".into(),
     };
-    let change = lifecycle::alloc(en.state(), &en.limits, r.eip).map(|(_, c)| c);
+    let change = lifecycle::alloc(en.state(), en.limits(), r.eip).map(|(_, c)| c);
     done(en.run(&command, change).await?)
 }
 
@@ -180,8 +182,8 @@ async fn bind<K: Kernel + Sync>(AxState(sh): Sh<K>, Body(r): Body<BindReq>) -> A
         }
     }
     let change = match limit {
-        Some(l) => lifecycle::bind_limited(en.state(), &en.limits, r.eip, &t, r.no_move, l),
-        None => lifecycle::bind(en.state(), &en.limits, r.eip, &t, r.no_move),
+        Some(l) => lifecycle::bind_limited(en.state(), en.limits(), r.eip, &t, r.no_move, l),
+        None => lifecycle::bind(en.state(), en.limits(), r.eip, &t, r.no_move),
     };
     done(en.run(&command, change).await?)
 }
@@ -213,7 +215,7 @@ async fn limit<K: Kernel + Sync>(AxState(sh): Sh<K>, Body(r): Body<LimitReq>) ->
         }
     }
     let mut en = sh.engine.lock().await;
-    let change = lifecycle::limit(en.state(), &en.limits, r.eip, inbound, outbound);
+    let change = lifecycle::limit(en.state(), en.limits(), r.eip, inbound, outbound);
     done(en.run(&command, change).await?)
 }
 
@@ -239,13 +241,13 @@ async fn host_add<K: Kernel + Sync>(AxState(sh): Sh<K>, Body(r): Body<HostReq>) 
         Some(n) => format!("host add {} {} --name {n}", r.mac, r.ip),
         None => format!("host add {} {}", r.mac, r.ip),
     };
-    let change = lifecycle::host_add(en.state(), &en.limits, r.mac, r.ip, r.name);
+    let change = lifecycle::host_add(en.state(), en.limits(), r.mac, r.ip, r.name);
     done(en.run(&command, change).await?)
 }
 
 async fn host_del<K: Kernel + Sync>(AxState(sh): Sh<K>, Path(key): Path<String>) -> Answer {
     let mut en = sh.engine.lock().await;
-    let change = lifecycle::host_del(en.state(), &en.limits, &key);
+    let change = lifecycle::host_del(en.state(), en.limits(), &key);
     done(en.run(&format!("host del {key}"), change).await?)
 }
 
@@ -281,7 +283,7 @@ async fn pool_add<K: Kernel + Sync>(AxState(sh): Sh<K>, Body(r): Body<PoolReq>) 
         .host_nets()
         .await
         .map_err(|e| Failure(StatusCode::INTERNAL_SERVER_ERROR, error_chain(&e)))?;
-    let change = lifecycle::pool_add(en.state(), &en.limits, r.cidr, &host);
+    let change = lifecycle::pool_add(en.state(), en.limits(), r.cidr, &host);
     done(en.run(&format!("pool add {}", r.cidr), change).await?)
 }
 

@@ -118,7 +118,7 @@ pub(super) fn print_leases(l: &Leases) {
             d.ip,
             d.mac,
             at(d.at),
-            at(d.at + crate::lifecycle::DECLINE_BACKOFF)
+            at(d.at + crate::api::DECLINE_BACKOFF)
         );
     }
 }

@@ -193,7 +193,7 @@ pub async fn run(socket: PathBuf, command: Command) -> Result<(), CliError> {
                 print_json(&h)
             } else {
                 for e in h {
-                    let show = |r: &[crate::store::Record]| serde_json::to_string(r).unwrap_or_default();
+                    let show = |r: &[crate::api::Record]| serde_json::to_string(r).unwrap_or_default();
                     println!("{:>6} {} {}", e.seq, e.time, e.command);
                     println!("       before {}", show(&e.before));
                     println!("       after  {}", show(&e.after));

@@ -123,7 +123,7 @@ impl Follower {
             Apply::All => BTreeSet::new(),
         };
         let held = !hold.is_empty();
-        let (change, rejected) = lifecycle::sync_file_hosts_holding(en.state(), &en.limits, &lines, &hold);
+        let (change, rejected) = lifecycle::sync_file_hosts_holding(en.state(), en.limits(), &lines, &hold);
         for (line, r) in rejected.iter().take(BAD_LINES_LOGGED) {
             tracing::warn!(%file, line, "skipped: {r}");
         }

@@ -269,7 +269,7 @@ async fn start(args: &DaemonArgs, socket: &Path) -> Result<(Daemon, UnixListener
     let mut engine = Engine::with_state(store, state, live, limits);
     if let Some(path) = &args.lease_script {
         let leases = engine.state().leases.len();
-        engine.events = Some(dhcp::script::spawn(path.clone(), bridge.name.clone(), leases));
+        engine.send_lease_events(dhcp::script::spawn(path.clone(), bridge.name.clone(), leases));
     }
 
     for pool in &args.pools {

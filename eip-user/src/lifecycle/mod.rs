@@ -51,7 +51,6 @@ impl Limits {
         }
     }
 
-    /// Refuses one more reservation when `reserved` already fill the room.
     /// Whether `reserved` reservations fit the VM table beside the dynamic range's share.
     pub fn fits(&self, reserved: usize) -> bool {
         reserved as u64 <= u64::from(self.reservation_room())

@@ -199,10 +199,6 @@ impl State {
             .collect()
     }
 
-    pub fn lease_by_ip(&self, ip: Ipv4Addr) -> Option<&Lease> {
-        self.leases.at(ip).next()
-    }
-
     /// The dataplane flags of a reservation's VM entry.
     pub fn vm_flags(host: &Reservation) -> u16 {
         if host.quarantined {
