@@ -34,7 +34,7 @@ use crate::{
     kernel::dataplane::update::{BindingMaps, bind_ops, execute, unbind_ops},
     kernel::plan::Effect,
     model::rate::dataplane_limit,
-    model::{Eip, Mac, State},
+    model::{Bound, Eip, Mac, State},
 };
 
 /// What the kernel holds now, as far as the daemon owns it.
@@ -58,25 +58,62 @@ pub struct KernelView {
 }
 
 impl KernelView {
-    /// The view a state asks for.
+    /// The view a state asks for: every VM entry, every binding, and its slot's limit.
     pub fn desired(state: &State) -> KernelView {
         let mut v = KernelView {
             pools: state.pools.iter().copied().collect(),
             ..KernelView::default()
         };
-        for (mac, (ip, flags)) in state.vms() {
-            v.vms.insert(ip, (mac, flags));
-            v.macs.insert(mac, (ip, flags));
+        for (mac, vm) in state.vms() {
+            v.add_vm(mac, vm);
         }
         for (eip, b) in state.bindings() {
-            v.dnat.insert(eip, (b.private, b.slot));
-            v.snat.insert(b.private, (eip, b.slot));
-            v.aliases.insert(eip);
+            v.add_binding(eip, b);
             if let Some(e) = state.eips.get(&eip) {
                 v.limits.insert(slot_index(b.slot), limit_of(e));
             }
         }
         v
+    }
+
+    /// The part of that view a change touched: its MACs' VM entries, its EIPs' bindings, its
+    /// pools, and the limit of every EIP it touched, bound or not (a new allocation's slot
+    /// gets its limit before any binding uses it).
+    fn desired_over(state: &State, t: &plan::Touched) -> KernelView {
+        let mut v = KernelView {
+            pools: t
+                .pools
+                .iter()
+                .filter(|p| state.pools.contains(p))
+                .copied()
+                .collect(),
+            ..KernelView::default()
+        };
+        for &mac in &t.macs {
+            if let Some(vm) = state.vm(mac) {
+                v.add_vm(mac, vm);
+            }
+        }
+        for &eip in &t.eips {
+            if let Some(b) = state.bound(eip) {
+                v.add_binding(eip, b);
+            }
+            if let Some(e) = state.eips.get(&eip) {
+                v.limits.insert(e.slot, limit_of(e));
+            }
+        }
+        v
+    }
+
+    fn add_vm(&mut self, mac: Mac, (ip, flags): (Ipv4Addr, u16)) {
+        self.vms.insert(ip, (mac, flags));
+        self.macs.insert(mac, (ip, flags));
+    }
+
+    fn add_binding(&mut self, eip: Ipv4Addr, b: Bound) {
+        self.dnat.insert(eip, (b.private, b.slot));
+        self.snat.insert(b.private, (eip, b.slot));
+        self.aliases.insert(eip);
     }
 }
 

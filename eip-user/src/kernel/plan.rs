@@ -1,16 +1,17 @@
-//! The one effect planner: what the kernel must do, in the order it must run, both for a
-//! change the engine just committed ([`effects`]: from the state before to the state after,
-//! looking only at the records the change wrote) and for reconciliation ([`reconcile`]: from
-//! what the kernel holds to what the state asks for). Both sort through [`in_order`], so a
-//! change and a repair run their effects in the same order.
+//! The one effect planner: what the kernel must do to go from one [`KernelView`] to another,
+//! in the order it must run ([`plan`]). A change the engine just committed ([`effects`]) is
+//! planned from the view the state asked for before it to the one it asks for after, both
+//! over the records the change touched only, so a change costs the same with 10 or 100,000
+//! bindings; reconciliation ([`reconcile`]) from the view the kernel reports to the one the
+//! state asks for. A change adds the one thing no view can show: a new allocation's counters
+//! start from zero.
 
 use std::{collections::BTreeSet, net::Ipv4Addr};
 
-use eip_common::maps::slot_index;
 use ipnet::Ipv4Net;
 
-use super::{KernelView, limit_of};
-use crate::model::{Bound, Eip, Mac, RateLimit, State, Write};
+use super::KernelView;
+use crate::model::{Eip, Mac, RateLimit, State, Write};
 
 /// Kernel work, in the order it must run.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
@@ -34,7 +35,7 @@ pub enum Effect {
         eip: Ipv4Addr,
         private: Ipv4Addr,
     },
-    /// A reverse entry no binding owns (reconcile only).
+    /// A reverse entry no binding owns (found by reconciliation).
     ForgetSnat {
         private: Ipv4Addr,
     },
@@ -91,137 +92,86 @@ impl Effect {
 
 /// The kernel work that takes the dataplane from `before` to `after`, looking only at the
 /// records `writes` touched (and the EIPs bound to touched reservations).
-///
-/// Order: unbinds first (inbound stops before the alias goes), then guests (removed, then
-/// added, so two reservations may swap addresses), then binds, then aliases and announcements,
-/// so the router is told only once the EIP is served.
 pub fn effects(before: &State, after: &State, writes: &[Write]) -> Vec<Effect> {
-    let mut macs = BTreeSet::new();
-    let mut eips = BTreeSet::new();
-    let mut out = Vec::new();
-    for w in writes {
-        match w {
-            Write::PutPool(n) if !before.pools.contains(n) => out.push(Effect::AddPool(*n)),
-            Write::DelPool(n) if before.pools.contains(n) && !after.pools.contains(n) => {
-                out.push(Effect::DelPool(*n))
-            }
-            Write::PutReservation(h) => {
-                macs.insert(h.mac);
-            }
-            Write::DelReservation(m) => {
-                macs.insert(*m);
-            }
-            Write::PutLease(l) => {
-                macs.insert(l.mac);
-            }
-            Write::DelLease(m) => {
-                macs.insert(*m);
-            }
-            Write::PutEip(e) => {
-                eips.insert(e.addr);
-            }
-            Write::DelEip(a) => {
-                eips.insert(*a);
-            }
-            Write::PutPool(_) | Write::DelPool(_) | Write::PutDeclined(_) | Write::DelDeclined(_) => {}
-        }
-    }
-    for s in [before, after] {
-        eips.extend(
-            s.eips
-                .values()
-                .filter(|e| e.bound.is_some_and(|m| macs.contains(&m)))
-                .map(|e| e.addr),
-        );
-    }
-    let guests: Vec<_> = macs
-        .iter()
-        .map(|m| (*m, before.vm(*m), after.vm(*m)))
-        .filter(|(_, g0, g1)| g0 != g1)
-        .collect();
-    // Every removal before any addition: a full VM table takes a new guest in the place of
-    // one that goes in the same change.
-    for (mac, g0, g1) in &guests {
-        if let Some((ip0, _)) = g0.filter(|g0| g1.is_none_or(|g1| g1.0 != g0.0)) {
-            out.push(Effect::DelVm {
-                private: ip0,
-                mac: *mac,
-            });
-        }
-    }
-    for (mac, _, g1) in &guests {
-        if let Some((ip1, flags)) = *g1 {
-            out.push(Effect::SetVm {
-                private: ip1,
-                mac: *mac,
-                flags,
-            });
-        }
-    }
-    // Private addresses some touched EIP still maps to afterwards: a move must not delete
-    // their reverse entries.
-    let kept: BTreeSet<Ipv4Addr> = eips
-        .iter()
-        .filter_map(|a| after.bound(*a))
-        .map(|b| b.private)
-        .collect();
-    for &eip in &eips {
-        let (b0, b1): (Option<Bound>, Option<Bound>) = (before.bound(eip), after.bound(eip));
-        let e0 = before.eips.get(&eip);
-        if let Some(e) = after.eips.get(&eip) {
-            if e0.is_none() {
-                out.push(Effect::ResetStats { slot: e.slot });
-            }
-            if e0.is_none_or(|e0| (e0.limit_in, e0.limit_out) != (e.limit_in, e.limit_out)) {
-                out.push(Effect::set_limit(e));
-            }
-        }
-        if b0 == b1 {
-            continue;
-        }
-        match (b0, b1) {
-            (Some(b0), None) => {
-                out.push(Effect::Unbind {
-                    eip,
-                    private: b0.private,
-                });
-                out.push(Effect::DelAlias(eip));
-            }
-            (b0, Some(b1)) => {
-                out.push(Effect::Bind {
-                    eip,
-                    slot: b1.slot,
-                    private: b1.private,
-                    previous: b0.map(|b| b.private).filter(|p| !kept.contains(p)),
-                });
-                if b0.is_none() {
-                    out.push(Effect::AddAlias(eip));
-                }
-                if b0.is_none_or(|b0| b0.private != b1.private) {
-                    out.push(Effect::Announce(eip));
-                }
-            }
-            (None, None) => {}
+    let touched = Touched::of(before, after, writes);
+    let now = KernelView::desired_over(before, &touched);
+    let want = KernelView::desired_over(after, &touched);
+    let eips: Vec<&Eip> = touched.eips.iter().filter_map(|a| after.eips.get(a)).collect();
+    let mut out = plan(&now, &want, &eips);
+    for e in eips {
+        if !before.eips.contains_key(&e.addr) {
+            out.push(Effect::ResetStats { slot: e.slot });
         }
     }
     in_order(out)
-}
-
-/// Sorts effects into the order they must run in, without duplicates.
-fn in_order(mut out: Vec<Effect>) -> Vec<Effect> {
-    out.sort_by(|a, b| a.rank().cmp(&b.rank()).then_with(|| a.cmp(b)));
-    out.dedup();
-    out
 }
 
 /// The effects that take the kernel from `view` to what `state` asks for, each one a
 /// correction the daemon logs.
 pub fn reconcile(state: &State, view: &KernelView) -> Vec<Effect> {
     let want = KernelView::desired(state);
+    let eips: Vec<&Eip> = want.dnat.keys().filter_map(|a| state.eips.get(a)).collect();
+    in_order(plan(view, &want, &eips))
+}
+
+/// The records a change touched: the MACs of its reservations and leases, its EIPs and those
+/// bound to its MACs (before or after), and its pools.
+#[derive(Default)]
+pub(super) struct Touched {
+    pub(super) macs: BTreeSet<Mac>,
+    pub(super) eips: BTreeSet<Ipv4Addr>,
+    pub(super) pools: BTreeSet<Ipv4Net>,
+}
+
+impl Touched {
+    fn of(before: &State, after: &State, writes: &[Write]) -> Touched {
+        let mut t = Touched::default();
+        for w in writes {
+            match w {
+                Write::PutPool(n) | Write::DelPool(n) => {
+                    t.pools.insert(*n);
+                }
+                Write::PutReservation(r) => {
+                    t.macs.insert(r.mac);
+                }
+                Write::PutLease(l) => {
+                    t.macs.insert(l.mac);
+                }
+                Write::DelReservation(m) | Write::DelLease(m) => {
+                    t.macs.insert(*m);
+                }
+                Write::PutEip(e) => {
+                    t.eips.insert(e.addr);
+                }
+                Write::DelEip(a) => {
+                    t.eips.insert(*a);
+                }
+                Write::PutDeclined(_) | Write::DelDeclined(_) => {}
+            }
+        }
+        for s in [before, after] {
+            let bound = s
+                .eips
+                .values()
+                .filter(|e| e.bound.is_some_and(|m| t.macs.contains(&m)));
+            t.eips.extend(bound.map(|e| e.addr).collect::<Vec<_>>());
+        }
+        t
+    }
+}
+
+/// The planner: the effects that take the kernel from `now` to `want`. `eips` are the EIPs
+/// whose limits `want` holds.
+///
+/// Order (see [`in_order`]): unbinds first (inbound stops before the alias goes), then VM
+/// entries (removed, then added, so two reservations may swap addresses and a full VM table
+/// takes a new entry in the place of one that goes), then binds, then aliases and
+/// announcements, so the router is told only once the EIP is served.
+fn plan(now: &KernelView, want: &KernelView, eips: &[&Eip]) -> Vec<Effect> {
     let mut out = Vec::new();
-    // Entries pairing a MAC and an address the state does not pair go (flags alone are fixed
-    // by SetVm overwriting).
-    for (mac, (ip, _)) in &view.macs {
+    // Entries pairing a MAC and an address that `want` does not pair go (flags alone are
+    // fixed by SetVm overwriting).
+    for (mac, (ip, _)) in &now.macs {
         if want.macs.get(mac).map(|w| w.0) != Some(*ip) {
             out.push(Effect::DelVm {
                 private: *ip,
@@ -229,7 +179,7 @@ pub fn reconcile(state: &State, view: &KernelView) -> Vec<Effect> {
             });
         }
     }
-    for (ip, (mac, _)) in &view.vms {
+    for (ip, (mac, _)) in &now.vms {
         if want.vms.get(ip).map(|w| w.0) != Some(*mac) {
             out.push(Effect::DelVm {
                 private: *ip,
@@ -238,7 +188,7 @@ pub fn reconcile(state: &State, view: &KernelView) -> Vec<Effect> {
         }
     }
     for (mac, (ip, flags)) in &want.macs {
-        if view.macs.get(mac) != Some(&(*ip, *flags)) || view.vms.get(ip) != Some(&(*mac, *flags)) {
+        if now.macs.get(mac) != Some(&(*ip, *flags)) || now.vms.get(ip) != Some(&(*mac, *flags)) {
             out.push(Effect::SetVm {
                 private: *ip,
                 mac: *mac,
@@ -246,48 +196,68 @@ pub fn reconcile(state: &State, view: &KernelView) -> Vec<Effect> {
             });
         }
     }
-    for (eip, (private, _)) in &view.dnat {
+    // Reverse entries whose removal a binding effect already carries: an Unbind's (the entry
+    // names its EIP) and a move's (the address the EIP leaves, removed last).
+    let mut carried = BTreeSet::new();
+    for (eip, (private, _)) in &now.dnat {
         if !want.dnat.contains_key(eip) {
             out.push(Effect::Unbind {
                 eip: *eip,
                 private: *private,
             });
+            if now.snat.get(private).is_some_and(|s| s.0 == *eip) {
+                carried.insert(*private);
+            }
         }
     }
     for (eip, &(private, slot)) in &want.dnat {
-        if view.dnat.get(eip) != Some(&(private, slot)) || view.snat.get(&private) != Some(&(*eip, slot)) {
+        let was = now.dnat.get(eip).map(|w| w.0);
+        if now.dnat.get(eip) != Some(&(private, slot)) || now.snat.get(&private) != Some(&(*eip, slot)) {
+            let previous = was.filter(|p| *p != private && !want.snat.contains_key(p));
+            carried.extend(previous);
             out.push(Effect::Bind {
                 eip: *eip,
                 slot,
                 private,
-                previous: None,
+                previous,
             });
         }
+        // A move: the router learns the new owner at once.
+        if was.is_some_and(|p| p != private) {
+            out.push(Effect::Announce(*eip));
+        }
     }
-    for (eip, b) in state.bindings() {
-        if let Some(e) = state.eips.get(&eip)
-            && view.limits.get(&slot_index(b.slot)) != Some(&limit_of(e))
+    for private in now.snat.keys() {
+        if !want.snat.contains_key(private) && !carried.contains(private) {
+            out.push(Effect::ForgetSnat { private: *private });
+        }
+    }
+    for e in eips {
+        if let Some(l) = want.limits.get(&e.slot)
+            && now.limits.get(&e.slot) != Some(l)
         {
             out.push(Effect::set_limit(e));
         }
     }
-    for private in view.snat.keys() {
-        if !want.snat.contains_key(private) {
-            out.push(Effect::ForgetSnat { private: *private });
-        }
-    }
-    for eip in view.aliases.difference(&want.aliases) {
+    for eip in now.aliases.difference(&want.aliases) {
         out.push(Effect::DelAlias(*eip));
     }
-    for eip in want.aliases.difference(&view.aliases) {
+    for eip in want.aliases.difference(&now.aliases) {
         out.push(Effect::AddAlias(*eip));
         out.push(Effect::Announce(*eip));
     }
-    for pool in view.pools.difference(&want.pools) {
+    for pool in now.pools.difference(&want.pools) {
         out.push(Effect::DelPool(*pool));
     }
-    for pool in want.pools.difference(&view.pools) {
+    for pool in want.pools.difference(&now.pools) {
         out.push(Effect::AddPool(*pool));
     }
-    in_order(out)
+    out
+}
+
+/// Sorts effects into the order they must run in, without duplicates.
+fn in_order(mut out: Vec<Effect>) -> Vec<Effect> {
+    out.sort_by(|a, b| a.rank().cmp(&b.rank()).then_with(|| a.cmp(b)));
+    out.dedup();
+    out
 }

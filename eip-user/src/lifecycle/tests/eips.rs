@@ -155,3 +155,28 @@ fn unbind_and_release() {
     assert!(!s.eips.contains_key(&e));
     assert_eq!(release(&s, e), Err(Refusal::NotAllocated(e)));
 }
+
+/// One planner: a kernel that still has the EIP on the VM it left is repaired the way the
+/// move itself is applied (the binding rewritten, the old VM's reverse entry removed last,
+/// the router told), not by removing the old reverse entry first.
+#[test]
+fn a_reconcile_repairs_a_missed_move_as_the_move_does() {
+    let mut s = world();
+    let l = limits();
+    let e = ip("203.0.113.3");
+    step(&mut s, |s| bind(s, &l, e, &name("vm1"), false));
+    let kernel = crate::kernel::KernelView::desired(&s);
+    let moved = step(&mut s, |s| bind(s, &l, e, &name("vm2"), false));
+    let slot = s.bound(e).unwrap().slot;
+    let expected = [
+        Effect::Bind {
+            eip: e,
+            slot,
+            private: ip("192.168.6.12"),
+            previous: Some(ip("192.168.6.11")),
+        },
+        Effect::Announce(e),
+    ];
+    assert_eq!(moved, expected);
+    assert_eq!(crate::kernel::plan::reconcile(&s, &kernel), expected);
+}
