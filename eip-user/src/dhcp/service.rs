@@ -224,8 +224,11 @@ impl Server {
     }
 
     async fn one<K: Kernel>(&mut self, engine: &Mutex<Engine<K>>, bytes: &[u8]) {
-        let now = now();
         let mut en = engine.lock().await;
+        // The time of the decision, not of the datagram's arrival: a request that waited for
+        // the lock (the daemon's upkeep holds it) must not store a grant time that makes the
+        // client's retransmission, answered right after, look like a new renewal.
+        let now = now();
         let out = handler::handle(&self.settings, en.state(), &mut self.offers, now, bytes);
         if let Some(kind) = out.kind {
             self.stats.received(kind);
