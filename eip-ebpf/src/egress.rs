@@ -103,7 +103,11 @@ fn try_egress<const AT_PORT: bool>(ctx: &TcContext) -> Result<i32, Counter> {
     }
     // Plain values rather than `Option`s here: an `Option`'s undefined payload, spilled by
     // LLVM, fails the verifier ("!read_ok").
-    let (holds, held) = match held_address(src_mac) {
+    // At a port the MAC's held address is not looked up: the VM entry of the source address,
+    // checked below, must name this MAC and this port and no quarantine, which says as much in
+    // one lookup (the daemon writes the two entries as a pair); anything else goes to the
+    // bridge, whose program looks the MAC up.
+    let (holds, held) = match if AT_PORT { None } else { held_address(src_mac) } {
         Some(l) => (true, l),
         None => (false, HeldAddress::default()),
     };
@@ -142,7 +146,7 @@ fn try_egress<const AT_PORT: bool>(ctx: &TcContext) -> Result<i32, Counter> {
         Some(b) => (true, b),
         None => (false, Binding::default()),
     };
-    if cfg.flags & CONFIG_ANTISPOOF != 0 {
+    if !AT_PORT && cfg.flags & CONFIG_ANTISPOOF != 0 {
         let spoofed = if holds {
             // 0.0.0.0 is a DHCP client that has no address yet.
             held.flags & VM_NO_ANTISPOOF == 0 && ip.src != held.addr && ip.src != 0
@@ -170,7 +174,12 @@ fn try_egress<const AT_PORT: bool>(ctx: &TcContext) -> Result<i32, Counter> {
         };
         // SAFETY: reading a field of the context the program was given.
         let port = unsafe { (*ctx.skb.skb).ifindex };
-        if !found || v.port_ifindex != port || v.mac != src_mac || port_learn_due(binding.slot, now) {
+        if !found
+            || v.port_ifindex != port
+            || v.mac != src_mac
+            || v.flags & VM_QUARANTINED != 0
+            || port_learn_due(binding.slot, now)
+        {
             return Ok(TC_ACT_OK);
         }
     }
