@@ -14,29 +14,8 @@ use eip_user::{
     },
     model::{Mac, RateLimit},
     store::Store,
+    testing::control::{ip, limits, mac, name},
 };
-
-fn ip(s: &str) -> Ipv4Addr {
-    s.parse().unwrap()
-}
-
-fn mac(n: u8) -> Mac {
-    Mac([0x52, 0x54, 0, 0, 0, n])
-}
-
-fn limits() -> Limits {
-    Limits {
-        private: "192.168.6.0/24".parse().unwrap(),
-        gateway: ip("192.168.6.22"),
-        max_bindings: 8,
-        max_vms: 1024,
-        dynamic: None,
-    }
-}
-
-fn name(n: &str) -> Target {
-    Target::Name(n.into())
-}
 
 fn rate_limit(bps: u64) -> RateLimit {
     RateLimit {

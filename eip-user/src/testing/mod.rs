@@ -3,6 +3,7 @@
 //! namespaces, the lab, and the dataplane's packet fixtures.
 
 pub mod clients;
+pub mod control;
 pub mod daemon;
 pub mod fixtures;
 pub mod iperf;

@@ -12,19 +12,12 @@ use super::{
 use crate::{
     lifecycle::{self, DECLINE_BACKOFF, LeaseVerb, Limits},
     model::{Lease, Mac, Range, Reservation, Source, State, Write},
+    testing::control::{ip, mac},
 };
 
 const NOW: u64 = 1_800_000_000;
 const SERVER: Ipv4Addr = Ipv4Addr::new(192, 168, 6, 22);
 const VM1: Ipv4Addr = Ipv4Addr::new(192, 168, 6, 11);
-
-fn ip(s: &str) -> Ipv4Addr {
-    s.parse().unwrap()
-}
-
-fn mac(n: u8) -> Mac {
-    Mac([0x52, 0x54, 0, 0, 0, n])
-}
 
 fn settings() -> Settings {
     Settings {

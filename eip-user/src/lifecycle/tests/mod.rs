@@ -2,25 +2,8 @@ use super::*;
 use crate::{
     kernel::plan::{Effect, effects},
     model::rate::{LimitChange, RateLimit},
+    testing::control::{ip, limits, mac, name},
 };
-
-fn ip(s: &str) -> Ipv4Addr {
-    s.parse().unwrap()
-}
-
-fn mac(n: u8) -> Mac {
-    Mac([0x52, 0x54, 0, 0, 0, n])
-}
-
-fn limits() -> Limits {
-    Limits {
-        private: "192.168.6.0/24".parse().unwrap(),
-        gateway: ip("192.168.6.22"),
-        max_bindings: 8,
-        max_vms: 1024,
-        dynamic: None,
-    }
-}
 
 /// A pool 203.0.113.0/29 and reservations vm1..vm3 (192.168.6.11..13).
 fn world() -> State {
@@ -51,10 +34,6 @@ fn step(s: &mut State, f: impl FnOnce(&State) -> Result<Change, Refusal>) -> Vec
     let before = s.clone();
     s.apply(&c.writes);
     effects(&before, s, &c.writes)
-}
-
-fn name(n: &str) -> Target {
-    Target::Name(n.into())
 }
 
 #[test]
