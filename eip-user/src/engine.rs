@@ -140,8 +140,7 @@ impl<K: Kernel> Engine<K> {
             store::records(&before),
             store::records(&after),
         ) {
-            let cause = std::error::Error::source(&e).map(ToString::to_string);
-            tracing::error!(command, error = %e, cause, "not saved; nothing changed");
+            tracing::error!(command, error = %crate::error_chain(&e), "not saved; nothing changed");
             return Err(e.into());
         }
         self.state.apply(&change.writes);

@@ -106,8 +106,7 @@ pub async fn run(args: DaemonArgs, socket: PathBuf) -> Result<(), DaemonError> {
         // The engine (and the dataplane's fds) must be gone before unpinning frees the links.
         drop(shared);
         let aliases = crate::kernel::teardown::teardown(&pins, &nl).await?;
-        tracing::info!(aliases, "aliases removed");
-        tracing::info!(pins = %pins.root().display(), "dataplane removed");
+        tracing::info!(aliases, pins = %pins.root().display(), "dataplane removed");
     } else {
         tracing::info!("the dataplane keeps forwarding (pinned)");
     }

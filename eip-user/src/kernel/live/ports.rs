@@ -152,10 +152,7 @@ impl Live {
                     self.port_links.insert(port, link);
                 }
                 Err(e) => {
-                    let cause = std::error::Error::source(&e)
-                        .map(|c| c.to_string())
-                        .unwrap_or_default();
-                    tracing::warn!(port, error = %e, %cause, "eip_port_in not attached: this port's VMs go through the bridge");
+                    tracing::warn!(port, error = %crate::error_chain(&e), "eip_port_in not attached: this port's VMs go through the bridge");
                     self.port_failed.insert(port);
                 }
             }
