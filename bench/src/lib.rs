@@ -11,6 +11,7 @@ pub mod kernel;
 pub mod limits;
 pub mod memory;
 pub mod plot;
+pub mod report;
 pub mod throughput;
 
 use eip_common::{

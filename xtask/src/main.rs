@@ -190,6 +190,9 @@ fn real_main() -> Result<()> {
                 b.arg("--quick");
             }
             b.arg("--plots").arg(target_dir().join("bench"));
+            // BENCHMARKS.md's tables, from this run's figures.
+            b.arg("--markdown")
+                .arg(target_dir().join("bench").join("tables.md"));
             if let Some(path) = json {
                 // The binary runs from the workspace root; a relative path is the caller's.
                 let path = std::env::current_dir()?.join(path);

@@ -34,6 +34,9 @@ struct Args {
     /// Runs only these families (repeat or comma-separate); all by default.
     #[arg(long, value_enum, value_delimiter = ',')]
     only: Vec<Family>,
+    /// Writes BENCHMARKS.md's tables for the figures (Markdown) to FILE.
+    #[arg(long, value_name = "FILE")]
+    markdown: Option<PathBuf>,
     /// Draws the plots (SVG) into DIR.
     #[arg(long, value_name = "DIR")]
     plots: Option<PathBuf>,
@@ -41,6 +44,10 @@ struct Args {
     /// the table and draw the plots again).
     #[arg(long, value_name = "FILE")]
     from_json: Option<PathBuf>,
+    /// The throughput family's numbers of bindings instead of the plan's (repeat or
+    /// comma-separate), to look at one size closely.
+    #[arg(long, value_delimiter = ',', value_name = "N")]
+    sizes: Vec<u32>,
     /// The `eip` binary (default: next to this one).
     #[arg(long)]
     eip: Option<PathBuf>,
@@ -87,6 +94,13 @@ fn run(args: &Args) -> Result<()> {
         let text = serde_json::to_string_pretty(&all).context("JSON")?;
         std::fs::write(path, text + "\n").with_context(|| format!("writing {}", path.display()))?;
     }
+    if let Some(path) = &args.markdown {
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        }
+        std::fs::write(path, bench::report::markdown(&all))
+            .with_context(|| format!("writing {}", path.display()))?;
+    }
     if let Some(dir) = &args.plots {
         for p in bench::plot::write(&all, dir)? {
             say(&format!("plot: {}", p.display()));
@@ -121,6 +135,14 @@ fn measure(args: &Args, bin: &std::path::Path, all: &mut Vec<Figure>, say: &dyn 
                 udp: Duration::from_secs(1),
                 tcp_secs: 3,
                 reps: 3,
+            }
+        };
+        let plan = if args.sizes.is_empty() {
+            plan
+        } else {
+            throughput::Plan {
+                sizes: args.sizes.clone(),
+                ..plan
             }
         };
         all.extend(throughput::run(bin, &plan, say).context("throughput")?);
