@@ -19,6 +19,12 @@ pub fn markdown(figs: &[Figure]) -> String {
     if figs.iter().any(|f| f.bench == "throughput") {
         s += "\n## throughput\n\n";
         s += &throughput(figs);
+        let rounds = alternated(figs);
+        if !rounds.is_empty() {
+            s += "\n**TCP with wire-size segments, alternated rounds, one binding** (median \
+                  goodput; in brackets the median of the paired ratios)\n\n";
+            s += &rounds;
+        }
     }
     for family in ["limits", "control", "dhcp", "memory"] {
         if figs.iter().any(|f| f.bench == family) {
@@ -225,7 +231,7 @@ fn throughput(all: &[Figure]) -> String {
     }
     let tcp = ordered(
         figs.iter()
-            .filter(|f| f.metric == "goodput")
+            .filter(|f| f.metric == "goodput" && !f.variant.ends_with(ALTERNATED))
             .filter_map(|f| f.variant.split_once(": ").map(|(_, r)| r)),
     );
     if !tcp.is_empty() {
@@ -246,6 +252,50 @@ fn throughput(all: &[Figure]) -> String {
                 let _ = writeln!(s, "| {} |", row.join(" | "));
             }
         }
+    }
+    s
+}
+
+const ALTERNATED: &str = ", alternated";
+
+/// TCP in alternated rounds at one binding: each variant's median goodput each way, and for
+/// eip the median of its ratios to the best kernel NAT and to routing of the same round.
+fn alternated(all: &[Figure]) -> String {
+    let figs: Vec<&Figure> = all
+        .iter()
+        .filter(|f| f.bench == "throughput" && f.variant.ends_with(ALTERNATED))
+        .collect();
+    if figs.is_empty() {
+        return String::new();
+    }
+    let mut s = String::from("| variant | outside to VM | VM to outside |\n|---|---|---|\n");
+    let kinds = ordered(
+        figs.iter()
+            .filter_map(|f| f.variant.split_once(": ").map(|(k, _)| k)),
+    );
+    for kind in kinds {
+        let mut row = vec![kind.to_owned()];
+        for dir in ["outside to VM", "VM to outside"] {
+            let variant = format!("{kind}: TCP (iperf3), {dir}, wire-size segments{ALTERNATED}");
+            let get = |metric: &str| {
+                figs.iter()
+                    .find(|f| f.variant == variant && f.metric == metric)
+                    .map(|f| f.value)
+            };
+            let mut c = get("goodput").map_or(String::new(), |v| format!("{v:.1} Gbit/s"));
+            let paired: Vec<String> = [
+                ("paired ratio to the best kernel NAT", "best kernel NAT"),
+                ("paired ratio to plain routing", "routing"),
+            ]
+            .iter()
+            .filter_map(|(m, label)| get(m).map(|r| format!("{r:.2}x {label}")))
+            .collect();
+            if !paired.is_empty() {
+                let _ = write!(c, " ({})", paired.join("; "));
+            }
+            row.push(c);
+        }
+        let _ = writeln!(s, "| {} |", row.join(" | "));
     }
     s
 }
@@ -337,6 +387,45 @@ mod tests {
             md.contains("Generator (sent, open loop): 5000 to 5000 kpps."),
             "{md}"
         );
+    }
+
+    #[test]
+    fn alternated_rounds_get_their_own_table() {
+        let v = |kind: &str| format!("{kind}: TCP (iperf3), outside to VM, wire-size segments, alternated");
+        let figs = vec![
+            fig(
+                "throughput",
+                &v("eip fast path, TC ingress"),
+                1,
+                "goodput",
+                8.04,
+                "Gbit/s",
+            ),
+            fig(
+                "throughput",
+                &v("eip fast path, TC ingress"),
+                1,
+                "paired ratio to the best kernel NAT",
+                1.031,
+                "x",
+            ),
+            fig(
+                "throughput",
+                &v("eip fast path, TC ingress"),
+                1,
+                "paired ratio to plain routing",
+                0.99,
+                "x",
+            ),
+        ];
+        let md = markdown(&figs);
+        assert!(
+            md.contains(
+                "| eip fast path, TC ingress | 8.0 Gbit/s (1.03x best kernel NAT; 0.99x routing) |  |"
+            ),
+            "{md}"
+        );
+        assert!(!md.contains("**TCP (iperf3, one stream)"), "{md}");
     }
 
     #[test]

@@ -16,6 +16,8 @@ use clap::{Parser, ValueEnum};
 enum Family {
     Kernel,
     Throughput,
+    /// TCP with wire-size segments at one binding, every variant in turn, in rounds.
+    TcpRounds,
     Control,
     Dhcp,
     Memory,
@@ -146,6 +148,14 @@ fn measure(args: &Args, bin: &std::path::Path, all: &mut Vec<Figure>, say: &dyn 
             }
         };
         all.extend(throughput::run(bin, &plan, say).context("throughput")?);
+    }
+    if wanted(Family::TcpRounds) {
+        let rounds = if args.quick {
+            throughput::alternated::Rounds { rounds: 2, secs: 1 }
+        } else {
+            throughput::alternated::Rounds { rounds: 5, secs: 3 }
+        };
+        all.extend(throughput::alternated::run(bin, &rounds, say).context("TCP alternated")?);
     }
     if wanted(Family::Control) {
         let plan = if args.quick {

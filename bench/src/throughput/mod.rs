@@ -50,6 +50,8 @@ use eip_user::testing::{
 
 use crate::{bpf, daemon::Daemon, figures::Figure};
 
+pub mod alternated;
+
 /// The measured binding: the VM's EIP (in the topology's pool).
 const EIP: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 10);
 const UDP_PORT: u16 = 9;
