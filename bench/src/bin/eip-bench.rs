@@ -153,7 +153,7 @@ fn measure(args: &Args, bin: &std::path::Path, all: &mut Vec<Figure>, say: &dyn 
         let rounds = if args.quick {
             throughput::alternated::Rounds { rounds: 2, secs: 1 }
         } else {
-            throughput::alternated::Rounds { rounds: 5, secs: 3 }
+            throughput::alternated::Rounds { rounds: 7, secs: 3 }
         };
         all.extend(throughput::alternated::run(bin, &rounds, say).context("TCP alternated")?);
     }

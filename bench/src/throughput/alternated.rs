@@ -93,10 +93,19 @@ fn figures(goodput: &[[[f64; 2]; KINDS.len()]]) -> Vec<Figure> {
             if !matches!(kind, Kind::EipTc | Kind::EipFast) {
                 continue;
             }
-            let best: Vec<f64> = goodput
+            // The best kernel NAT is the one with the highest median, and eip is paired with
+            // it round by round: the highest of three noisy figures in each round would be a
+            // baseline raised by the noise itself.
+            let nat_median = |n: Kind| median(goodput.iter().map(|r| r[index(n)][d]).collect());
+            let best_nat = KERNEL_NATS
                 .iter()
-                .map(|r| r[k][d] / KERNEL_NATS.iter().map(|&n| r[index(n)][d]).fold(0.0, f64::max))
-                .collect();
+                .copied()
+                .max_by(|a, b| {
+                    let (a, b) = (nat_median(*a), nat_median(*b));
+                    a.unwrap_or(0.0).total_cmp(&b.unwrap_or(0.0))
+                })
+                .unwrap_or(Kind::Iptables);
+            let best: Vec<f64> = goodput.iter().map(|r| r[k][d] / r[index(best_nat)][d]).collect();
             let routing: Vec<f64> = goodput
                 .iter()
                 .map(|r| r[k][d] / r[index(Kind::Routing)][d])
@@ -128,8 +137,8 @@ mod tests {
         let round = |g: [f64; 6]| g.map(|v| [v, v]);
         let goodput = vec![
             round([8.0, 7.0, 8.0, 6.0, 8.0, 6.0]),
-            round([6.0, 6.0, 5.0, 4.0, 6.6, 3.0]),
-            round([9.0, 9.0, 9.0, 9.0, 9.0, 4.5]),
+            round([6.0, 6.6, 5.0, 4.0, 6.0, 3.0]),
+            round([9.0, 10.0, 9.0, 9.0, 9.0, 4.5]),
         ];
         let figs = figures(&goodput);
         let get = |kind: Kind, metric: &str| {
@@ -137,7 +146,9 @@ mod tests {
                 .find(|f| f.variant == variant(kind, true) && f.metric == metric)
                 .map(|f| f.value)
         };
-        // Per round 1.0, 1.1, 1.0: the median is 1.0, where the medians' ratio is 8/8.
+        // The best kernel NAT by its median is iptables-nft (8, against legacy's 7 and nft's
+        // 6); paired with it round by round: 1.0, 1.2, 1.0, median 1.0. Each round's highest
+        // NAT would have given 1.0, 0.91, 0.9: a median of 0.91, the noise's doing.
         assert_eq!(get(Kind::EipTc, "paired ratio to the best kernel NAT"), Some(1.0));
         assert_eq!(get(Kind::EipTc, "goodput"), Some(8.0));
         assert_eq!(get(Kind::EipFast, "paired ratio to plain routing"), Some(0.5));
