@@ -21,8 +21,8 @@ pub fn markdown(figs: &[Figure]) -> String {
         s += &throughput(figs);
         let rounds = alternated(figs);
         if !rounds.is_empty() {
-            s += "\n**TCP with wire-size segments, alternated rounds, one binding** (median \
-                  goodput; in brackets the median of the paired ratios)\n\n";
+            s += "\n**Alternated rounds, one binding** (medians; in brackets the median of the \
+                  paired ratios)\n\n";
             s += &rounds;
         }
     }
@@ -258,8 +258,8 @@ fn throughput(all: &[Figure]) -> String {
 
 const ALTERNATED: &str = ", alternated";
 
-/// TCP in alternated rounds at one binding: each variant's median goodput each way, and for
-/// eip the median of its ratios to the best kernel NAT and to routing of the same round.
+/// The rounds at one binding: each variant's median for every measure, and for eip the
+/// median of its ratios to the best kernel NAT and to routing of the same round.
 fn alternated(all: &[Figure]) -> String {
     let figs: Vec<&Figure> = all
         .iter()
@@ -268,27 +268,42 @@ fn alternated(all: &[Figure]) -> String {
     if figs.is_empty() {
         return String::new();
     }
-    let mut s = String::from("| variant | outside to VM | VM to outside |\n|---|---|---|\n");
+    let shapes = ordered(
+        figs.iter()
+            .filter_map(|f| f.variant.split_once(": ").map(|(_, r)| r)),
+    );
     let kinds = ordered(
         figs.iter()
             .filter_map(|f| f.variant.split_once(": ").map(|(k, _)| k)),
     );
+    let mut s = format!(
+        "| variant | {} |\n|---|{}\n",
+        shapes
+            .iter()
+            .map(|r| r.trim_end_matches(ALTERNATED))
+            .collect::<Vec<_>>()
+            .join(" | "),
+        "---|".repeat(shapes.len())
+    );
     for kind in kinds {
         let mut row = vec![kind.to_owned()];
-        for dir in ["outside to VM", "VM to outside"] {
-            let variant = format!("{kind}: TCP (iperf3), {dir}, wire-size segments{ALTERNATED}");
-            let get = |metric: &str| {
-                figs.iter()
-                    .find(|f| f.variant == variant && f.metric == metric)
-                    .map(|f| f.value)
-            };
-            let mut c = get("goodput").map_or(String::new(), |v| format!("{v:.1} Gbit/s"));
+        for shape in &shapes {
+            let variant = format!("{kind}: {shape}");
+            let mine: Vec<&&Figure> = figs.iter().filter(|f| f.variant == variant).collect();
+            let ratio = |metric: &str| mine.iter().find(|f| f.metric == metric).map(|f| f.value);
+            let mut c =
+                mine.iter()
+                    .find(|f| f.unit != "x")
+                    .map_or(String::new(), |f| match f.unit.as_str() {
+                        "kpps" => format!("{:.0} kpps", f.value),
+                        unit => format!("{:.1} {unit}", f.value),
+                    });
             let paired: Vec<String> = [
                 ("paired ratio to the best kernel NAT", "best kernel NAT"),
                 ("paired ratio to plain routing", "routing"),
             ]
             .iter()
-            .filter_map(|(m, label)| get(m).map(|r| format!("{r:.2}x {label}")))
+            .filter_map(|(m, label)| ratio(m).map(|r| format!("{r:.2}x {label}")))
             .collect();
             if !paired.is_empty() {
                 let _ = write!(c, " ({})", paired.join("; "));
@@ -391,19 +406,17 @@ mod tests {
 
     #[test]
     fn alternated_rounds_get_their_own_table() {
-        let v = |kind: &str| format!("{kind}: TCP (iperf3), outside to VM, wire-size segments, alternated");
+        let v = |kind: &str, what: &str| format!("{kind}: {what}, alternated");
+        let (tcp, udp) = (
+            "TCP (iperf3), outside to VM, wire-size segments",
+            "UDP 64 B, VM to outside, one flow",
+        );
+        let eip = "eip fast path, TC ingress";
         let figs = vec![
+            fig("throughput", &v(eip, tcp), 1, "goodput", 8.04, "Gbit/s"),
             fig(
                 "throughput",
-                &v("eip fast path, TC ingress"),
-                1,
-                "goodput",
-                8.04,
-                "Gbit/s",
-            ),
-            fig(
-                "throughput",
-                &v("eip fast path, TC ingress"),
+                &v(eip, tcp),
                 1,
                 "paired ratio to the best kernel NAT",
                 1.031,
@@ -411,20 +424,31 @@ mod tests {
             ),
             fig(
                 "throughput",
-                &v("eip fast path, TC ingress"),
+                &v(eip, tcp),
                 1,
                 "paired ratio to plain routing",
                 0.99,
                 "x",
             ),
+            fig("throughput", &v(eip, udp), 1, "delivered", 512.3, "kpps"),
+            fig(
+                "throughput",
+                &v("plain routing (no NAT)", udp),
+                1,
+                "delivered",
+                400.0,
+                "kpps",
+            ),
         ];
         let md = markdown(&figs);
+        assert!(md.contains(&format!("| variant | {tcp} | {udp} |")), "{md}");
         assert!(
             md.contains(
-                "| eip fast path, TC ingress | 8.0 Gbit/s (1.03x best kernel NAT; 0.99x routing) |  |"
+                "| eip fast path, TC ingress | 8.0 Gbit/s (1.03x best kernel NAT; 0.99x routing) | 512 kpps |"
             ),
             "{md}"
         );
+        assert!(md.contains("| plain routing (no NAT) |  | 400 kpps |"), "{md}");
         assert!(!md.contains("**TCP (iperf3, one stream)"), "{md}");
     }
 

@@ -16,8 +16,9 @@ use clap::{Parser, ValueEnum};
 enum Family {
     Kernel,
     Throughput,
-    /// TCP with wire-size segments at one binding, every variant in turn, in rounds.
-    TcpRounds,
+    /// The contested throughput figures at one binding (TCP with wire-size segments, one
+    /// UDP flow out), every variant in turn, in rounds, paired within each round.
+    Rounds,
     Control,
     Dhcp,
     Memory,
@@ -149,13 +150,21 @@ fn measure(args: &Args, bin: &std::path::Path, all: &mut Vec<Figure>, say: &dyn 
         };
         all.extend(throughput::run(bin, &plan, say).context("throughput")?);
     }
-    if wanted(Family::TcpRounds) {
+    if wanted(Family::Rounds) {
         let rounds = if args.quick {
-            throughput::alternated::Rounds { rounds: 2, secs: 1 }
+            throughput::alternated::Rounds {
+                rounds: 2,
+                secs: 1,
+                udp: Duration::from_millis(500),
+            }
         } else {
-            throughput::alternated::Rounds { rounds: 7, secs: 3 }
+            throughput::alternated::Rounds {
+                rounds: 7,
+                secs: 3,
+                udp: Duration::from_secs(1),
+            }
         };
-        all.extend(throughput::alternated::run(bin, &rounds, say).context("TCP alternated")?);
+        all.extend(throughput::alternated::run(bin, &rounds, say).context("rounds")?);
     }
     if wanted(Family::Control) {
         let plan = if args.quick {
