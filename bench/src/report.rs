@@ -161,7 +161,11 @@ fn short(variant: &str) -> &str {
 /// one for TCP. eip's cells carry its ratio to the best kernel NAT at that size and to plain
 /// routing measured beside it; the kernel NATs' their ratio to routing.
 fn throughput(all: &[Figure]) -> String {
-    let figs: Vec<&Figure> = all.iter().filter(|f| f.bench == "throughput").collect();
+    // The rounds have a table of their own.
+    let figs: Vec<&Figure> = all
+        .iter()
+        .filter(|f| f.bench == "throughput" && !f.variant.ends_with(ALTERNATED))
+        .collect();
     let ns = sizes(&figs);
     let mut s = String::new();
     let split = |v: &str| v.split_once(": ").map(|(k, r)| (k.to_owned(), r.to_owned()));
@@ -231,7 +235,7 @@ fn throughput(all: &[Figure]) -> String {
     }
     let tcp = ordered(
         figs.iter()
-            .filter(|f| f.metric == "goodput" && !f.variant.ends_with(ALTERNATED))
+            .filter(|f| f.metric == "goodput")
             .filter_map(|f| f.variant.split_once(": ").map(|(_, r)| r)),
     );
     if !tcp.is_empty() {
@@ -450,6 +454,7 @@ mod tests {
         );
         assert!(md.contains("| plain routing (no NAT) |  | 400 kpps |"), "{md}");
         assert!(!md.contains("**TCP (iperf3, one stream)"), "{md}");
+        assert!(!md.contains("**UDP 64 B"), "{md}");
     }
 
     #[test]
