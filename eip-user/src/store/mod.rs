@@ -239,36 +239,44 @@ impl Store {
             })?;
             state.pools.insert(net);
         }
-        let hosts = txn.open_table(HOSTS).map_err(self.err("open hosts"))?;
-        for row in hosts.iter().map_err(self.err("read hosts"))? {
-            let (k, v) = row.map_err(self.err("read hosts"))?;
-            let h: Reservation =
-                serde_json::from_str(v.value()).map_err(self.corrupt(format!("host {}", k.value())))?;
+        for h in self
+            .records::<_, Reservation>(&txn, HOSTS, ("open hosts", "read hosts"), |k| format!("host {k}"))?
+        {
             state.hosts.insert(h);
         }
-        let eips = txn.open_table(EIPS).map_err(self.err("open eips"))?;
-        for row in eips.iter().map_err(self.err("read eips"))? {
-            let (k, v) = row.map_err(self.err("read eips"))?;
-            let addr = Ipv4Addr::from_bits(k.value());
-            let e: Eip = serde_json::from_str(v.value()).map_err(self.corrupt(format!("eip {addr}")))?;
+        for e in self.records::<_, Eip>(&txn, EIPS, ("open eips", "read eips"), |k| {
+            format!("eip {}", Ipv4Addr::from_bits(k))
+        })? {
             state.eips.insert(e);
         }
-        let leases = txn.open_table(LEASES).map_err(self.err("open leases"))?;
-        for row in leases.iter().map_err(self.err("read leases"))? {
-            let (k, v) = row.map_err(self.err("read leases"))?;
-            let l: Lease =
-                serde_json::from_str(v.value()).map_err(self.corrupt(format!("lease {}", k.value())))?;
+        for l in self.records::<_, Lease>(&txn, LEASES, ("open leases", "read leases"), |k| {
+            format!("lease {k}")
+        })? {
             state.leases.insert(l);
         }
-        let declined = txn.open_table(DECLINED).map_err(self.err("open declined"))?;
-        for row in declined.iter().map_err(self.err("read declined"))? {
-            let (k, v) = row.map_err(self.err("read declined"))?;
-            let addr = Ipv4Addr::from_bits(k.value());
-            let d: Declined =
-                serde_json::from_str(v.value()).map_err(self.corrupt(format!("declined {addr}")))?;
+        for d in self.records::<_, Declined>(&txn, DECLINED, ("open declined", "read declined"), |k| {
+            format!("declined {}", Ipv4Addr::from_bits(k))
+        })? {
             state.declined.insert(d.ip, d);
         }
         Ok(state)
+    }
+
+    /// Every record of a table of JSON values; `name` says which key a corrupt one is under.
+    fn records<K: redb::Key + 'static, T: serde::de::DeserializeOwned>(
+        &self,
+        txn: &redb::ReadTransaction,
+        table: TableDefinition<K, &str>,
+        (open, read): (&'static str, &'static str),
+        name: impl Fn(K::SelfType<'_>) -> String,
+    ) -> Result<Vec<T>, StoreError> {
+        let table = txn.open_table(table).map_err(self.err(open))?;
+        let mut out = Vec::new();
+        for row in table.iter().map_err(self.err(read))? {
+            let (k, v) = row.map_err(self.err(read))?;
+            out.push(serde_json::from_str(v.value()).map_err(self.corrupt(name(k.value())))?);
+        }
+        Ok(out)
     }
 
     /// Commits `writes` and their history entry in one durable transaction, and returns the

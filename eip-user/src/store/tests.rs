@@ -188,3 +188,41 @@ fn the_history_pages_and_keeps_the_newest_entries() {
     let mut store = Store::open(dir.path()).unwrap();
     assert_eq!(store.commit(&[], "c21", vec![], vec![]).unwrap(), 21);
 }
+
+#[test]
+fn a_corrupt_record_is_refused_by_table_and_key() {
+    // A store with one unreadable row in `table`: the key load names.
+    let bad = |table: &str| {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let txn = store.db().unwrap().begin_write().unwrap();
+        match table {
+            "eips" => {
+                let mut t = txn.open_table(EIPS).unwrap();
+                t.insert(u32::from(Ipv4Addr::new(203, 0, 113, 10)), "{not json")
+                    .unwrap();
+            }
+            "declined" => {
+                let mut t = txn.open_table(DECLINED).unwrap();
+                t.insert(u32::from(Ipv4Addr::new(192, 168, 6, 9)), "1").unwrap();
+            }
+            "leases" => {
+                let mut t = txn.open_table(LEASES).unwrap();
+                t.insert("52:54:00:00:00:07", "null").unwrap();
+            }
+            _ => {
+                let mut t = txn.open_table(HOSTS).unwrap();
+                t.insert("52:54:00:00:00:09", "[]").unwrap();
+            }
+        }
+        txn.commit().unwrap();
+        match store.load() {
+            Err(StoreError::Corrupt { key, .. }) => key,
+            other => panic!("{table}: {other:?}"),
+        }
+    };
+    assert_eq!(bad("hosts"), "host 52:54:00:00:00:09");
+    assert_eq!(bad("eips"), "eip 203.0.113.10");
+    assert_eq!(bad("leases"), "lease 52:54:00:00:00:07");
+    assert_eq!(bad("declined"), "declined 192.168.6.9");
+}
