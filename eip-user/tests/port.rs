@@ -261,7 +261,7 @@ fn a_vlan_filtering_bridge_keeps_its_ports_traffic() {
     wait_for(5, "the programs to leave the ports", || {
         ports_with_the_program(&lab).is_empty()
     });
-    assert!(lab.log().contains("the bridge filters by VLAN"), "{}", lab.log());
+    lab.assert_logged("the bridge filters by VLAN");
     let (fast, at) = egress_counters(&lab);
     assert!(pings(lab.vm(1), OUTSIDE, 5), "vm1 through the filtering bridge");
     let (fast2, at2) = egress_counters(&lab);

@@ -89,6 +89,13 @@ impl Lab {
         self.inst.log_text()
     }
 
+    /// Fails, showing the daemon's log, unless the log has `text`.
+    #[track_caller]
+    pub fn assert_logged(&self, text: &str) {
+        let log = self.log();
+        assert!(log.contains(text), "no {text:?} in the daemon's log:\n{log}");
+    }
+
     pub fn cli(&self, args: &[&str]) -> Output {
         self.inst.cli(args).expect("run eip")
     }

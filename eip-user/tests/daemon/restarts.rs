@@ -53,11 +53,7 @@ fn a_restart_keeps_traffic_flowing_and_the_state() {
     lab.start();
     assert!(lab.ok(&["list"]).contains("203.0.113.10"));
     assert_eq!(without_counters(lab.list()), before);
-    assert!(
-        lab.log().contains("adopted the pinned XDP program"),
-        "{}",
-        lab.log()
-    );
+    lab.assert_logged("adopted the pinned XDP program");
     assert!(flows(&flow, 50), "traffic stopped after the restart");
     let status: serde_json::Value = serde_json::from_str(&String::from_utf8_lossy(
         &lab.topo
@@ -98,7 +94,7 @@ fn a_restart_keeps_traffic_flowing_and_the_state() {
         lab.log()
     );
     assert!(flows(&flow, 50), "traffic stopped after the upgrade");
-    assert!(lab.log().contains("started=Upgraded"), "{}", lab.log());
+    lab.assert_logged("started=Upgraded");
     assert_eq!(without_counters(lab.list()), before);
 
     // A version that named its programs otherwise (before they were named by their attach

@@ -54,7 +54,7 @@ fn a_full_disk_refuses_changes_and_the_daemon_recovers_on_its_own() {
     }
     let refused = refused.expect("the disk never filled");
     assert!(refused.contains("No space left on device"), "{refused}");
-    assert!(lab.log().contains("not saved; nothing changed"), "{}", lab.log());
+    lab.assert_logged("not saved; nothing changed");
     assert!(
         pings(&lab.topo.outside, eip(10), 1),
         "traffic stops with a full disk"

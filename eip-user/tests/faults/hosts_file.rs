@@ -47,11 +47,7 @@ fn a_hosts_file_rewritten_in_place_releases_nothing() {
     thread::sleep(Duration::from_secs(7));
     assert_eq!(reservations(&lab), all);
     assert_eq!(bound(&lab), before);
-    assert!(
-        lab.log().contains("send SIGHUP to the daemon to confirm"),
-        "{}",
-        lab.log()
-    );
+    lab.assert_logged("send SIGHUP to the daemon to confirm");
     std::fs::write(&lab.hosts, &original).unwrap();
     thread::sleep(Duration::from_secs(7));
     assert_eq!(bound(&lab), before);
@@ -69,8 +65,8 @@ fn a_hosts_file_rewritten_in_place_releases_nothing() {
     wait_for(10, "vm2's reservation to go", || {
         !reservations(&lab).contains(&"vm2".to_owned())
     });
-    assert!(lab.log().contains("line=3"), "{}", lab.log());
-    assert!(lab.log().contains("not valid UTF-8"), "{}", lab.log());
+    lab.assert_logged("line=3");
+    lab.assert_logged("not valid UTF-8");
     assert_eq!(bound(&lab), before, "vm2 had no EIP; the others keep theirs");
     leaks.assert_none();
 }

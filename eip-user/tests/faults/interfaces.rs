@@ -28,18 +28,14 @@ fn pins_removed_under_a_running_daemon_are_put_back() {
     std::fs::remove_dir_all(lab.inst.pins()).unwrap();
     assert!(pings(&lab.topo.outside, eip(10), 2), "the programs detached");
     wait_for(5, "the pins to be put back", || pinned_whole(&lab));
-    assert!(lab.log().contains("pinned again"), "{}", lab.log());
+    lab.assert_logged("pinned again");
     lab.daemon.take().unwrap().kill9().unwrap();
     assert!(
         pings(&lab.topo.outside, eip(10), 2),
         "the dataplane died with the daemon"
     );
     lab.start();
-    assert!(
-        lab.log().contains("adopted the pinned XDP program"),
-        "{}",
-        lab.log()
-    );
+    lab.assert_logged("adopted the pinned XDP program");
     assert!(pings(&lab.topo.outside, eip(10), 2));
     leaks.assert_none();
 }
@@ -74,7 +70,7 @@ fn an_external_interface_created_again_is_followed() {
     lab.topo.del_ext().unwrap();
     lab.topo.add_ext().unwrap();
     lab.start();
-    assert!(lab.log().contains("attaching anew"), "{}", lab.log());
+    lab.assert_logged("attaching anew");
     wait_for(5, "traffic after a restart", || {
         pings(&lab.topo.outside, eip(10), 1)
     });
@@ -123,11 +119,7 @@ fn a_daemon_started_with_ip_netns_exec_pins_where_they_outlive_it() {
         "the dataplane died with the daemon"
     );
     lab.start();
-    assert!(
-        lab.log().contains("adopted the pinned XDP program"),
-        "{}",
-        lab.log()
-    );
+    lab.assert_logged("adopted the pinned XDP program");
     leaks.assert_none();
 }
 

@@ -56,7 +56,7 @@ fn a_veth_as_the_external_interface_works_with_the_senders_default_offloads() {
         .exec("ethtool", &["-K", WAN_IF, "tx", "on"])
         .unwrap();
     lab.ok(&["bind", "203.0.113.10", "vm1"]);
-    assert!(lab.log().contains("ingress runs as TC there"), "{}", lab.log());
+    lab.assert_logged("ingress runs as TC there");
     let leaks = LeakWatch::start(&lab);
     let cap = Capture::start(lab.vm(1), "eth0").unwrap();
     let _web = Service::whoami(lab.vm(1), "vm1", 80).unwrap();

@@ -35,11 +35,7 @@ fn the_fast_path_delivers_on_every_kind_of_bridge_port() {
     assert_eq!(path_of(&lab, eip(10)).as_deref(), Some("kernel (veth port)"));
     assert_eq!(path_of(&lab, eip(11)).as_deref(), Some("kernel (veth port)"));
     assert_eq!(path_of(&lab, eip(12)).as_deref(), Some("fast"));
-    assert!(
-        lab.log().contains("the VM's bridge port is a veth"),
-        "{}",
-        lab.log()
-    );
+    lab.assert_logged("the VM's bridge port is a veth");
 
     let counters = |lab: &Lab| {
         (
@@ -120,7 +116,7 @@ fn a_redirect_the_port_drops_is_counted_and_the_port_gets_kernel_delivery() {
     wait_for(5, "kernel delivery", || {
         path_of(&lab, eip(10)).as_deref() == Some("kernel (veth port)")
     });
-    assert!(lab.log().contains("dropped redirected frames"), "{}", lab.log());
+    lab.assert_logged("dropped redirected frames");
     assert!(pings(&lab.topo.outside, eip(10), 3), "{}", lab.log());
     assert!(pings(lab.vm(1), OUTSIDE_ADDR, 3));
     leaks.assert_none();
