@@ -96,6 +96,19 @@ impl Lab {
         assert!(log.contains(text), "no {text:?} in the daemon's log:\n{log}");
     }
 
+    /// `eip ARGS` as an unprivileged user (nobody) against this daemon's socket. Not in the
+    /// namespace: setns needs the privileges this drops, and a socket is a path.
+    pub fn cli_as_nobody(&self, args: &[&str]) -> Output {
+        use std::os::unix::process::CommandExt;
+        std::process::Command::new(BIN)
+            .args(args)
+            .env("EIP_SOCKET", self.inst.socket())
+            .uid(65534)
+            .gid(65534)
+            .output()
+            .expect("run eip as nobody")
+    }
+
     pub fn cli(&self, args: &[&str]) -> Output {
         self.inst.cli(args).expect("run eip")
     }

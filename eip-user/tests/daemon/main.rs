@@ -16,7 +16,7 @@ use std::{
 #[path = "../common/mod.rs"]
 mod common;
 
-use common::{BIN, Lab, counter, echo_requests_from, eip, pings};
+use common::{Lab, counter, echo_requests_from, eip, pings};
 use eip_common::maps::{MAP_DNAT, MAP_SNAT, MAP_VMS};
 use eip_user::{
     api::{BindReq, Done, EipRow, EipState},

@@ -176,17 +176,7 @@ fn every_refusal_is_one_sentence_and_changes_nothing() {
         .unwrap();
     assert_eq!(out.status.code(), Some(3));
     assert!(String::from_utf8_lossy(&out.stderr).contains("the eip daemon is not running"));
-    let out = {
-        use std::os::unix::process::CommandExt;
-        // Not in the namespace: setns needs the privileges this drops, and a socket is a path.
-        std::process::Command::new(BIN)
-            .arg("list")
-            .env("EIP_SOCKET", lab.inst.socket())
-            .uid(65534)
-            .gid(65534)
-            .output()
-            .unwrap()
-    };
+    let out = lab.cli_as_nobody(&["list"]);
     assert_eq!(
         out.status.code(),
         Some(3),

@@ -279,16 +279,7 @@ fn teardown_removes_the_dataplane_pins_and_aliases() {
     );
     let mode = std::fs::metadata(lab.inst.socket()).unwrap().permissions();
     assert_eq!(std::os::unix::fs::PermissionsExt::mode(&mode) & 0o777, 0o660);
-    let out = {
-        use std::os::unix::process::CommandExt;
-        std::process::Command::new(BIN)
-            .arg("list")
-            .env("EIP_SOCKET", lab.inst.socket())
-            .uid(65534)
-            .gid(65534)
-            .output()
-            .unwrap()
-    };
+    let out = lab.cli_as_nobody(&["list"]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert!(String::from_utf8_lossy(&out.stdout).contains("203.0.113.10"));
     lab.stop();
