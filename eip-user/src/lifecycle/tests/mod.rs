@@ -5,15 +5,18 @@ use crate::{
     testing::control::{ip, limits, mac, name},
 };
 
+/// A pool 203.0.113.0/29 and nothing else.
+fn pool_only() -> State {
+    let mut s = State::default();
+    let c = pool_add(&s, &limits(), "203.0.113.0/29".parse().unwrap(), &[]).unwrap();
+    s.apply(&c.writes);
+    s
+}
+
 /// A pool 203.0.113.0/29 and reservations vm1..vm3 (192.168.6.11..13).
 fn world() -> State {
-    let mut s = State::default();
+    let mut s = pool_only();
     let l = limits();
-    s.apply(
-        &pool_add(&s, &l, "203.0.113.0/29".parse().unwrap(), &[])
-            .unwrap()
-            .writes,
-    );
     for n in 1..=3u8 {
         let c = host_add(
             &s,

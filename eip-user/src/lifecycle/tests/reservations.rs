@@ -167,13 +167,8 @@ fn line(line: usize, m: u8, a: &str, n: &str) -> HostsLine {
 
 #[test]
 fn the_hosts_file_owns_its_lines() {
-    let mut s = State::default();
+    let mut s = pool_only();
     let l = limits();
-    s.apply(
-        &pool_add(&s, &l, "203.0.113.0/29".parse().unwrap(), &[])
-            .unwrap()
-            .writes,
-    );
     s.apply(
         &host_add(&s, &l, mac(9), ip("192.168.6.90"), Some("cli".into()))
             .unwrap()
