@@ -6,14 +6,17 @@
 //!   (egress), one flow ("established") or a new source port every frame ("new flows"). The
 //!   generator is XDP live frames (BPF_PROG_TEST_RUN with `BPF_F_TEST_XDP_LIVE_FRAMES`): a
 //!   program on the sender's veth returns `XDP_TX`, so the kernel transmits the frame itself,
-//!   open loop. It runs pinned to CPU 0; the receiving veth's NAPI runs threaded, pinned to
-//!   CPU 1, so the device under test has a core of its own. Packets are counted where they
-//!   arrive (`Ip.InDelivers` of the receiving namespace), not where they are sent.
+//!   open loop. It runs pinned to CPU 0, the tester's core; the hypervisor's veths run their
+//!   NAPI in threads pinned to CPU 1, the core under test. Packets are counted where they
+//!   arrive (`Ip.InDelivers` of the receiving namespace, whose stack runs on the core under
+//!   test, where the hypervisor's transmit wakes it), not where they are sent.
 //! - The same one-flow UDP into an XDP sink: the receiving interface runs a program that
 //!   drops every frame, counted by the driver (`xdp_drops`), as a tester's port counts and
-//!   discards in RFC 2544. That figure is the hypervisor's forwarding alone, without the
-//!   receiver's own stack (about 1 us a packet, which compresses every other ratio toward 1).
-//!   The generator's own rate is reported beside every UDP figure.
+//!   discards in RFC 2544 ([`Sink`]). That figure is the hypervisor's forwarding alone,
+//!   without the receiver's own stack (about 1 us a packet, which compresses every other
+//!   ratio toward 1). The generator's own rate is reported beside every UDP figure. A run
+//!   fails where the generator sent less than 1.2x what arrived, or the sink's veth refused
+//!   frames: the figure would be the tester's, not the hypervisor's.
 //! - TCP with iperf3, both directions: with wire-size segments (the sender's TSO and GSO off,
 //!   as frames arrive from a physical NIC, with the receiving side's GRO on, as a NIC driver
 //!   does it), and with the 64 KB GSO super-frames a veth hands over as they are. The median
@@ -58,6 +61,11 @@ const UDP_PORT: u16 = 9;
 /// Frames per test-run call of the generator.
 const CHUNK: u32 = 1_000_000;
 const BPF_F_TEST_XDP_LIVE_FRAMES: u32 = 1 << 1;
+/// The tester's core: the generator.
+const TESTER_CPU: usize = 0;
+/// The core under test: the hypervisor's veths' NAPI, and the receiver's (its stack, or the
+/// sink), which runs where the hypervisor's transmit wakes it.
+const HYPERVISOR_CPU: usize = 1;
 
 pub struct Plan {
     /// Bindings in place (the measured one included) for the NAT variants.
@@ -191,7 +199,7 @@ fn send(
     std::thread::scope(|s| {
         s.spawn(move || -> Result<(u64, Duration)> {
             let _inside = eip_user::testing::netns::enter_by_name(&name)?;
-            pin_self(0)?;
+            pin_self(TESTER_CPU)?;
             // xdp_md: data, data_end, data_meta, ingress_ifindex, rx_queue_index, egress_ifindex.
             // The kernel wants data_end to be the frame's length.
             let mut ctx = [0u32; 6];
@@ -255,7 +263,8 @@ fn napi_threads() -> BTreeSet<i32> {
     out
 }
 
-/// Gives `dev` in `ns` threaded NAPI (GRO on, which XDP_TX into a veth needs) pinned to CPU 1.
+/// Gives `dev` in `ns` threaded NAPI (GRO on, which XDP_TX into a veth needs) on the core
+/// under test.
 fn threaded_napi(ns: &NetNs, dev: &str) -> Result<()> {
     ns.exec("ethtool", &["-K", dev, "gro", "off"])?;
     ns.exec("ethtool", &["-K", dev, "gro", "on"])?;
@@ -266,9 +275,18 @@ fn threaded_napi(ns: &NetNs, dev: &str) -> Result<()> {
         bail!("{dev}: no NAPI thread appeared");
     }
     for pid in new {
-        pin(pid, 1)?;
+        pin(pid, HYPERVISOR_CPU)?;
     }
     Ok(())
+}
+
+/// A counter of `dev` in `ns` (`/sys/class/net/DEV/statistics/NAME`).
+fn link_stat(ns: &NetNs, dev: &str, name: &str) -> Result<u64> {
+    let out = ns.exec("cat", &[&format!("/sys/class/net/{dev}/statistics/{name}")])?;
+    String::from_utf8_lossy(&out.stdout)
+        .trim()
+        .parse()
+        .with_context(|| format!("{dev}'s {name}"))
 }
 
 /// `Ip.InDelivers` of `ns`.
@@ -454,9 +472,48 @@ struct Udp {
 const BPF_LINK_CREATE: libc::c_long = 28;
 const BPF_XDP: u32 = 37;
 
+/// The tester's receiving port of the XDP sink rows, which counts and discards as RFC 2544's
+/// tester does: a program that drops every frame, on the receiving veth. Its NAPI runs in
+/// softirq where the hypervisor's transmit wakes it, on the core under test. (A thread of
+/// its own on the tester's core, above the generator, was tried: over 7 alternated rounds it
+/// moved no variant by more than this machine's noise, and it made the core under test wake
+/// that thread whenever the sink had emptied its ring, which a slower variant does more
+/// often.) Detached when dropped.
+struct Sink<'a> {
+    ns: &'a NetNs,
+    dev: &'a str,
+    _link: std::os::fd::OwnedFd,
+}
+
+impl<'a> Sink<'a> {
+    fn attach(ns: &'a NetNs, dev: &'a str) -> Result<Self> {
+        Ok(Sink {
+            ns,
+            dev,
+            _link: drop_all(ns, dev)?,
+        })
+    }
+
+    /// Frames dropped by the sink's program (the driver's `xdp_drops`, every queue).
+    fn sunk(&self) -> Result<u64> {
+        let out = self.ns.exec("ethtool", &["-S", self.dev])?;
+        Ok(String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter_map(|l| l.trim().split_once(": "))
+            .filter(|(k, _)| k.ends_with("xdp_drops"))
+            .filter_map(|(_, v)| v.trim().parse::<u64>().ok())
+            .sum())
+    }
+
+    /// Frames that reached the sink's veth and found its ring full.
+    fn refused(&self) -> Result<u64> {
+        link_stat(self.ns, self.dev, "rx_dropped")
+    }
+}
+
 /// Attaches a program that drops every frame to `dev` in `ns` (the link lives as long as the
 /// returned descriptor).
-fn sink(ns: &NetNs, dev: &str) -> Result<std::os::fd::OwnedFd> {
+fn drop_all(ns: &NetNs, dev: &str) -> Result<std::os::fd::OwnedFd> {
     use std::os::fd::{AsRawFd, FromRawFd};
     const XDP_DROP: i32 = 1;
     let prog = bpf::load(bpf::PROG_TYPE_XDP, &[bpf::mov_r0(XDP_DROP), bpf::EXIT])?;
@@ -476,17 +533,6 @@ fn sink(ns: &NetNs, dev: &str) -> Result<std::os::fd::OwnedFd> {
         .join()
         .map_err(|_| anyhow::anyhow!("the sink thread panicked"))?
     })
-}
-
-/// Frames the XDP program on `dev` in `ns` dropped (the driver's `xdp_drops`, every queue).
-fn sunk(ns: &NetNs, dev: &str) -> Result<u64> {
-    let out = ns.exec("ethtool", &["-S", dev])?;
-    Ok(String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .filter_map(|l| l.trim().split_once(": "))
-        .filter(|(k, _)| k.ends_with("xdp_drops"))
-        .filter_map(|(_, v)| v.trim().parse::<u64>().ok())
-        .sum())
 }
 
 /// `perf record` of both CPUs for the run, when `EIP_BENCH_PROFILE` names a directory.
@@ -536,13 +582,15 @@ fn udp(
 ) -> Result<Udp> {
     let t = &bed.topo;
     let vm = &t.vms[0].ns;
-    let (sender, dev, receiver, receiver_dev, f) = if ingress {
+    // The sender and its veth, the receiver and its veth, the hypervisor's veth toward the
+    // receiver, the frame.
+    let (sender, dev, receiver, receiver_dev, hv_dev, f) = if ingress {
         let dst = if kind == Kind::Routing { vm_addr() } else { EIP };
         let f = frame(t.hv.mac(EXT_IF)?, t.outside.mac(WAN_IF)?, OUTSIDE_ADDR, dst);
-        (&t.outside, WAN_IF, vm, VM_IF, f)
+        (&t.outside, WAN_IF, vm, VM_IF, t.vms[0].port.as_str(), f)
     } else {
         let f = frame(t.hv.mac(BRIDGE_IF)?, topology::vm_mac(1), vm_addr(), OUTSIDE_ADDR);
-        (vm, VM_IF, &t.outside, WAN_IF, f)
+        (vm, VM_IF, &t.outside, WAN_IF, EXT_IF, f)
     };
     // The receiver's and the generator's neighbours: a first frame through the normal path.
     let warm = if ingress {
@@ -554,18 +602,23 @@ fn udp(
     let ifindex = sender.ifindex(dev)?;
     // After the warm-up: a sink answers no ARP.
     let sink = if into_sink {
-        Some(sink(receiver, receiver_dev)?)
+        Some(Sink::attach(receiver, receiver_dev)?)
     } else {
         None
     };
-    let count = || {
-        if into_sink {
-            sunk(receiver, receiver_dev)
-        } else {
-            delivered(receiver)
+    let count = || match &sink {
+        Some(s) => s.sunk(),
+        None => delivered(receiver),
+    };
+    // Frames the sink's veth refused (its ring full), as each end counts them.
+    let refused = || -> Result<(u64, u64)> {
+        match &sink {
+            Some(s) => Ok((s.refused()?, link_stat(&t.hv, hv_dev, "tx_dropped")?)),
+            None => Ok((0, 0)),
         }
     };
     let before = count()?;
+    let refused_before = refused()?;
     let profile = profile(kind, ingress, new_flows, into_sink, how_long)?;
     let (sent, took) = send(sender, ifindex, &f, new_flows, how_long)?;
     if let Some(mut p) = profile {
@@ -580,7 +633,28 @@ fn udp(
     }
     std::thread::sleep(Duration::from_millis(200));
     let got = count()? - before;
+    let refused_after = refused()?;
     drop(sink);
+    // A tester's port that could not keep up would make this its own figure, not the
+    // hypervisor's.
+    let lost = (refused_after.0.saturating_sub(refused_before.0))
+        .max(refused_after.1.saturating_sub(refused_before.1));
+    // Nor may the generator be: it offers more than the hypervisor forwards, or the figure
+    // is the generator's.
+    if (sent as f64) < 1.2 * got as f64 {
+        bail!(
+            "{}: the generator sent {sent} frames and {got} arrived: the generator, not the \
+             hypervisor, was the limit",
+            kind.name()
+        );
+    }
+    if lost > got / 100 {
+        bail!(
+            "{}: the sink's veth refused {lost} frames beside the {got} it took: the tester, not \
+             the hypervisor, was the limit",
+            kind.name()
+        );
+    }
     if std::env::var_os("EIP_BENCH_DEBUG").is_some() {
         for ns in [&t.hv, receiver, sender] {
             let o = ns.ip(&["-s", "-s", "link"])?;
