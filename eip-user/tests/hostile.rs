@@ -75,24 +75,6 @@ fn sources_the_outside_cannot_have_are_dropped_and_counted() {
     );
 }
 
-/// `curl` on the daemon's socket: status code and body.
-fn curl(lab: &Lab, args: &[&str]) -> (u16, serde_json::Value) {
-    let socket = lab.inst.socket();
-    let out = lab
-        .topo
-        .hv
-        .command("curl")
-        .args(["-sS", "-o", "-", "-w", "\n%{http_code}", "--unix-socket"])
-        .arg(&socket)
-        .args(args)
-        .output()
-        .unwrap();
-    let text = String::from_utf8_lossy(&out.stdout).into_owned();
-    let (body, code) = text.rsplit_once('\n').unwrap_or(("", "0"));
-    let json = serde_json::from_str(body).unwrap_or_else(|_| panic!("not JSON: {body:?} ({code})"));
-    (code.trim().parse().unwrap(), json)
-}
-
 /// Every error the API gives is JSON with one sentence: a wrong method, a bad query, an
 /// oversized body; and the history comes in pages.
 #[test]
@@ -101,7 +83,7 @@ fn api_errors_are_json_and_the_history_is_paged() {
     for i in 1..=30 {
         lab.ok(&["alloc", &format!("203.0.113.{i}")]);
     }
-    let (code, body) = curl(&lab, &["-X", "PUT", "http://eip/v1/eips"]);
+    let (code, body) = lab.api(&["-X", "PUT", "http://eip/v1/eips"]);
     assert_eq!(code, 405, "{body}");
     assert!(
         body["error"]
@@ -110,28 +92,25 @@ fn api_errors_are_json_and_the_history_is_paged() {
             .contains("does not take that method"),
         "{body}"
     );
-    let (code, body) = curl(&lab, &["http://eip/v1/history?limit=abc"]);
+    let (code, body) = lab.api(&["http://eip/v1/history?limit=abc"]);
     assert_eq!(code, 400, "{body}");
     assert!(
         body["error"].as_str().unwrap().starts_with("malformed query"),
         "{body}"
     );
-    let (code, body) = curl(&lab, &["http://eip/v1/history?limit=0"]);
+    let (code, body) = lab.api(&["http://eip/v1/history?limit=0"]);
     assert_eq!(code, 400, "{body}");
     let big = lab.inst.dir.join("big.json");
     std::fs::write(&big, format!("{{\"eip\": \"{}\"}}", "x".repeat(3 << 20))).unwrap();
-    let (code, body) = curl(
-        &lab,
-        &[
-            "-X",
-            "POST",
-            "-H",
-            "content-type: application/json",
-            "--data-binary",
-            &format!("@{}", big.display()),
-            "http://eip/v1/alloc",
-        ],
-    );
+    let (code, body) = lab.api(&[
+        "-X",
+        "POST",
+        "-H",
+        "content-type: application/json",
+        "--data-binary",
+        &format!("@{}", big.display()),
+        "http://eip/v1/alloc",
+    ]);
     assert_eq!(code, 413, "{body}");
     assert!(body["error"].is_string(), "{body}");
 

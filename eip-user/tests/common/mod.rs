@@ -109,6 +109,25 @@ impl Lab {
             .expect("run eip as nobody")
     }
 
+    /// A request to the daemon's API (curl on its socket; `args` name the method, body and
+    /// URL): the status code and the body, which is JSON, every error included.
+    #[track_caller]
+    pub fn api(&self, args: &[&str]) -> (u16, serde_json::Value) {
+        let out = self
+            .topo
+            .hv
+            .command("curl")
+            .args(["-sS", "-o", "-", "-w", "\n%{http_code}", "--unix-socket"])
+            .arg(self.inst.socket())
+            .args(args)
+            .output()
+            .expect("run curl");
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        let (body, code) = text.rsplit_once('\n').unwrap_or(("", "0"));
+        let json = serde_json::from_str(body).unwrap_or_else(|_| panic!("not JSON: {body:?} ({code})"));
+        (code.trim().parse().expect("an HTTP status"), json)
+    }
+
     pub fn cli(&self, args: &[&str]) -> Output {
         self.inst.cli(args).expect("run eip")
     }

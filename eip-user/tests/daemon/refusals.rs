@@ -186,23 +186,19 @@ fn every_refusal_is_one_sentence_and_changes_nothing() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("permission denied"));
 
     // A malformed request gets an error and the daemon goes on.
-    let raw = lab
-        .topo
-        .hv
-        .exec(
-            "curl",
-            &[
-                "-s",
-                "--unix-socket",
-                lab.inst.socket().to_str().unwrap(),
-                "-H",
-                "content-type: application/json",
-                "-d",
-                "{\"eip\": 12",
-                "http://eip/v1/bind",
-            ],
-        )
-        .unwrap();
-    assert!(String::from_utf8_lossy(&raw.stdout).contains("\"error\":\"malformed request"));
+    let (code, body) = lab.api(&[
+        "-H",
+        "content-type: application/json",
+        "-d",
+        "{\"eip\": 12",
+        "http://eip/v1/bind",
+    ]);
+    assert_eq!(code, 400, "{body}");
+    assert!(
+        body["error"]
+            .as_str()
+            .is_some_and(|e| e.starts_with("malformed request")),
+        "{body}"
+    );
     assert_eq!(snapshot(&lab), before);
 }

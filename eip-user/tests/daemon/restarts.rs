@@ -55,22 +55,8 @@ fn a_restart_keeps_traffic_flowing_and_the_state() {
     assert_eq!(without_counters(lab.list()), before);
     lab.assert_logged("adopted the pinned XDP program");
     assert!(flows(&flow, 50), "traffic stopped after the restart");
-    let status: serde_json::Value = serde_json::from_str(&String::from_utf8_lossy(
-        &lab.topo
-            .hv
-            .exec(
-                "curl",
-                &[
-                    "-s",
-                    "--unix-socket",
-                    lab.inst.socket().to_str().unwrap(),
-                    "http://eip/v1/status",
-                ],
-            )
-            .unwrap()
-            .stdout,
-    ))
-    .unwrap();
+    let (code, status) = lab.api(&["http://eip/v1/status"]);
+    assert_eq!(code, 200, "{status}");
     assert_eq!(status["dataplane"], "adopted");
 
     // An older program under the XDP link (stood in for by another program pinned where the
